@@ -1,0 +1,12 @@
+//! tickwire engine: tick model, symbol registry, broadcast ring, per-symbol state,
+//! client protocol, fan-out workers and the WebSocket/HTTP gateway.
+//!
+//! The data path: a feed thread normalizes venue messages into [`tick::Tick`]s and
+//! publishes them into its [`ring`]; each fan-out worker reads every ring once, keeps
+//! per-symbol state, encodes each event once into a shared WebSocket frame, and writes
+//! each client's pending frames with one vectored write. See `docs/architecture.md`.
+
+pub mod fixed;
+pub mod state;
+pub mod symbol;
+pub mod tick;
