@@ -6,7 +6,9 @@
 //! per-symbol state, encodes each event once into a shared WebSocket frame, and writes
 //! each client's pending frames with one vectored write. See `docs/architecture.md`.
 
+pub mod feed;
 pub mod fixed;
+pub mod ring;
 pub mod state;
 pub mod symbol;
 pub mod tick;

@@ -1,0 +1,514 @@
+//! The feed side of the data path: the [`Feed`] trait that every handler implements, and
+//! the [`Publisher`] through which a handler turns venue events into ticks on its ring.
+//!
+//! A feed runs on its own thread and owns its `Publisher`. The publisher assigns the
+//! per-channel seqs, keeps the authoritative [`SymbolState`] of the feed's symbols, pushes
+//! ticks into the ring and publishes each venue message's ticks together. It never waits
+//! for a consumer. A worker that was lapped asks the feed for a [`ResyncReply`] over a
+//! channel that the publisher serves between messages; that path allocates, the
+//! per-event path does not (once the book has grown to its working size).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use thiserror::Error;
+
+use crate::ring::{Consumer, Producer};
+use crate::state::SymbolState;
+use crate::symbol::{SymbolId, SymbolRegistryBuilder};
+use crate::tick::{now_ns, Aggressor, BookSide, Event, LevelFlags, Tick};
+
+/// An error a feed handler reports; the engine logs it and counts it.
+#[derive(Debug, Error)]
+pub enum FeedError {
+    /// The feed's configuration is unusable.
+    #[error("feed config: {0}")]
+    Config(String),
+    /// Registering the feed's symbols failed.
+    #[error(transparent)]
+    Symbol(#[from] crate::symbol::SymbolError),
+    /// I/O with the venue or the recording failed.
+    #[error("feed I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A source of market data: a simulator, a recording, an exchange.
+pub trait Feed: Send + 'static {
+    /// Short name (`sim`, `binance`, ...) used in logs and `/stats`.
+    fn name(&self) -> &str;
+
+    /// Declares the feed's instruments; called once, before any feed or worker starts.
+    /// Returns the ids it registered.
+    fn register(&mut self, symbols: &mut SymbolRegistryBuilder)
+        -> Result<Vec<SymbolId>, FeedError>;
+
+    /// Runs the feed on the calling thread until `shutdown` is set, publishing through
+    /// `publisher`. It must call [`Publisher::flush`] after each venue message (or batch of
+    /// them) and at least every few milliseconds while idle, so resync requests are served.
+    fn run(&mut self, publisher: &mut Publisher, shutdown: &AtomicBool) -> Result<(), FeedError>;
+}
+
+/// Connection state of a feed, as `/health` and `/stats` report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FeedState {
+    /// Starting or reconnecting.
+    Connecting = 0,
+    /// Receiving data.
+    Live = 1,
+    /// Lost its source; will retry.
+    Disconnected = 2,
+    /// Ended (shutdown, end of a recording, or a fatal error).
+    Stopped = 3,
+}
+
+impl FeedState {
+    /// Lower-case name for JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedState::Connecting => "connecting",
+            FeedState::Live => "live",
+            FeedState::Disconnected => "disconnected",
+            FeedState::Stopped => "stopped",
+        }
+    }
+
+    fn from_u8(v: u8) -> FeedState {
+        match v {
+            1 => FeedState::Live,
+            2 => FeedState::Disconnected,
+            3 => FeedState::Stopped,
+            _ => FeedState::Connecting,
+        }
+    }
+}
+
+/// Counters of one feed, written by its thread, read by anyone (Relaxed: they are
+/// statistics and order nothing).
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    state: AtomicU8,
+    /// Venue messages received.
+    pub messages: AtomicU64,
+    /// Ticks published.
+    pub ticks: AtomicU64,
+    /// Venue messages that could not be decoded (counted and logged, never fatal).
+    pub decode_errors: AtomicU64,
+    /// Reconnects to the venue.
+    pub reconnects: AtomicU64,
+    /// Sequence gaps detected in the venue's stream.
+    pub gaps: AtomicU64,
+    /// Resyncs served to lapped workers.
+    pub resyncs_served: AtomicU64,
+    /// Why the feed is not live, when it is not.
+    pub last_error: std::sync::OnceLock<String>,
+}
+
+impl FeedStats {
+    /// Current state.
+    pub fn state(&self) -> FeedState {
+        FeedState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Sets the state.
+    pub fn set_state(&self, state: FeedState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+}
+
+/// What a worker asks a feed for after it was lapped.
+#[derive(Debug)]
+pub struct ResyncRequest {
+    /// Where the reply goes.
+    pub reply: tokio::sync::oneshot::Sender<ResyncReply>,
+}
+
+/// The feed's authoritative state, taken between two published batches.
+#[derive(Debug)]
+pub struct ResyncReply {
+    /// Ring position the state is current at: resume consuming from here.
+    pub position: u64,
+    /// State of every symbol of the feed.
+    pub states: Vec<(SymbolId, SymbolState)>,
+}
+
+/// The part of a feed that workers and the control plane see.
+#[derive(Debug)]
+pub struct FeedShared {
+    /// The feed's name.
+    pub name: String,
+    /// The feed's symbols.
+    pub symbols: Vec<SymbolId>,
+    /// Its counters.
+    pub stats: FeedStats,
+    resync_tx: Sender<ResyncRequest>,
+}
+
+impl FeedShared {
+    /// Asks the feed for its state; the reply arrives on the returned receiver.
+    pub fn request_resync(&self) -> tokio::sync::oneshot::Receiver<ResyncReply> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A send fails only when the feed thread is gone; the dropped sender then closes
+        // `rx`, which the worker treats as "no resync possible".
+        let _ = self.resync_tx.send(ResyncRequest { reply: tx });
+        rx
+    }
+}
+
+/// Turns a feed's venue events into ticks on its ring; owned by the feed thread.
+pub struct Publisher {
+    producer: Producer<Tick>,
+    states: Vec<SymbolState>,
+    shared: Arc<FeedShared>,
+    resync_rx: Receiver<ResyncRequest>,
+    ingest_ts: u64,
+    unpublished: u64,
+    batch: Option<BookBatch>,
+}
+
+struct BookBatch {
+    symbol: SymbolId,
+    seq: u64,
+    ts: u64,
+    clear_pending: bool,
+    held: Option<Tick>,
+}
+
+impl Publisher {
+    /// A publisher for a feed named `name` carrying `symbols` (ids below `symbol_count`).
+    pub fn new(
+        name: &str,
+        symbols: Vec<SymbolId>,
+        symbol_count: usize,
+        producer: Producer<Tick>,
+    ) -> Publisher {
+        let (resync_tx, resync_rx) = crossbeam_channel::unbounded();
+        Publisher {
+            producer,
+            states: vec![SymbolState::default(); symbol_count],
+            shared: Arc::new(FeedShared {
+                name: name.to_owned(),
+                symbols,
+                stats: FeedStats::default(),
+                resync_tx,
+            }),
+            resync_rx,
+            ingest_ts: 0,
+            unpublished: 0,
+            batch: None,
+        }
+    }
+
+    /// The handle workers and the control plane keep.
+    pub fn shared(&self) -> &Arc<FeedShared> {
+        &self.shared
+    }
+
+    /// A consumer of this feed's ring, starting at the current position.
+    pub fn subscribe(&self) -> Consumer<Tick> {
+        self.producer.subscribe()
+    }
+
+    /// The authoritative state of `symbol`.
+    pub fn state(&self, symbol: SymbolId) -> &SymbolState {
+        &self.states[symbol.index()]
+    }
+
+    /// Marks the arrival of one venue message: stamps `ingest_ts` for the ticks that
+    /// follow, and counts it. Returns the stamp.
+    pub fn begin_message(&mut self) -> u64 {
+        self.ingest_ts = now_ns();
+        self.shared.stats.messages.fetch_add(1, Ordering::Relaxed);
+        self.ingest_ts
+    }
+
+    /// Like [`Publisher::begin_message`] with a given ingest time (replay, tests).
+    pub fn begin_message_at(&mut self, ingest_ts: u64) {
+        self.ingest_ts = ingest_ts;
+        self.shared.stats.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn push(&mut self, tick: Tick) {
+        self.states[tick.symbol.index()].apply(&tick);
+        self.producer.push(tick);
+        self.unpublished += 1;
+    }
+
+    fn stamp(&self, ts: Option<u64>) -> (u64, u64) {
+        let ingest = if self.ingest_ts == 0 {
+            now_ns()
+        } else {
+            self.ingest_ts
+        };
+        (ts.unwrap_or(ingest), ingest)
+    }
+
+    /// Publishes one trade (`ts` = venue time, `None` when the venue gives none).
+    pub fn trade(
+        &mut self,
+        symbol: SymbolId,
+        ts: Option<u64>,
+        price: i64,
+        size: i64,
+        side: Option<Aggressor>,
+        trade_id: u64,
+    ) {
+        let (ts, ingest_ts) = self.stamp(ts);
+        let seq = self.states[symbol.index()].trade_seq + 1;
+        self.push(Tick {
+            symbol,
+            ts,
+            ingest_ts,
+            event: Event::Trade {
+                seq,
+                price,
+                size,
+                side,
+                trade_id,
+            },
+        });
+    }
+
+    /// Publishes a best bid/offer (size 0 = no level on that side).
+    pub fn quote(&mut self, symbol: SymbolId, ts: Option<u64>, bid: (i64, i64), ask: (i64, i64)) {
+        let (ts, ingest_ts) = self.stamp(ts);
+        self.push(Tick {
+            symbol,
+            ts,
+            ingest_ts,
+            event: Event::Quote {
+                bid: bid.0,
+                bid_size: bid.1,
+                ask: ask.0,
+                ask_size: ask.1,
+            },
+        });
+    }
+
+    /// Starts one book event of `symbol`; `clear` makes it a full snapshot that replaces
+    /// the book. Follow with [`Publisher::level`] calls and [`Publisher::end_book`].
+    pub fn begin_book(&mut self, symbol: SymbolId, ts: Option<u64>, clear: bool) {
+        self.end_book();
+        let (ts, _) = self.stamp(ts);
+        self.batch = Some(BookBatch {
+            symbol,
+            seq: self.states[symbol.index()].book_seq + 1,
+            ts,
+            clear_pending: clear,
+            held: None,
+        });
+    }
+
+    /// One level of the current book event; size 0 removes the level. Levels that change
+    /// nothing are dropped (a snapshot's levels are all kept).
+    pub fn level(&mut self, side: BookSide, price: i64, size: i64) {
+        let Some(batch) = self.batch.as_mut() else {
+            debug_assert!(false, "level() outside begin_book/end_book");
+            return;
+        };
+        let size = size.max(0);
+        let clear = std::mem::take(&mut batch.clear_pending);
+        let current = if clear {
+            0
+        } else if let Some(held) = batch.held {
+            // The held tick is not applied yet: look through it.
+            match held.event {
+                Event::Level {
+                    side: s,
+                    price: p,
+                    size: z,
+                    ..
+                } if s == side && p == price => z,
+                _ => self.states[batch.symbol.index()].book.size_at(side, price),
+            }
+        } else {
+            self.states[batch.symbol.index()].book.size_at(side, price)
+        };
+        if !clear && current == size {
+            return;
+        }
+        let tick = Tick {
+            symbol: batch.symbol,
+            ts: batch.ts,
+            ingest_ts: if self.ingest_ts == 0 {
+                batch.ts
+            } else {
+                self.ingest_ts
+            },
+            event: Event::Level {
+                seq: batch.seq,
+                side,
+                price,
+                size,
+                flags: if clear {
+                    LevelFlags::CLEAR
+                } else {
+                    LevelFlags::default()
+                },
+            },
+        };
+        if let Some(prev) = batch.held.replace(tick) {
+            self.push(prev);
+        }
+    }
+
+    /// Ends the current book event: its last changed level carries `BATCH_END`. An event
+    /// that changed nothing publishes nothing and uses no seq.
+    pub fn end_book(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let last = match batch.held {
+            Some(tick) => Some(tick),
+            // An empty snapshot still replaces the book: one removal of nothing.
+            None if batch.clear_pending => Some(Tick {
+                symbol: batch.symbol,
+                ts: batch.ts,
+                ingest_ts: if self.ingest_ts == 0 {
+                    batch.ts
+                } else {
+                    self.ingest_ts
+                },
+                event: Event::Level {
+                    seq: batch.seq,
+                    side: BookSide::Bid,
+                    price: 0,
+                    size: 0,
+                    flags: LevelFlags::CLEAR,
+                },
+            }),
+            None => None,
+        };
+        if let Some(mut tick) = last {
+            if let Event::Level { ref mut flags, .. } = tick.event {
+                *flags = *flags | LevelFlags::BATCH_END;
+            }
+            self.push(tick);
+        }
+    }
+
+    /// Makes everything pushed so far visible to the workers (one release of the ring's
+    /// cursor, which wakes parked workers) and serves pending resync requests.
+    pub fn flush(&mut self) {
+        self.end_book();
+        if self.unpublished > 0 {
+            self.producer.publish();
+            self.shared
+                .stats
+                .ticks
+                .fetch_add(self.unpublished, Ordering::Relaxed);
+            self.unpublished = 0;
+        }
+        if !self.resync_rx.is_empty() {
+            self.serve_resyncs();
+        }
+    }
+
+    #[cold]
+    fn serve_resyncs(&mut self) {
+        while let Ok(request) = self.resync_rx.try_recv() {
+            let states = self
+                .shared
+                .symbols
+                .iter()
+                .map(|&id| (id, self.states[id.index()].clone()))
+                .collect();
+            let reply = ResyncReply {
+                position: self.producer.cursor(),
+                states,
+            };
+            // The worker may have gone away meanwhile; nothing to do then.
+            let _ = request.reply.send(reply);
+            self.shared
+                .stats
+                .resyncs_served
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{self, RecvError};
+
+    fn drain(c: &mut Consumer<Tick>) -> Vec<Tick> {
+        let mut out = Vec::new();
+        loop {
+            match c.try_recv() {
+                Ok(t) => out.push(t),
+                Err(RecvError::Empty) => return out,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+
+    fn levels(ticks: &[Tick]) -> Vec<(u64, i64, i64, u8)> {
+        ticks
+            .iter()
+            .filter_map(|t| match t.event {
+                Event::Level {
+                    seq,
+                    price,
+                    size,
+                    flags,
+                    ..
+                } => Some((seq, price, size, flags.0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn assigns_seqs_flags_batches_and_drops_no_ops() {
+        let s = SymbolId(0);
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64));
+        let mut c = p.subscribe();
+        p.begin_message_at(10);
+        p.begin_book(s, Some(9), true);
+        p.level(BookSide::Bid, 100, 5);
+        p.level(BookSide::Ask, 101, 5);
+        p.end_book();
+        p.trade(s, None, 100, 1, Some(Aggressor::Sell), 1);
+        p.flush();
+        let got = drain(&mut c);
+        assert_eq!(levels(&got), [(1, 100, 5, 2), (1, 101, 5, 1)]);
+        assert!(matches!(got[2].event, Event::Trade { seq: 1, .. }));
+        assert_eq!(
+            (got[2].ts, got[2].ingest_ts),
+            (10, 10),
+            "no venue time: ts = ingest_ts"
+        );
+
+        // Same sizes again change nothing: no tick, no seq used.
+        p.begin_book(s, None, false);
+        p.level(BookSide::Bid, 100, 5);
+        p.level(BookSide::Ask, 102, 0);
+        p.end_book();
+        p.flush();
+        assert!(drain(&mut c).is_empty());
+
+        // A level set twice in one batch: the held tick is looked through.
+        p.begin_book(s, None, false);
+        p.level(BookSide::Bid, 99, 3);
+        p.level(BookSide::Bid, 99, 3);
+        p.level(BookSide::Bid, 100, 0);
+        p.flush();
+        assert_eq!(levels(&drain(&mut c)), [(2, 99, 3, 0), (2, 100, 0, 1)]);
+        assert_eq!(p.state(s).book_seq, 2);
+        assert_eq!(p.state(s).book.bids().len(), 1);
+    }
+
+    #[test]
+    fn serves_resync_with_position_and_state() {
+        let s = SymbolId(0);
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64));
+        p.trade(s, Some(1), 5, 1, None, 0);
+        let mut rx = p.shared().request_resync();
+        p.flush();
+        let reply = rx.try_recv().expect("served on flush");
+        assert_eq!(reply.position, 1);
+        assert_eq!(reply.states[0].1.trade_seq, 1);
+    }
+}
