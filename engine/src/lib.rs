@@ -6,9 +6,16 @@
 //! per-symbol state, encodes each event once into a shared WebSocket frame, and writes
 //! each client's pending frames with one vectored write. See `docs/architecture.md`.
 
+pub mod config;
 pub mod feed;
 pub mod fixed;
+pub mod frames;
+pub mod http;
+pub mod outbox;
+pub mod protocol;
 pub mod ring;
 pub mod state;
+pub mod stats;
 pub mod symbol;
 pub mod tick;
+pub mod worker;

@@ -1,0 +1,147 @@
+//! Engine configuration: limits, budgets, threads. Every field has a default that runs
+//! out of the box; [`EngineConfig::validate`] collects every problem at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Validated engine configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Address of the one port serving HTTP and WebSocket. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Fan-out worker threads, each with its own `SO_REUSEPORT` listener. Default: one
+    /// per available core.
+    pub workers: usize,
+    /// Cores to pin workers to, in order (wrapping); empty = no pinning. Default: all
+    /// cores, wrapping, when the machine has them.
+    pub worker_cores: Vec<usize>,
+    /// Cores to pin feed threads to, in order (wrapping); empty = no pinning.
+    pub feed_cores: Vec<usize>,
+    /// Ring capacity in ticks per feed (power of two). Default 65,536 (4.5 MiB a feed).
+    pub ring_capacity: usize,
+    /// Byte budget of one client's outbox; past it the client is conflated. Default 256 KiB.
+    pub outbox_budget_bytes: usize,
+    /// Largest client message (after reassembly), in bytes. Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// Client commands allowed per second. Default 20.
+    pub commands_per_s: u32,
+    /// Symbol-channel pairs one connection may hold. Default 5,000.
+    pub max_subscriptions: usize,
+    /// `error` replies allowed per 10 s before the connection is closed with 1008. Default 10.
+    pub max_errors_per_10s: u32,
+    /// Silence after which the server sends a ping, ms. Default 15,000.
+    pub ping_interval_ms: u64,
+    /// Silence from the client after which it is closed with 1001, ms. Default 45,000.
+    pub pong_timeout_ms: u64,
+    /// A client that takes no bytes for this long while data is pending is closed with
+    /// 1008, ms. Default 30,000.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        EngineConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: cores,
+            worker_cores: Vec::new(),
+            feed_cores: Vec::new(),
+            ring_capacity: 1 << 16,
+            outbox_budget_bytes: 256 * 1024,
+            max_message_bytes: 64 * 1024,
+            commands_per_s: 20,
+            max_subscriptions: 5000,
+            max_errors_per_10s: 10,
+            ping_interval_ms: 15_000,
+            pong_timeout_ms: 45_000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl EngineConfig {
+    /// Checks every field, collecting all problems with the setting to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.workers == 0 || self.workers > 256 {
+            problems.push(format!("workers = {}: use 1 to 256", self.workers));
+        }
+        if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 1024 {
+            problems.push(format!(
+                "ring_capacity = {}: use a power of two of at least 1024",
+                self.ring_capacity
+            ));
+        }
+        if self.outbox_budget_bytes < 16 * 1024 {
+            problems.push(format!(
+                "outbox_budget_bytes = {}: use at least 16384",
+                self.outbox_budget_bytes
+            ));
+        }
+        if self.max_message_bytes < 1024 {
+            problems.push(format!(
+                "max_message_bytes = {}: use at least 1024",
+                self.max_message_bytes
+            ));
+        }
+        if self.commands_per_s == 0 {
+            problems.push("commands_per_s = 0: use at least 1".into());
+        }
+        if self.ping_interval_ms == 0 || self.pong_timeout_ms <= self.ping_interval_ms {
+            problems.push(format!(
+                "ping_interval_ms = {}, pong_timeout_ms = {}: the timeout must exceed a non-zero interval",
+                self.ping_interval_ms, self.pong_timeout_ms
+            ));
+        }
+        if self.idle_timeout_ms == 0 {
+            problems.push("idle_timeout_ms = 0: use at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// [`EngineConfig::ping_interval_ms`] as a duration.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    /// [`EngineConfig::pong_timeout_ms`] as a duration.
+    pub fn pong_timeout(&self) -> Duration {
+        Duration::from_millis(self.pong_timeout_ms)
+    }
+
+    /// [`EngineConfig::idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_all_problems_are_collected() {
+        EngineConfig::default().validate().unwrap();
+        let bad = EngineConfig {
+            workers: 0,
+            ring_capacity: 1000,
+            commands_per_s: 0,
+            ..EngineConfig::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+    }
+}

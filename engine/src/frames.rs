@@ -1,0 +1,117 @@
+//! Shared, pooled WebSocket frames: each event is encoded once into a complete frame that
+//! any number of client outboxes reference by [`FrameId`].
+//!
+//! Owned by one worker thread (no atomics, no locks). A frame holds a reference count:
+//! the encoder's own reference plus one per outbox holding it. When it drops to zero the
+//! slot, with its buffer's capacity, goes back to a free list, so in steady state
+//! encoding allocates nothing: the slab grows only to the number of frames in flight.
+
+/// Handle of a frame in a [`FrameSlab`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameId(u32);
+
+#[derive(Debug, Default)]
+struct Slot {
+    buf: Vec<u8>,
+    start: usize,
+    refs: u32,
+}
+
+/// Buffers larger than this are shrunk when freed, so one huge snapshot does not pin its
+/// memory in a slot forever.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Pool of encoded frames, owned by one worker.
+#[derive(Debug, Default)]
+pub struct FrameSlab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl FrameSlab {
+    /// An empty slab.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes a slot for a new frame (holding the caller's one reference) and returns its
+    /// cleared buffer; encode into it, then call [`FrameSlab::seal`].
+    pub fn alloc(&mut self) -> (FrameId, &mut Vec<u8>) {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.buf.clear();
+        slot.start = 0;
+        slot.refs = 1;
+        (FrameId(index), &mut slot.buf)
+    }
+
+    /// Records where the frame starts in its buffer (as returned by `frame::finish`).
+    pub fn seal(&mut self, id: FrameId, start: usize) {
+        self.slots[id.0 as usize].start = start;
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self, id: FrameId) -> &[u8] {
+        let slot = &self.slots[id.0 as usize];
+        &slot.buf[slot.start..]
+    }
+
+    /// Length of the frame in bytes.
+    pub fn len(&self, id: FrameId) -> usize {
+        let slot = &self.slots[id.0 as usize];
+        slot.buf.len() - slot.start
+    }
+
+    /// Adds a reference (an outbox now holds the frame).
+    pub fn retain(&mut self, id: FrameId) {
+        self.slots[id.0 as usize].refs += 1;
+    }
+
+    /// Drops a reference; the last one frees the slot.
+    pub fn release(&mut self, id: FrameId) {
+        let slot = &mut self.slots[id.0 as usize];
+        debug_assert!(slot.refs > 0, "frame released more often than retained");
+        slot.refs = slot.refs.saturating_sub(1);
+        if slot.refs == 0 {
+            if slot.buf.capacity() > KEEP_CAPACITY {
+                slot.buf = Vec::new();
+            }
+            self.free.push(id.0);
+        }
+    }
+
+    /// Frames currently referenced.
+    pub fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frees_on_last_release_and_reuses_the_slot() {
+        let mut slab = FrameSlab::new();
+        let (a, buf) = slab.alloc();
+        buf.extend_from_slice(b"..hello");
+        slab.seal(a, 2);
+        assert_eq!(slab.bytes(a), b"hello");
+        slab.retain(a);
+        slab.retain(a);
+        slab.release(a);
+        slab.release(a);
+        assert_eq!(slab.live(), 1);
+        slab.release(a);
+        assert_eq!(slab.live(), 0);
+        let (b, buf) = slab.alloc();
+        assert!(buf.is_empty() && buf.capacity() >= 7, "buffer reused with its capacity");
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,182 @@
+//! The HTTP endpoints that share the WebSocket port: `/health`, `/symbols`, `/stats`,
+//! `/metrics` and the page at `/`. They read counters (atomics) and never touch a
+//! worker's hot state, so they cost the data path nothing.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::EngineConfig;
+use crate::feed::{FeedShared, FeedState};
+use crate::stats::{CloseReason, WorkerStats};
+use crate::symbol::SymbolRegistry;
+
+/// What the control plane sees of a running engine.
+#[derive(Debug)]
+pub struct EngineShared {
+    /// Every symbol.
+    pub registry: Arc<SymbolRegistry>,
+    /// Every feed.
+    pub feeds: Vec<Arc<FeedShared>>,
+    /// Every worker's counters.
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// The configuration in force.
+    pub cfg: Arc<EngineConfig>,
+    /// When the engine started.
+    pub started: Instant,
+}
+
+/// The page served at `/` (a minimal live view; the full dashboard is its own work).
+pub const INDEX_HTML: &str = include_str!("index.html");
+
+/// `(healthy, reason)`: healthy while every feed is live.
+pub fn health(shared: &EngineShared) -> (bool, String) {
+    let not_live: Vec<String> = shared
+        .feeds
+        .iter()
+        .filter(|f| f.stats.state() != FeedState::Live)
+        .map(|f| format!("feed {} is {}", f.name, f.stats.state().as_str()))
+        .collect();
+    if not_live.is_empty() {
+        (true, "ok\n".into())
+    } else {
+        (false, format!("{}\n", not_live.join("; ")))
+    }
+}
+
+/// `GET /symbols`: a JSON array of names.
+pub fn symbols_json(shared: &EngineShared) -> String {
+    let names: Vec<&str> = shared.registry.iter().map(|s| s.name.as_str()).collect();
+    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
+}
+
+fn sum(shared: &EngineShared, f: impl Fn(&WorkerStats) -> u64) -> u64 {
+    shared.workers.iter().map(|w| f(w)).sum()
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// `GET /stats`: feeds, clients and workers as JSON.
+pub fn stats_json(shared: &EngineShared) -> String {
+    let uptime = shared.started.elapsed().as_secs_f64();
+    let feeds: Vec<Value> = shared
+        .feeds
+        .iter()
+        .map(|f| {
+            let s = &f.stats;
+            let ticks = load(&s.ticks);
+            json!({
+                "name": f.name,
+                "state": s.state().as_str(),
+                "symbols": f.symbols.len(),
+                "messages": load(&s.messages),
+                "ticks": ticks,
+                "ticks_per_s": if uptime > 0.0 { ticks as f64 / uptime } else { 0.0 },
+                "decode_errors": load(&s.decode_errors),
+                "reconnects": load(&s.reconnects),
+                "gaps": load(&s.gaps),
+                "resyncs_served": load(&s.resyncs_served),
+            })
+        })
+        .collect();
+    let mut closed = Map::new();
+    for (i, reason) in CloseReason::ALL.iter().enumerate() {
+        closed.insert(reason.as_str().into(), json!(sum(shared, |w| load(&w.closed[i]))));
+    }
+    let workers: Vec<Value> = shared
+        .workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            json!({
+                "worker": i,
+                "clients": load(&w.clients),
+                "ticks": load(&w.ticks),
+                "frames_encoded": load(&w.frames_encoded),
+                "messages_sent": load(&w.messages_sent),
+                "bytes_sent": load(&w.bytes_sent),
+                "conflated": load(&w.conflated),
+                "gaps_sent": load(&w.gaps_sent),
+                "trades_skipped": load(&w.trades_skipped),
+                "snapshots_resent": load(&w.snapshots_resent),
+                "ring_laps": load(&w.ring_laps),
+                "ring_missed": load(&w.ring_missed),
+                "peak_outbox_bytes": load(&w.peak_outbox_bytes),
+            })
+        })
+        .collect();
+    let v = json!({
+        "uptime_s": uptime,
+        "feeds": feeds,
+        "clients": {
+            "count": sum(shared, |w| load(&w.clients)),
+            "connections_total": sum(shared, |w| load(&w.connections_total)),
+            "subscriptions": sum(shared, |w| load(&w.subscriptions)),
+            "messages_sent": sum(shared, |w| load(&w.messages_sent)),
+            "bytes_sent": sum(shared, |w| load(&w.bytes_sent)),
+            "conflated": sum(shared, |w| load(&w.conflated)),
+            "gaps": sum(shared, |w| load(&w.gaps_sent)),
+            "trades_skipped": sum(shared, |w| load(&w.trades_skipped)),
+            "snapshots_resent": sum(shared, |w| load(&w.snapshots_resent)),
+            "errors_sent": sum(shared, |w| load(&w.errors_sent)),
+            "peak_outbox_bytes": shared.workers.iter().map(|w| load(&w.peak_outbox_bytes)).max().unwrap_or(0),
+            "closed": closed,
+        },
+        "workers": workers,
+        "latency": {},
+    });
+    v.to_string()
+}
+
+/// `GET /metrics`: the same figures in the Prometheus text format.
+pub fn metrics_text(shared: &EngineShared) -> String {
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, kind: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let per_feed = |f: &dyn Fn(&FeedShared) -> u64| -> Vec<(String, u64)> {
+        shared
+            .feeds
+            .iter()
+            .map(|feed| (format!("{{feed=\"{}\"}}", feed.name), f(feed)))
+            .collect()
+    };
+    counter("tickwire_feed_messages_total", "Venue messages received.", "counter", &per_feed(&|f| load(&f.stats.messages)));
+    counter("tickwire_feed_ticks_total", "Ticks published.", "counter", &per_feed(&|f| load(&f.stats.ticks)));
+    counter("tickwire_feed_decode_errors_total", "Venue messages that failed to decode.", "counter", &per_feed(&|f| load(&f.stats.decode_errors)));
+    counter("tickwire_feed_reconnects_total", "Reconnects to the venue.", "counter", &per_feed(&|f| load(&f.stats.reconnects)));
+    counter("tickwire_feed_live", "1 while the feed is live.", "gauge", &per_feed(&|f| u64::from(f.stats.state() == FeedState::Live)));
+    let total = |name: &str, help: &str, kind: &str, f: &dyn Fn(&WorkerStats) -> u64| {
+        (name.to_owned(), help.to_owned(), kind.to_owned(), sum(shared, f))
+    };
+    let rows = [
+        total("tickwire_clients", "Connected WebSocket clients.", "gauge", &|w| load(&w.clients)),
+        total("tickwire_connections_total", "WebSocket connections accepted.", "counter", &|w| load(&w.connections_total)),
+        total("tickwire_subscriptions", "Symbol-channel pairs subscribed.", "gauge", &|w| load(&w.subscriptions)),
+        total("tickwire_messages_sent_total", "Frames written to clients.", "counter", &|w| load(&w.messages_sent)),
+        total("tickwire_sent_bytes_total", "Bytes written to clients.", "counter", &|w| load(&w.bytes_sent)),
+        total("tickwire_conflated_total", "State messages superseded before sending.", "counter", &|w| load(&w.conflated)),
+        total("tickwire_gaps_total", "gap messages sent.", "counter", &|w| load(&w.gaps_sent)),
+        total("tickwire_trades_skipped_total", "Trades skipped inside gaps.", "counter", &|w| load(&w.trades_skipped)),
+        total("tickwire_snapshots_resent_total", "Book snapshots resent to resynchronise clients.", "counter", &|w| load(&w.snapshots_resent)),
+        total("tickwire_ring_laps_total", "Times a worker was lapped by a ring.", "counter", &|w| load(&w.ring_laps)),
+    ];
+    for (name, help, kind, v) in rows {
+        counter(&name, &help, &kind, &[(String::new(), v)]);
+    }
+    let closed: Vec<(String, u64)> = CloseReason::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("{{reason=\"{}\"}}", r.as_str()), sum(shared, |w| load(&w.closed[i]))))
+        .collect();
+    counter("tickwire_connections_closed_total", "Connections closed, by reason.", "counter", &closed);
+    out
+}

@@ -1,0 +1,120 @@
+//! Counters of the fan-out workers, written by their owning worker thread and read by the
+//! control plane (`/stats`, `/metrics`). All Relaxed: they are statistics, ordering nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a client connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed, or the connection dropped.
+    Client,
+    /// 1001: shutdown or no pong in time.
+    GoingAway,
+    /// 1002: protocol (framing) error.
+    ProtocolError,
+    /// 1003: binary data.
+    BinaryData,
+    /// 1007: invalid UTF-8.
+    InvalidUtf8,
+    /// 1008: policy (idle while data pending, or too many errors).
+    Policy,
+    /// 1009: message over the size limit.
+    TooBig,
+}
+
+impl CloseReason {
+    /// Every reason, in the order of [`WorkerStats::closed`].
+    pub const ALL: [CloseReason; 7] = [
+        CloseReason::Client,
+        CloseReason::GoingAway,
+        CloseReason::ProtocolError,
+        CloseReason::BinaryData,
+        CloseReason::InvalidUtf8,
+        CloseReason::Policy,
+        CloseReason::TooBig,
+    ];
+
+    /// The WebSocket close code the server sends (1000 echoes a client's close).
+    pub fn code(self) -> Option<u16> {
+        match self {
+            CloseReason::Client => Some(1000),
+            CloseReason::GoingAway => Some(1001),
+            CloseReason::ProtocolError => Some(1002),
+            CloseReason::BinaryData => Some(1003),
+            CloseReason::InvalidUtf8 => Some(1007),
+            CloseReason::Policy => Some(1008),
+            CloseReason::TooBig => Some(1009),
+        }
+    }
+
+    /// Name used in `/stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::GoingAway => "going_away",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::BinaryData => "binary_data",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::Policy => "policy",
+            CloseReason::TooBig => "too_big",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Counters of one worker.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Connected WebSocket clients.
+    pub clients: AtomicU64,
+    /// WebSocket connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Symbol-channel pairs subscribed.
+    pub subscriptions: AtomicU64,
+    /// Ticks read from the rings.
+    pub ticks: AtomicU64,
+    /// Frames encoded once for sharing (data events).
+    pub frames_encoded: AtomicU64,
+    /// Frames fully written to sockets.
+    pub messages_sent: AtomicU64,
+    /// Bytes written to sockets.
+    pub bytes_sent: AtomicU64,
+    /// State messages (ticker, book) not sent because a newer state superseded them.
+    pub conflated: AtomicU64,
+    /// `gap` messages sent.
+    pub gaps_sent: AtomicU64,
+    /// Trades skipped inside gaps.
+    pub trades_skipped: AtomicU64,
+    /// Book snapshots sent again to resynchronise a client.
+    pub snapshots_resent: AtomicU64,
+    /// Times the worker was lapped by a feed's ring.
+    pub ring_laps: AtomicU64,
+    /// Ticks lost to laps (recovered from the feed's state).
+    pub ring_missed: AtomicU64,
+    /// Largest outbox seen, bytes.
+    pub peak_outbox_bytes: AtomicU64,
+    /// Connections closed, by [`CloseReason`].
+    pub closed: [AtomicU64; 7],
+    /// `error` replies sent.
+    pub errors_sent: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one closed connection.
+    pub fn count_close(&self, reason: CloseReason) {
+        self.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,326 @@
+//! Fan-out workers: one OS thread each, optionally pinned, running a current-thread tokio
+//! runtime with its own `SO_REUSEPORT` listener and its own share of the clients.
+//!
+//! A worker reads every feed's ring once, applies each tick to its [`core::Core`] (which
+//! encodes and queues frames) and flushes the clients that got frames, in batches that
+//! end on book-event boundaries. When every ring is empty it parks until a feed publishes,
+//! so an idle engine uses no CPU. A lapped worker asks the feed for its state and
+//! resynchronises every affected subscription; the feed never waits for it.
+
+pub mod core;
+pub mod session;
+pub mod signal;
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use crate::config::EngineConfig;
+use crate::feed::{FeedShared, ResyncReply};
+use crate::http::{self, EngineShared};
+use crate::ring::{Consumer, RecvError};
+use crate::stats::{CloseReason, WorkerStats};
+use crate::tick::{Event, LevelFlags, Tick};
+
+use self::core::Core;
+
+/// Ticks taken from one ring before the worker flushes and lets connections run.
+const BATCH_TICKS: usize = 1024;
+
+/// A worker's view of one feed: its ring consumer and its shared handle.
+pub struct FeedPort {
+    /// Reads the feed's ring.
+    pub consumer: Consumer<Tick>,
+    /// The feed's handle (for resync requests).
+    pub feed: Arc<FeedShared>,
+    resync: Option<tokio::sync::oneshot::Receiver<ResyncReply>>,
+}
+
+impl FeedPort {
+    /// A port over `consumer` of `feed`'s ring.
+    pub fn new(consumer: Consumer<Tick>, feed: Arc<FeedShared>) -> Self {
+        Self {
+            consumer,
+            feed,
+            resync: None,
+        }
+    }
+}
+
+/// Everything a worker thread needs.
+pub struct WorkerSpec {
+    /// Worker number, for logs.
+    pub index: usize,
+    /// Its listener (already bound, `SO_REUSEPORT`).
+    pub listener: std::net::TcpListener,
+    /// One port per feed.
+    pub feeds: Vec<FeedPort>,
+    /// Engine configuration.
+    pub cfg: Arc<EngineConfig>,
+    /// Shared view for HTTP endpoints.
+    pub shared: Arc<EngineShared>,
+    /// This worker's counters.
+    pub stats: Arc<WorkerStats>,
+    /// Becomes `true` on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// Core to pin to, if any.
+    pub core_id: Option<core_affinity::CoreId>,
+}
+
+/// Runs a worker on the calling thread until shutdown.
+pub fn run(spec: WorkerSpec) {
+    if let Some(id) = spec.core_id {
+        if !core_affinity::set_for_current(id) {
+            tracing::warn!(worker = spec.index, core = id.id, "could not pin worker thread; running unpinned");
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = spec.index, error = %e, "cannot start worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(spec));
+}
+
+struct Ctx {
+    core: Rc<RefCell<Core>>,
+    cfg: Arc<EngineConfig>,
+    shared: Arc<EngineShared>,
+}
+
+async fn serve(spec: WorkerSpec) {
+    let WorkerSpec {
+        index,
+        listener,
+        feeds,
+        cfg,
+        shared,
+        stats,
+        mut shutdown,
+        ..
+    } = spec;
+    let listener = match listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(listener)) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot use listener");
+            return;
+        }
+    };
+    let core = Rc::new(RefCell::new(Core::new(cfg.clone(), shared.registry.clone(), stats)));
+    let ctx = Rc::new(Ctx {
+        core: core.clone(),
+        cfg: cfg.clone(),
+        shared,
+    });
+    let fanout = tokio::task::spawn_local(fan_out(core.clone(), feeds));
+    let housekeeping = tokio::task::spawn_local(housekeep(core.clone(), cfg.clone()));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::task::spawn_local(serve_http(ctx.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!(worker = index, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    // Going away: flush what we can, then close every client with 1001.
+    for key in core.borrow().client_keys() {
+        core.borrow_mut().close_client(key, CloseReason::GoingAway, "server shutting down", false);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !core.borrow().client_keys().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fanout.abort();
+    housekeeping.abort();
+}
+
+async fn serve_http(ctx: Rc<Ctx>, stream: tokio::net::TcpStream) {
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(route(ctx, req)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp.headers_mut()
+        .insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
+    if path == "/ws" {
+        if !upgrade {
+            return text(StatusCode::UPGRADE_REQUIRED, "text/plain", "GET /ws is a WebSocket endpoint: send an upgrade request\n");
+        }
+        return match fastwebsockets::upgrade::upgrade(&mut req) {
+            Ok((response, fut)) => {
+                let ctx = ctx.clone();
+                tokio::task::spawn_local(async move {
+                    let ws = match fut.await {
+                        Ok(ws) => ws,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "upgrade failed");
+                            return;
+                        }
+                    };
+                    let upgraded = ws.into_inner().into_inner();
+                    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+                        Ok(parts) => session::run(ctx.core.clone(), ctx.cfg.clone(), parts.io.into_inner(), parts.read_buf).await,
+                        Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+                    }
+                });
+                let (parts, _) = response.into_parts();
+                Response::from_parts(parts, Full::new(Bytes::new()))
+            }
+            Err(e) => text(StatusCode::BAD_REQUEST, "text/plain", format!("bad WebSocket upgrade: {e}\n")),
+        };
+    }
+    if upgrade {
+        return text(StatusCode::NOT_FOUND, "text/plain", "no WebSocket endpoint here; use /ws\n");
+    }
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
+    }
+    let shared = &ctx.shared;
+    match path.as_str() {
+        "/" => text(StatusCode::OK, "text/html; charset=utf-8", http::INDEX_HTML),
+        "/health" => {
+            let (ok, reason) = http::health(shared);
+            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            text(status, "text/plain", reason)
+        }
+        "/symbols" => text(StatusCode::OK, "application/json", http::symbols_json(shared)),
+        "/stats" => text(StatusCode::OK, "application/json", http::stats_json(shared)),
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", http::metrics_text(shared)),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// Reads every ring, applies ticks, flushes clients; parks when there is nothing to do.
+async fn fan_out(core: Rc<RefCell<Core>>, mut ports: Vec<FeedPort>) {
+    loop {
+        let mut got = 0usize;
+        let mut resyncing = false;
+        {
+            let mut core = core.borrow_mut();
+            for port in &mut ports {
+                if let Some(rx) = port.resync.as_mut() {
+                    match rx.try_recv() {
+                        Ok(reply) => {
+                            port.consumer.skip_to(reply.position);
+                            core.resync(reply);
+                            port.resync = None;
+                        }
+                        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                            resyncing = true;
+                            continue;
+                        }
+                        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                            tracing::warn!(feed = %port.feed.name, "feed gone before it could resync this worker");
+                            port.resync = None;
+                        }
+                    }
+                }
+                let mut taken = 0usize;
+                let mut mid_book_event = false;
+                while taken < BATCH_TICKS || mid_book_event {
+                    match port.consumer.try_recv() {
+                        Ok(tick) => {
+                            core.on_tick(&tick);
+                            taken += 1;
+                            mid_book_event = matches!(tick.event, Event::Level { flags, .. } if !flags.contains(LevelFlags::BATCH_END));
+                        }
+                        Err(RecvError::Empty) => break,
+                        Err(RecvError::Lagged(missed)) => {
+                            let stats = core.stats();
+                            WorkerStats::add(&stats.ring_laps, 1);
+                            WorkerStats::add(&stats.ring_missed, missed);
+                            tracing::warn!(feed = %port.feed.name, missed, "worker lapped by the ring; resynchronising from the feed");
+                            port.resync = Some(port.feed.request_resync());
+                            resyncing = true;
+                            break;
+                        }
+                    }
+                }
+                got += taken;
+            }
+            WorkerStats::add(&core.stats().ticks, got as u64);
+            core.flush_pending();
+        }
+        if got > 0 {
+            tokio::task::yield_now().await;
+        } else if resyncing {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            // INTERIM until the ring's parker lands.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Once per tick of a coarse timer: server pings, dead peers (1001), idle readers (1008).
+async fn housekeep(core: Rc<RefCell<Core>>, cfg: Arc<EngineConfig>) {
+    let period = Duration::from_millis((cfg.idle_timeout_ms / 4).clamp(10, 1000))
+        .min(cfg.ping_interval() / 4)
+        .max(Duration::from_millis(10));
+    let mut timer = tokio::time::interval(period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let now = Instant::now();
+        let keys = core.borrow().client_keys();
+        for key in keys {
+            let mut c = core.borrow_mut();
+            if c.is_closing(key) {
+                continue;
+            }
+            if let Some((heard, pinged)) = c.liveness(key) {
+                let silent = now.duration_since(heard);
+                if silent >= cfg.pong_timeout() {
+                    c.close_client(key, CloseReason::GoingAway, "no pong", true);
+                    continue;
+                }
+                if silent >= cfg.ping_interval() && pinged.is_none_or(|p| now.duration_since(p) >= cfg.ping_interval()) {
+                    c.send_ping_pong(key, true, b"tickwire");
+                }
+            }
+            if let Some((pending, progress)) = c.write_state(key) {
+                if pending && now.duration_since(progress) >= cfg.idle_timeout() {
+                    c.close_client(key, CloseReason::Policy, "client read nothing for the idle limit", true);
+                }
+            }
+        }
+    }
+}
