@@ -7,6 +7,7 @@
 //! each client's pending frames with one vectored write. See `docs/architecture.md`.
 
 pub mod fixed;
+pub mod protocol;
 pub mod state;
 pub mod symbol;
 pub mod tick;
