@@ -14,6 +14,7 @@ pub mod http;
 pub mod outbox;
 pub mod protocol;
 pub mod ring;
+pub mod server;
 pub mod state;
 pub mod stats;
 pub mod symbol;

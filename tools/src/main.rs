@@ -1,1 +1,144 @@
-fn main() {}
+//! The `tickwire` binary: `serve` (the default) runs the engine.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use tickwire_engine::config::EngineConfig;
+use tickwire_engine::feed::Feed;
+use tickwire_feeds::{SimConfig, SimFeed};
+
+// mimalloc: the workers' cold paths (connections, snapshots, commands) allocate from
+// several threads; mimalloc's thread-local heaps keep that off any shared lock and its
+// small-object classes suit the frame and command sizes. The hot path allocates nothing.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(name = "tickwire", version, about = "Real-time market-data streaming engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve market data over WebSocket and HTTP (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Default, Clone)]
+struct ServeArgs {
+    /// TOML config file; flags given here override its values.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Address of the HTTP + WebSocket port [default: 127.0.0.1:8080].
+    #[arg(long, global = true)]
+    listen: Option<std::net::SocketAddr>,
+    /// Fan-out worker threads [default: one per core].
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    /// Feed to run: `sim` [default: sim].
+    #[arg(long, global = true)]
+    feed: Option<String>,
+    /// Number of simulated symbols [default: 16].
+    #[arg(long, global = true)]
+    sim_symbols: Option<usize>,
+    /// Simulated events per second across all symbols; 0 = as fast as possible [default: 1000].
+    #[arg(long, global = true)]
+    sim_rate: Option<u64>,
+    /// Seed of the simulator [default: 1].
+    #[arg(long, global = true)]
+    sim_seed: Option<u64>,
+    /// Do not pin threads to cores.
+    #[arg(long, global = true)]
+    no_pin: bool,
+}
+
+/// The config file: `[engine]` takes every engine setting (see docs/operations.md).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    engine: Option<EngineConfig>,
+    feed: Option<String>,
+    sim: SimFile,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+struct SimFile {
+    symbols: Option<usize>,
+    rate: Option<u64>,
+    seed: Option<u64>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    serve(args)
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let mut cfg = file.engine.unwrap_or_default();
+    if let Some(listen) = args.listen {
+        cfg.listen = listen;
+    }
+    if let Some(workers) = args.workers {
+        cfg.workers = workers;
+    }
+    if !args.no_pin && cfg.worker_cores.is_empty() && cfg.feed_cores.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cfg.worker_cores = (0..n).collect();
+        cfg.feed_cores = vec![n - 1];
+    }
+    let feed_name = args.feed.or(file.feed).unwrap_or_else(|| "sim".into());
+    let feed: Box<dyn Feed> = match feed_name.as_str() {
+        "sim" => {
+            let defaults = SimConfig::default();
+            Box::new(SimFeed::new(SimConfig {
+                symbols: args.sim_symbols.or(file.sim.symbols).unwrap_or(defaults.symbols),
+                rate_per_s: args.sim_rate.or(file.sim.rate).unwrap_or(defaults.rate_per_s),
+                seed: args.sim_seed.or(file.sim.seed).unwrap_or(defaults.seed),
+                ..defaults
+            }))
+        }
+        other => bail!("unknown feed {other:?}: this build has `sim`"),
+    };
+    let engine = tickwire_engine::server::start(cfg, vec![feed])?;
+    tracing::info!("open http://{}/ for the dashboard; Ctrl-C stops", engine.local_addr());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r?,
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("shutting down");
+    engine.shutdown();
+    Ok(())
+}

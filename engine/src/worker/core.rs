@@ -487,7 +487,9 @@ impl Core {
                 WorkerStats::add(&self.stats.subscriptions, 1);
             }
         }
-        sub.channels = ChannelSet(held.0 | channels.0);
+        for ch in channels.iter() {
+            sub.channels.insert(ch);
+        }
         sub.throttle_ms = throttle_ms;
         // A fresh snapshot supersedes pending ticker and book marks.
         if channels.contains(Channel::Ticker) {
@@ -595,7 +597,9 @@ impl Core {
                 }
             }
         }
-        sub.channels = ChannelSet(sub.channels.0 & !channels.0);
+        for ch in channels.iter() {
+            sub.channels.remove(ch);
+        }
         client.marked = client.marked + sub.marks() - before;
         if sub.channels.is_empty() {
             client.subs.remove(&symbol);
@@ -707,29 +711,40 @@ impl Core {
     }
 
     fn fan_out_book(&mut self, symbol: SymbolId) {
-        let info = self.registry.info(symbol);
         for gi in 0..self.symbols[symbol.index()].book_groups.len() {
-            let slot = &mut self.symbols[symbol.index()];
-            let state = &slot.state;
-            let group = &mut slot.book_groups[gi];
-            let d = usize::from(group.depth);
-            window_diff(BookSide::Bid, &mut group.bids, state.book.top(BookSide::Bid, d), &mut self.diff_bids);
-            window_diff(BookSide::Ask, &mut group.asks, state.book.top(BookSide::Ask, d), &mut self.diff_asks);
-            let (id, buf) = self.frames.alloc();
-            frame::begin(buf);
-            encode::book(
-                buf,
-                info,
-                state.book_seq,
-                false,
-                &self.diff_bids,
-                &self.diff_asks,
-                state.book_ts,
-                state.book_ingest_ts,
-            );
-            let start = frame::finish(buf, frame::OpCode::Text);
-            self.frames.seal(id, start);
-            WorkerStats::add(&self.stats.frames_encoded, 1);
+            let id = {
+                let Core {
+                    registry,
+                    symbols,
+                    frames,
+                    diff_bids,
+                    diff_asks,
+                    stats,
+                    ..
+                } = self;
+                let slot = &mut symbols[symbol.index()];
+                let state = &slot.state;
+                let group = &mut slot.book_groups[gi];
+                let d = usize::from(group.depth);
+                window_diff(BookSide::Bid, &mut group.bids, state.book.top(BookSide::Bid, d), diff_bids);
+                window_diff(BookSide::Ask, &mut group.asks, state.book.top(BookSide::Ask, d), diff_asks);
+                let (id, buf) = frames.alloc();
+                frame::begin(buf);
+                encode::book(
+                    buf,
+                    registry.info(symbol),
+                    state.book_seq,
+                    false,
+                    diff_bids,
+                    diff_asks,
+                    state.book_ts,
+                    state.book_ingest_ts,
+                );
+                let start = frame::finish(buf, frame::OpCode::Text);
+                frames.seal(id, start);
+                WorkerStats::add(&stats.frames_encoded, 1);
+                id
+            };
             for mi in 0..self.symbols[symbol.index()].book_groups[gi].members.len() {
                 let key = self.symbols[symbol.index()].book_groups[gi].members[mi];
                 self.offer(key, symbol, Channel::Book, id);

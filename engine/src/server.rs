@@ -1,0 +1,229 @@
+//! Starting and stopping an engine: registers the feeds' symbols, builds one ring per
+//! feed, binds one `SO_REUSEPORT` listener per worker on the same port, and starts the
+//! feed and worker threads, pinned to cores when configured.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::{ConfigError, EngineConfig};
+use crate::feed::{Feed, FeedError, FeedState, Publisher};
+use crate::http::EngineShared;
+use crate::ring;
+use crate::stats::WorkerStats;
+use crate::symbol::SymbolRegistryBuilder;
+use crate::worker::{self, FeedPort, WorkerSpec};
+
+/// Why an engine could not start.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A feed could not register its symbols.
+    #[error("feed {feed}: {source}")]
+    Feed {
+        /// The feed.
+        feed: String,
+        /// What went wrong.
+        source: FeedError,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another server on that port? choose one with --listen)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No feed was configured.
+    #[error("no feed configured")]
+    NoFeed,
+    /// A thread could not be started.
+    #[error("cannot start thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running engine.
+pub struct EngineHandle {
+    addr: SocketAddr,
+    shared: Arc<EngineShared>,
+    feeds_stop: Arc<AtomicBool>,
+    workers_stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl EngineHandle {
+    /// The address the engine serves on (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The control plane's view (registry, feeds, worker counters).
+    pub fn shared(&self) -> &Arc<EngineShared> {
+        &self.shared
+    }
+
+    /// Stops feeds, closes every client with 1001 after flushing what it can, and
+    /// waits for every thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    /// Stops only the feeds (tests use this to freeze the market and compare states).
+    pub fn stop_feeds(&self) {
+        self.feeds_stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stop_and_join(&mut self) {
+        self.feeds_stop.store(true, Ordering::Relaxed);
+        let _ = self.workers_stop.send(true);
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("an engine thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    // Each worker binds the same port; the kernel spreads new connections across them.
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Starts an engine serving `feeds`.
+pub fn start(cfg: EngineConfig, mut feeds: Vec<Box<dyn Feed>>) -> Result<EngineHandle, EngineError> {
+    cfg.validate()?;
+    if feeds.is_empty() {
+        return Err(EngineError::NoFeed);
+    }
+    let cfg = Arc::new(cfg);
+    let mut builder = SymbolRegistryBuilder::new();
+    let mut feed_symbols = Vec::new();
+    for feed in &mut feeds {
+        let ids = feed.register(&mut builder).map_err(|source| EngineError::Feed {
+            feed: feed.name().to_owned(),
+            source,
+        })?;
+        feed_symbols.push(ids);
+    }
+    let registry = Arc::new(builder.build());
+
+    let mut publishers: Vec<Publisher> = feeds
+        .iter()
+        .zip(feed_symbols)
+        .map(|(f, ids)| Publisher::new(f.name(), ids, registry.len(), ring::ring(cfg.ring_capacity)))
+        .collect();
+
+    let first = bind(cfg.listen).map_err(|source| EngineError::Bind { addr: cfg.listen, source })?;
+    let addr = first.local_addr().map_err(|source| EngineError::Bind { addr: cfg.listen, source })?;
+    let mut listeners = vec![first];
+    for _ in 1..cfg.workers {
+        listeners.push(bind(addr).map_err(|source| EngineError::Bind { addr, source })?);
+    }
+
+    let worker_stats: Vec<Arc<WorkerStats>> = (0..cfg.workers).map(|_| Arc::new(WorkerStats::default())).collect();
+    let shared = Arc::new(EngineShared {
+        registry: registry.clone(),
+        feeds: publishers.iter().map(|p| p.shared().clone()).collect(),
+        workers: worker_stats.clone(),
+        cfg: cfg.clone(),
+        started: Instant::now(),
+    });
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let pick = |list: &[usize], i: usize, what: &str| -> Option<core_affinity::CoreId> {
+        if list.is_empty() {
+            return None;
+        }
+        let want = list[i % list.len()];
+        let found = cores.iter().copied().find(|c| c.id == want);
+        if found.is_none() {
+            tracing::warn!(thread = what, core = want, available = cores.len(), "no such core; this thread runs unpinned");
+        }
+        found
+    };
+    let threads_wanted = feeds.len() + cfg.workers;
+    if threads_wanted > cores.len().max(1) {
+        tracing::info!(
+            threads = threads_wanted,
+            cores = cores.len(),
+            "more engine threads than cores: threads share cores (fine for tests, not for lowest latency)"
+        );
+    }
+
+    let (workers_stop, workers_rx) = watch::channel(false);
+    let feeds_stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut ports: Vec<Vec<FeedPort>> = (0..cfg.workers).map(|_| Vec::new()).collect();
+    for p in &publishers {
+        for worker_ports in &mut ports {
+            worker_ports.push(FeedPort::new(p.subscribe(), p.shared().clone()));
+        }
+    }
+    for (i, (listener, feeds)) in listeners.into_iter().zip(ports).enumerate() {
+        let spec = WorkerSpec {
+            index: i,
+            listener,
+            feeds,
+            cfg: cfg.clone(),
+            shared: shared.clone(),
+            stats: worker_stats[i].clone(),
+            shutdown: workers_rx.clone(),
+            core_id: pick(&cfg.worker_cores, i, "worker"),
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("tickwire-worker-{i}"))
+            .spawn(move || worker::run(spec))
+            .map_err(EngineError::Thread)?;
+        threads.push(t);
+    }
+    for (i, (mut feed, mut publisher)) in feeds.into_iter().zip(publishers.drain(..)).enumerate() {
+        let stop = feeds_stop.clone();
+        let core_id = pick(&cfg.feed_cores, i, "feed");
+        let name = feed.name().to_owned();
+        let t = std::thread::Builder::new()
+            .name(format!("tickwire-feed-{name}"))
+            .spawn(move || {
+                if let Some(id) = core_id {
+                    if !core_affinity::set_for_current(id) {
+                        tracing::warn!(feed = %name, core = id.id, "could not pin feed thread; running unpinned");
+                    }
+                }
+                publisher.shared().stats.set_state(FeedState::Connecting);
+                if let Err(e) = feed.run(&mut publisher, &stop) {
+                    tracing::error!(feed = %name, error = %e, "feed stopped with an error");
+                    let _ = publisher.shared().stats.last_error.set(e.to_string());
+                }
+                publisher.flush();
+                publisher.shared().stats.set_state(FeedState::Stopped);
+            })
+            .map_err(EngineError::Thread)?;
+        threads.push(t);
+    }
+    tracing::info!(%addr, workers = cfg.workers, feeds = shared.feeds.len(), symbols = registry.len(), "tickwire serving");
+    Ok(EngineHandle {
+        addr,
+        shared,
+        feeds_stop,
+        workers_stop,
+        threads,
+    })
+}
