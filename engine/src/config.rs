@@ -25,6 +25,10 @@ pub struct EngineConfig {
     pub ring_capacity: usize,
     /// Byte budget of one client's outbox; past it the client is conflated. Default 256 KiB.
     pub outbox_budget_bytes: usize,
+    /// Kernel send buffer per client socket (`SO_SNDBUF`), bytes; `None` leaves the
+    /// kernel's autotuning. Smaller buffers cut memory per client and make conflation
+    /// kick in sooner for slow readers. Default `None`.
+    pub send_buffer_bytes: Option<usize>,
     /// Largest client message (after reassembly), in bytes. Default 64 KiB.
     pub max_message_bytes: usize,
     /// Client commands allowed per second. Default 20.
@@ -52,6 +56,7 @@ impl Default for EngineConfig {
             feed_cores: Vec::new(),
             ring_capacity: 1 << 16,
             outbox_budget_bytes: 256 * 1024,
+            send_buffer_bytes: None,
             max_message_bytes: 64 * 1024,
             commands_per_s: 20,
             max_subscriptions: 5000,

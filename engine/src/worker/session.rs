@@ -64,6 +64,10 @@ impl AsyncRead for ClientReader {
 pub async fn run(core: Rc<RefCell<Core>>, cfg: std::sync::Arc<EngineConfig>, stream: TcpStream, prefix: Bytes) {
     // Small frames go out at once; batching happens in the outbox, not in Nagle.
     let _ = stream.set_nodelay(true);
+    if let Some(bytes) = cfg.send_buffer_bytes {
+        // Best effort: the kernel may round or cap it.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
     let stream = Rc::new(stream);
     let signal = Rc::new(LocalSignal::new());
     let key = core.borrow_mut().add_client(stream.clone(), signal.clone());
