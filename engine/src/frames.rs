@@ -111,7 +111,10 @@ mod tests {
         slab.release(a);
         assert_eq!(slab.live(), 0);
         let (b, buf) = slab.alloc();
-        assert!(buf.is_empty() && buf.capacity() >= 7, "buffer reused with its capacity");
+        assert!(
+            buf.is_empty() && buf.capacity() >= 7,
+            "buffer reused with its capacity"
+        );
         assert_eq!(a, b);
     }
 }

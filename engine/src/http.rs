@@ -86,7 +86,10 @@ pub fn stats_json(shared: &EngineShared) -> String {
         .collect();
     let mut closed = Map::new();
     for (i, reason) in CloseReason::ALL.iter().enumerate() {
-        closed.insert(reason.as_str().into(), json!(sum(shared, |w| load(&w.closed[i]))));
+        closed.insert(
+            reason.as_str().into(),
+            json!(sum(shared, |w| load(&w.closed[i]))),
+        );
     }
     let workers: Vec<Value> = shared
         .workers
@@ -149,25 +152,105 @@ pub fn metrics_text(shared: &EngineShared) -> String {
             .map(|feed| (format!("{{feed=\"{}\"}}", feed.name), f(feed)))
             .collect()
     };
-    counter("tickwire_feed_messages_total", "Venue messages received.", "counter", &per_feed(&|f| load(&f.stats.messages)));
-    counter("tickwire_feed_ticks_total", "Ticks published.", "counter", &per_feed(&|f| load(&f.stats.ticks)));
-    counter("tickwire_feed_decode_errors_total", "Venue messages that failed to decode.", "counter", &per_feed(&|f| load(&f.stats.decode_errors)));
-    counter("tickwire_feed_reconnects_total", "Reconnects to the venue.", "counter", &per_feed(&|f| load(&f.stats.reconnects)));
-    counter("tickwire_feed_live", "1 while the feed is live.", "gauge", &per_feed(&|f| u64::from(f.stats.state() == FeedState::Live)));
+    counter(
+        "tickwire_feed_messages_total",
+        "Venue messages received.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.messages)),
+    );
+    counter(
+        "tickwire_feed_ticks_total",
+        "Ticks published.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.ticks)),
+    );
+    counter(
+        "tickwire_feed_decode_errors_total",
+        "Venue messages that failed to decode.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.decode_errors)),
+    );
+    counter(
+        "tickwire_feed_reconnects_total",
+        "Reconnects to the venue.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.reconnects)),
+    );
+    counter(
+        "tickwire_feed_live",
+        "1 while the feed is live.",
+        "gauge",
+        &per_feed(&|f| u64::from(f.stats.state() == FeedState::Live)),
+    );
     let total = |name: &str, help: &str, kind: &str, f: &dyn Fn(&WorkerStats) -> u64| {
-        (name.to_owned(), help.to_owned(), kind.to_owned(), sum(shared, f))
+        (
+            name.to_owned(),
+            help.to_owned(),
+            kind.to_owned(),
+            sum(shared, f),
+        )
     };
     let rows = [
-        total("tickwire_clients", "Connected WebSocket clients.", "gauge", &|w| load(&w.clients)),
-        total("tickwire_connections_total", "WebSocket connections accepted.", "counter", &|w| load(&w.connections_total)),
-        total("tickwire_subscriptions", "Symbol-channel pairs subscribed.", "gauge", &|w| load(&w.subscriptions)),
-        total("tickwire_messages_sent_total", "Frames written to clients.", "counter", &|w| load(&w.messages_sent)),
-        total("tickwire_sent_bytes_total", "Bytes written to clients.", "counter", &|w| load(&w.bytes_sent)),
-        total("tickwire_conflated_total", "State messages superseded before sending.", "counter", &|w| load(&w.conflated)),
-        total("tickwire_gaps_total", "gap messages sent.", "counter", &|w| load(&w.gaps_sent)),
-        total("tickwire_trades_skipped_total", "Trades skipped inside gaps.", "counter", &|w| load(&w.trades_skipped)),
-        total("tickwire_snapshots_resent_total", "Book snapshots resent to resynchronise clients.", "counter", &|w| load(&w.snapshots_resent)),
-        total("tickwire_ring_laps_total", "Times a worker was lapped by a ring.", "counter", &|w| load(&w.ring_laps)),
+        total(
+            "tickwire_clients",
+            "Connected WebSocket clients.",
+            "gauge",
+            &|w| load(&w.clients),
+        ),
+        total(
+            "tickwire_connections_total",
+            "WebSocket connections accepted.",
+            "counter",
+            &|w| load(&w.connections_total),
+        ),
+        total(
+            "tickwire_subscriptions",
+            "Symbol-channel pairs subscribed.",
+            "gauge",
+            &|w| load(&w.subscriptions),
+        ),
+        total(
+            "tickwire_messages_sent_total",
+            "Frames written to clients.",
+            "counter",
+            &|w| load(&w.messages_sent),
+        ),
+        total(
+            "tickwire_sent_bytes_total",
+            "Bytes written to clients.",
+            "counter",
+            &|w| load(&w.bytes_sent),
+        ),
+        total(
+            "tickwire_conflated_total",
+            "State messages superseded before sending.",
+            "counter",
+            &|w| load(&w.conflated),
+        ),
+        total(
+            "tickwire_gaps_total",
+            "gap messages sent.",
+            "counter",
+            &|w| load(&w.gaps_sent),
+        ),
+        total(
+            "tickwire_trades_skipped_total",
+            "Trades skipped inside gaps.",
+            "counter",
+            &|w| load(&w.trades_skipped),
+        ),
+        total(
+            "tickwire_snapshots_resent_total",
+            "Book snapshots resent to resynchronise clients.",
+            "counter",
+            &|w| load(&w.snapshots_resent),
+        ),
+        total(
+            "tickwire_ring_laps_total",
+            "Times a worker was lapped by a ring.",
+            "counter",
+            &|w| load(&w.ring_laps),
+        ),
     ];
     for (name, help, kind, v) in rows {
         counter(&name, &help, &kind, &[(String::new(), v)]);
@@ -175,8 +258,18 @@ pub fn metrics_text(shared: &EngineShared) -> String {
     let closed: Vec<(String, u64)> = CloseReason::ALL
         .iter()
         .enumerate()
-        .map(|(i, r)| (format!("{{reason=\"{}\"}}", r.as_str()), sum(shared, |w| load(&w.closed[i]))))
+        .map(|(i, r)| {
+            (
+                format!("{{reason=\"{}\"}}", r.as_str()),
+                sum(shared, |w| load(&w.closed[i])),
+            )
+        })
         .collect();
-    counter("tickwire_connections_closed_total", "Connections closed, by reason.", "counter", &closed);
+    counter(
+        "tickwire_connections_closed_total",
+        "Connections closed, by reason.",
+        "counter",
+        &closed,
+    );
     out
 }

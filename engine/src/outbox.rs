@@ -95,7 +95,11 @@ impl Outbox {
                 let mut n = 0;
                 for (i, &id) in self.queue.iter().take(MAX_IOVECS).enumerate() {
                     let bytes = frames.bytes(id);
-                    iov[i] = IoSlice::new(if i == 0 { &bytes[self.head_written..] } else { bytes });
+                    iov[i] = IoSlice::new(if i == 0 {
+                        &bytes[self.head_written..]
+                    } else {
+                        bytes
+                    });
                     n += 1;
                 }
                 match write(&iov[..n]) {

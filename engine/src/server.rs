@@ -109,7 +109,10 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
 }
 
 /// Starts an engine serving `feeds`.
-pub fn start(cfg: EngineConfig, mut feeds: Vec<Box<dyn Feed>>) -> Result<EngineHandle, EngineError> {
+pub fn start(
+    cfg: EngineConfig,
+    mut feeds: Vec<Box<dyn Feed>>,
+) -> Result<EngineHandle, EngineError> {
     cfg.validate()?;
     if feeds.is_empty() {
         return Err(EngineError::NoFeed);
@@ -118,10 +121,12 @@ pub fn start(cfg: EngineConfig, mut feeds: Vec<Box<dyn Feed>>) -> Result<EngineH
     let mut builder = SymbolRegistryBuilder::new();
     let mut feed_symbols = Vec::new();
     for feed in &mut feeds {
-        let ids = feed.register(&mut builder).map_err(|source| EngineError::Feed {
-            feed: feed.name().to_owned(),
-            source,
-        })?;
+        let ids = feed
+            .register(&mut builder)
+            .map_err(|source| EngineError::Feed {
+                feed: feed.name().to_owned(),
+                source,
+            })?;
         feed_symbols.push(ids);
     }
     let registry = Arc::new(builder.build());
@@ -129,17 +134,27 @@ pub fn start(cfg: EngineConfig, mut feeds: Vec<Box<dyn Feed>>) -> Result<EngineH
     let mut publishers: Vec<Publisher> = feeds
         .iter()
         .zip(feed_symbols)
-        .map(|(f, ids)| Publisher::new(f.name(), ids, registry.len(), ring::ring(cfg.ring_capacity)))
+        .map(|(f, ids)| {
+            Publisher::new(f.name(), ids, registry.len(), ring::ring(cfg.ring_capacity))
+        })
         .collect();
 
-    let first = bind(cfg.listen).map_err(|source| EngineError::Bind { addr: cfg.listen, source })?;
-    let addr = first.local_addr().map_err(|source| EngineError::Bind { addr: cfg.listen, source })?;
+    let first = bind(cfg.listen).map_err(|source| EngineError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let addr = first.local_addr().map_err(|source| EngineError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
     let mut listeners = vec![first];
     for _ in 1..cfg.workers {
         listeners.push(bind(addr).map_err(|source| EngineError::Bind { addr, source })?);
     }
 
-    let worker_stats: Vec<Arc<WorkerStats>> = (0..cfg.workers).map(|_| Arc::new(WorkerStats::default())).collect();
+    let worker_stats: Vec<Arc<WorkerStats>> = (0..cfg.workers)
+        .map(|_| Arc::new(WorkerStats::default()))
+        .collect();
     let shared = Arc::new(EngineShared {
         registry: registry.clone(),
         feeds: publishers.iter().map(|p| p.shared().clone()).collect(),
@@ -156,7 +171,12 @@ pub fn start(cfg: EngineConfig, mut feeds: Vec<Box<dyn Feed>>) -> Result<EngineH
         let want = list[i % list.len()];
         let found = cores.iter().copied().find(|c| c.id == want);
         if found.is_none() {
-            tracing::warn!(thread = what, core = want, available = cores.len(), "no such core; this thread runs unpinned");
+            tracing::warn!(
+                thread = what,
+                core = want,
+                available = cores.len(),
+                "no such core; this thread runs unpinned"
+            );
         }
         found
     };

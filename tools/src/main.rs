@@ -16,7 +16,11 @@ use tickwire_feeds::{SimConfig, SimFeed};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "tickwire", version, about = "Real-time market-data streaming engine")]
+#[command(
+    name = "tickwire",
+    version,
+    about = "Real-time market-data streaming engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -92,7 +96,8 @@ fn main() -> Result<()> {
 fn serve(args: ServeArgs) -> Result<()> {
     let file: FileConfig = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => FileConfig::default(),
@@ -114,8 +119,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         "sim" => {
             let defaults = SimConfig::default();
             Box::new(SimFeed::new(SimConfig {
-                symbols: args.sim_symbols.or(file.sim.symbols).unwrap_or(defaults.symbols),
-                rate_per_s: args.sim_rate.or(file.sim.rate).unwrap_or(defaults.rate_per_s),
+                symbols: args
+                    .sim_symbols
+                    .or(file.sim.symbols)
+                    .unwrap_or(defaults.symbols),
+                rate_per_s: args
+                    .sim_rate
+                    .or(file.sim.rate)
+                    .unwrap_or(defaults.rate_per_s),
                 seed: args.sim_seed.or(file.sim.seed).unwrap_or(defaults.seed),
                 ..defaults
             }))
@@ -123,12 +134,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         other => bail!("unknown feed {other:?}: this build has `sim`"),
     };
     let engine = tickwire_engine::server::start(cfg, vec![feed])?;
-    tracing::info!("open http://{}/ for the dashboard; Ctrl-C stops", engine.local_addr());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    tracing::info!(
+        "open http://{}/ for the dashboard; Ctrl-C stops",
+        engine.local_addr()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 r = tokio::signal::ctrl_c() => r?,
                 _ = term.recv() => {}

@@ -22,10 +22,17 @@ async fn check_depth(addr: std::net::SocketAddr, depth: u64) {
         // Apply a stretch of live updates, then ask for a fresh snapshot.
         for _ in 0..200 {
             let m = c.recv_until(|m| m["type"] == "book").await;
-            assert_eq!(m["snapshot"], json!(false), "no unasked snapshot for a reading client");
+            assert_eq!(
+                m["snapshot"],
+                json!(false),
+                "no unasked snapshot for a reading client"
+            );
             book.apply(&m);
             let (bids, asks) = book.sides();
-            assert!(bids.len() as u64 <= depth && asks.len() as u64 <= depth, "window holds at most depth levels");
+            assert!(
+                bids.len() as u64 <= depth && asks.len() as u64 <= depth,
+                "window holds at most depth levels"
+            );
         }
         c.send(sub.clone()).await;
         let snap = loop {
@@ -35,11 +42,23 @@ async fn check_depth(addr: std::net::SocketAddr, depth: u64) {
             }
             book.apply(&m);
         };
-        assert_eq!(snap["seq"].as_u64(), Some(book.seq), "snapshot comes right after the updates it includes");
+        assert_eq!(
+            snap["seq"].as_u64(),
+            Some(book.seq),
+            "snapshot comes right after the updates it includes"
+        );
         let (bids, asks) = snapshot_sides(&snap);
         let (mine_b, mine_a) = book.sides();
-        assert_eq!(mine_b, bids, "depth {depth}: maintained bids equal the engine's at seq {}", book.seq);
-        assert_eq!(mine_a, asks, "depth {depth}: maintained asks equal the engine's at seq {}", book.seq);
+        assert_eq!(
+            mine_b, bids,
+            "depth {depth}: maintained bids equal the engine's at seq {}",
+            book.seq
+        );
+        assert_eq!(
+            mine_a, asks,
+            "depth {depth}: maintained asks equal the engine's at seq {}",
+            book.seq
+        );
         assert_eq!(bids.len() as u64, depth.min(bids.len() as u64));
         book.apply(&snap);
         compared += 1;
@@ -51,7 +70,10 @@ async fn check_depth(addr: std::net::SocketAddr, depth: u64) {
 async fn maintained_books_equal_fresh_snapshots_at_depths_1_5_10_50() {
     let engine = start(test_config(), sim(2, 20_000));
     let addr = engine.local_addr();
-    let runs: Vec<_> = [1, 5, 10, 50].into_iter().map(|d| tokio::spawn(check_depth(addr, d))).collect();
+    let runs: Vec<_> = [1, 5, 10, 50]
+        .into_iter()
+        .map(|d| tokio::spawn(check_depth(addr, d)))
+        .collect();
     for r in runs {
         r.await.unwrap();
     }

@@ -20,13 +20,16 @@ async fn three_hundred_clients_all_receive_and_a_stalled_one_stops_nobody() {
 
     // The stalled client: subscribes to everything, then never reads again.
     let stalled = {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         socket.connect(&addr.into()).unwrap();
         let std: std::net::TcpStream = socket.into();
         std.set_nonblocking(true).unwrap();
         let stream = tokio::net::TcpStream::from_std(std).unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+            .await
+            .unwrap();
         use futures_util::SinkExt;
         ws.send(tokio_tungstenite::tungstenite::Message::text(
             json!({"op":"subscribe","channels":["ticker","trades","book"],"symbols":["sim:BTC-USD"],"depth":1000}).to_string(),
@@ -40,12 +43,17 @@ async fn three_hundred_clients_all_receive_and_a_stalled_one_stops_nobody() {
     for i in 0..300 {
         tasks.push(tokio::spawn(async move {
             let mut c = Client::connect(addr).await;
-            c.send(json!({"op":"subscribe","id":i,"channels":["trades"],"symbols":["sim:BTC-USD"]})).await;
+            c.send(
+                json!({"op":"subscribe","id":i,"channels":["trades"],"symbols":["sim:BTC-USD"]}),
+            )
+            .await;
             c.recv_until(|m| m["type"] == "subscribed").await;
             let mut last = None;
             let mut received = 0;
             while received < 50 {
-                let m = c.recv_until(|m| m["type"] == "trade" || m["type"] == "gap").await;
+                let m = c
+                    .recv_until(|m| m["type"] == "trade" || m["type"] == "gap")
+                    .await;
                 assert_eq!(m["type"], "trade", "a reading client sees no gap: {m}");
                 let seq = m["seq"].as_u64().unwrap();
                 if let Some(prev) = last {
@@ -67,7 +75,10 @@ async fn three_hundred_clients_all_receive_and_a_stalled_one_stops_nobody() {
         let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
         let c = &stats["clients"];
         if c["conflated"].as_u64().unwrap() > 0 && c["trades_skipped"].as_u64().unwrap() > 0 {
-            assert!(c["peak_outbox_bytes"].as_u64().unwrap() <= 64 * 1024 + 4096, "{stats}");
+            assert!(
+                c["peak_outbox_bytes"].as_u64().unwrap() <= 64 * 1024 + 4096,
+                "{stats}"
+            );
             conflated = true;
             break;
         }

@@ -15,13 +15,19 @@ async fn subscribe_gets_reply_snapshots_and_only_the_asked_for_flow() {
     let symbols = ["sim:BTC-USD", "sim:ETH-USD"];
     c.send(json!({"op":"subscribe","id":1,"channels":["ticker","trades","book"],"symbols":symbols,"depth":5})).await;
     let reply = c.recv().await;
-    assert_eq!(reply, json!({"type":"subscribed","id":1,"channels":["ticker","trades","book"],"symbols":symbols}));
+    assert_eq!(
+        reply,
+        json!({"type":"subscribed","id":1,"channels":["ticker","trades","book"],"symbols":symbols})
+    );
     // A snapshot per (symbol, channel) where one exists: ticker and book, not trades.
     let mut snapshots = HashSet::new();
     for _ in 0..4 {
         let m = c.recv().await;
         let kind = m["type"].as_str().unwrap().to_owned();
-        assert!(kind == "ticker" || (kind == "book" && m["snapshot"] == json!(true)), "{m}");
+        assert!(
+            kind == "ticker" || (kind == "book" && m["snapshot"] == json!(true)),
+            "{m}"
+        );
         snapshots.insert((m["symbol"].as_str().unwrap().to_owned(), kind));
     }
     assert_eq!(snapshots.len(), 4, "{snapshots:?}");
@@ -30,24 +36,37 @@ async fn subscribe_gets_reply_snapshots_and_only_the_asked_for_flow() {
     for _ in 0..3000 {
         let text = c.recv_text().await;
         let m: Value = serde_json::from_str(&text).unwrap();
-        let symbol = m["symbol"].as_str().unwrap_or_else(|| panic!("data message has a symbol: {m}"));
+        let symbol = m["symbol"]
+            .as_str()
+            .unwrap_or_else(|| panic!("data message has a symbol: {m}"));
         assert!(symbols.contains(&symbol), "only asked-for symbols: {m}");
         let kind = m["type"].as_str().unwrap();
-        assert!(["ticker", "trade", "book"].contains(&kind), "only data messages: {m}");
-        *seen.entry(match kind {
-            "ticker" => "ticker",
-            "trade" => "trade",
-            _ => "book",
-        })
-        .or_default() += 1;
+        assert!(
+            ["ticker", "trade", "book"].contains(&kind),
+            "only data messages: {m}"
+        );
+        *seen
+            .entry(match kind {
+                "ticker" => "ticker",
+                "trade" => "trade",
+                _ => "book",
+            })
+            .or_default() += 1;
         for field in ["ts", "ingest_ts", "seq"] {
             assert!(m[field].is_u64(), "{field} is an integer: {m}");
         }
-        assert!(m["ingest_ts"].as_u64().unwrap() > 1_700_000_000_000_000_000, "ns since epoch");
+        assert!(
+            m["ingest_ts"].as_u64().unwrap() > 1_700_000_000_000_000_000,
+            "ns since epoch"
+        );
         if kind == "trade" {
             let seq = m["seq"].as_u64().unwrap();
             if let Some(prev) = last_trade.insert(symbol.to_owned(), seq) {
-                assert_eq!(seq, prev + 1, "trade seqs contiguous for a client that reads");
+                assert_eq!(
+                    seq,
+                    prev + 1,
+                    "trade seqs contiguous for a client that reads"
+                );
             }
             assert!(["buy", "sell"].contains(&m["side"].as_str().unwrap()));
             assert!(m["trade_id"].is_string());
@@ -57,7 +76,11 @@ async fn subscribe_gets_reply_snapshots_and_only_the_asked_for_flow() {
             break;
         }
     }
-    assert_eq!(seen.len(), 3, "a continuous flow of ticker, trade and book: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "a continuous flow of ticker, trade and book: {seen:?}"
+    );
     engine.shutdown();
 }
 
@@ -67,19 +90,26 @@ fn assert_exact_numbers(text: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
-        let starts = (c.is_ascii_digit() || c == b'-') && i > 0 && matches!(bytes[i - 1], b':' | b'[' | b',');
+        let starts = (c.is_ascii_digit() || c == b'-')
+            && i > 0
+            && matches!(bytes[i - 1], b':' | b'[' | b',');
         if !starts {
             i += 1;
             continue;
         }
         let start = i;
-        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'.' | b'-' | b'+')) {
+        while i < bytes.len()
+            && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'.' | b'-' | b'+'))
+        {
             i += 1;
         }
         let num = &text[start..i];
         assert!(!num.contains(['e', 'E']), "no exponent: {num} in {text}");
         if num.contains('.') {
-            assert!(!num.ends_with('0') && !num.ends_with('.'), "shortest form: {num} in {text}");
+            assert!(
+                !num.ends_with('0') && !num.ends_with('.'),
+                "shortest form: {num} in {text}"
+            );
         }
     }
 }
@@ -117,13 +147,34 @@ async fn every_error_code_leaves_the_connection_usable() {
 
     for (bad, id) in [
         (json!({"op":"fly","id":3}), Some(3)),
-        (json!({"op":"subscribe","id":4,"symbols":["sim:BTC-USD"]}), Some(4)),
-        (json!({"op":"subscribe","id":5,"channels":["candles"],"symbols":["sim:BTC-USD"]}), Some(5)),
-        (json!({"op":"subscribe","id":6,"channels":["book"],"symbols":["sim:BTC-USD"],"depth":0}), Some(6)),
-        (json!({"op":"subscribe","id":7,"channels":["book"],"symbols":["sim:BTC-USD"],"depth":1001}), Some(7)),
-        (json!({"op":"subscribe","id":8,"channels":["ticker"],"symbols":["sim:BTC-USD"],"throttle_ms":60001}), Some(8)),
-        (json!({"op":"subscribe","id":"x","channels":["ticker"],"symbols":["sim:BTC-USD"]}), None),
-        (json!({"op":"subscribe","id":9,"channels":"ticker","symbols":["sim:BTC-USD"]}), Some(9)),
+        (
+            json!({"op":"subscribe","id":4,"symbols":["sim:BTC-USD"]}),
+            Some(4),
+        ),
+        (
+            json!({"op":"subscribe","id":5,"channels":["candles"],"symbols":["sim:BTC-USD"]}),
+            Some(5),
+        ),
+        (
+            json!({"op":"subscribe","id":6,"channels":["book"],"symbols":["sim:BTC-USD"],"depth":0}),
+            Some(6),
+        ),
+        (
+            json!({"op":"subscribe","id":7,"channels":["book"],"symbols":["sim:BTC-USD"],"depth":1001}),
+            Some(7),
+        ),
+        (
+            json!({"op":"subscribe","id":8,"channels":["ticker"],"symbols":["sim:BTC-USD"],"throttle_ms":60001}),
+            Some(8),
+        ),
+        (
+            json!({"op":"subscribe","id":"x","channels":["ticker"],"symbols":["sim:BTC-USD"]}),
+            None,
+        ),
+        (
+            json!({"op":"subscribe","id":9,"channels":"ticker","symbols":["sim:BTC-USD"]}),
+            Some(9),
+        ),
     ] {
         c.send(bad.clone()).await;
         let e = expect_error(&mut c, "bad_request").await;
@@ -141,7 +192,8 @@ async fn every_error_code_leaves_the_connection_usable() {
     assert!(e["message"].as_str().unwrap().contains("sim:NOPE"));
     let sub = c.recv_until(|m| m["type"] == "subscribed").await;
     assert_eq!(sub["symbols"], json!(["sim:BTC-USD"]));
-    c.recv_until(|m| m["type"] == "ticker" && m["symbol"] == "sim:BTC-USD").await;
+    c.recv_until(|m| m["type"] == "ticker" && m["symbol"] == "sim:BTC-USD")
+        .await;
     assert_usable(&mut c, 12).await;
 
     // Limit of 4 pairs: holding 1, asking for 4 more passes it; nothing is applied.
@@ -150,9 +202,13 @@ async fn every_error_code_leaves_the_connection_usable() {
     assert_eq!(e["id"], json!(13));
     assert_usable(&mut c, 14).await;
 
-    c.send(json!({"op":"unsubscribe","id":15,"channels":["ticker"],"symbols":["sim:BTC-USD"]})).await;
+    c.send(json!({"op":"unsubscribe","id":15,"channels":["ticker"],"symbols":["sim:BTC-USD"]}))
+        .await;
     let un = c.recv_until(|m| m["type"] == "unsubscribed").await;
-    assert_eq!(un, json!({"type":"unsubscribed","id":15,"channels":["ticker"],"symbols":["sim:BTC-USD"]}));
+    assert_eq!(
+        un,
+        json!({"type":"unsubscribed","id":15,"channels":["ticker"],"symbols":["sim:BTC-USD"]})
+    );
 
     c.send(json!({"op":"symbols","id":16})).await;
     let s = c.recv_until(|m| m["type"] == "symbols").await;
@@ -166,7 +222,9 @@ async fn every_error_code_leaves_the_connection_usable() {
     let mut limited = 0;
     let mut pongs = 0;
     while limited + pongs < 40 {
-        let m = c.recv_until(|m| m["type"] == "pong" || m["type"] == "error").await;
+        let m = c
+            .recv_until(|m| m["type"] == "pong" || m["type"] == "error")
+            .await;
         if m["type"] == "error" {
             assert_eq!(m["code"], json!("rate_limited"));
             limited += 1;
@@ -174,7 +232,10 @@ async fn every_error_code_leaves_the_connection_usable() {
             pongs += 1;
         }
     }
-    assert!(limited > 0 && pongs >= 20, "limited {limited}, pongs {pongs}");
+    assert!(
+        limited > 0 && pongs >= 20,
+        "limited {limited}, pongs {pongs}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // refill the token bucket
     assert_usable(&mut c, 200).await;
     engine.shutdown();
@@ -202,7 +263,8 @@ async fn protocol_violations_close_with_their_rfc_codes() {
     assert_eq!(raw.read_close_code().await, Some(1003), "binary data");
 
     let (mut raw, _) = RawClient::connect(addr, "/ws").await;
-    raw.send_frame(true, 1, b"{\"op\":\"ping\",\"x\":\"\xff\xfe\"}").await;
+    raw.send_frame(true, 1, b"{\"op\":\"ping\",\"x\":\"\xff\xfe\"}")
+        .await;
     assert_eq!(raw.read_close_code().await, Some(1007), "invalid UTF-8");
 
     let (mut raw, _) = RawClient::connect(addr, "/ws").await;
@@ -215,27 +277,46 @@ async fn protocol_violations_close_with_their_rfc_codes() {
     raw.send_frame(false, 1, b"{\"op\":\"pi").await;
     raw.send_frame(true, 0, b"ng\",\"id\":7}").await;
     let pong: serde_json::Value = serde_json::from_str(&raw.read_text().await).unwrap();
-    assert_eq!((pong["type"].as_str(), pong["id"].as_i64()), (Some("pong"), Some(7)));
+    assert_eq!(
+        (pong["type"].as_str(), pong["id"].as_i64()),
+        (Some("pong"), Some(7))
+    );
     raw.send_frame(false, 1, &vec![b' '; 40 * 1024]).await;
     raw.send_frame(true, 0, &vec![b' '; 40 * 1024]).await;
-    assert_eq!(raw.read_close_code().await, Some(1009), "fragmented over 64 KiB");
+    assert_eq!(
+        raw.read_close_code().await,
+        Some(1009),
+        "fragmented over 64 KiB"
+    );
 
     // A UTF-8 character split across fragments is fine; invalid bytes split are not.
     let (mut raw, _) = RawClient::connect(addr, "/ws").await;
-    raw.send_frame(false, 1, b"{\"op\":\"ping\",\"id\":8,\"x\":\"\xc3").await;
+    raw.send_frame(false, 1, b"{\"op\":\"ping\",\"id\":8,\"x\":\"\xc3")
+        .await;
     raw.send_frame(true, 0, b"\xa9\"}").await;
     let pong: serde_json::Value = serde_json::from_str(&raw.read_text().await).unwrap();
     assert_eq!(pong["id"].as_i64(), Some(8));
     raw.send_frame(false, 1, b"{\"x\":\"\xc3").await;
     raw.send_frame(true, 0, b"\x28\"}").await;
-    assert_eq!(raw.read_close_code().await, Some(1007), "invalid UTF-8 across fragments");
+    assert_eq!(
+        raw.read_close_code().await,
+        Some(1007),
+        "invalid UTF-8 across fragments"
+    );
 
     let (mut raw, _) = RawClient::connect(addr, "/ws").await;
     raw.send_frame(true, 0, b"x").await;
-    assert_eq!(raw.read_close_code().await, Some(1002), "continuation without a start");
+    assert_eq!(
+        raw.read_close_code().await,
+        Some(1002),
+        "continuation without a start"
+    );
 
     let (_, head) = RawClient::connect(addr, "/elsewhere").await;
-    assert!(head.starts_with("HTTP/1.1 404"), "upgrade on another path: {head}");
+    assert!(
+        head.starts_with("HTTP/1.1 404"),
+        "upgrade on another path: {head}"
+    );
     engine.shutdown();
 }
 

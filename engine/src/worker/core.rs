@@ -58,7 +58,9 @@ struct ClientSub {
 
 impl ClientSub {
     fn marks(&self) -> usize {
-        usize::from(self.ticker_dirty) + usize::from(self.book_stale) + usize::from(self.gap.is_some())
+        usize::from(self.ticker_dirty)
+            + usize::from(self.book_stale)
+            + usize::from(self.gap.is_some())
     }
 }
 
@@ -154,11 +156,17 @@ fn window_diff(side: BookSide, old: &mut Vec<Level>, new: &[Level], out: &mut Ve
                 j += 1;
             }
             (Some(o), Some(n)) if better(side, o.price, n.price) => {
-                out.push(Level { price: o.price, size: 0 });
+                out.push(Level {
+                    price: o.price,
+                    size: 0,
+                });
                 i += 1;
             }
             (Some(o), None) => {
-                out.push(Level { price: o.price, size: 0 });
+                out.push(Level {
+                    price: o.price,
+                    size: 0,
+                });
                 i += 1;
             }
             (_, Some(n)) => {
@@ -174,7 +182,11 @@ fn window_diff(side: BookSide, old: &mut Vec<Level>, new: &[Level], out: &mut Ve
 
 impl Core {
     /// A worker core for `registry`'s symbols.
-    pub fn new(cfg: Arc<EngineConfig>, registry: Arc<SymbolRegistry>, stats: Arc<WorkerStats>) -> Core {
+    pub fn new(
+        cfg: Arc<EngineConfig>,
+        registry: Arc<SymbolRegistry>,
+        stats: Arc<WorkerStats>,
+    ) -> Core {
         let symbols = (0..registry.len()).map(|_| SymbolSlot::default()).collect();
         Core {
             cfg,
@@ -265,9 +277,12 @@ impl Core {
         }
         if let Some(mut client) = self.clients[key.index as usize].take() {
             client.outbox.clear(&mut self.frames);
-            self.stats.count_close(client.closing.unwrap_or(CloseReason::Client));
+            self.stats
+                .count_close(client.closing.unwrap_or(CloseReason::Client));
             self.free_clients.push(key.index);
-            self.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .clients
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -279,7 +294,13 @@ impl Core {
     /// Starts closing a client: no more data is queued; what is queued is dropped when
     /// `discard` (a protocol violation or an unresponsive peer), and a close frame with
     /// the reason's code follows. The writer task flushes it and ends the connection.
-    pub fn close_client(&mut self, key: ClientKey, reason: CloseReason, message: &str, discard: bool) {
+    pub fn close_client(
+        &mut self,
+        key: ClientKey,
+        reason: CloseReason,
+        message: &str,
+        discard: bool,
+    ) {
         let Some(client) = self.client(key) else {
             return;
         };
@@ -341,13 +362,23 @@ impl Core {
 
     /// Queues an `error` reply; returns false when the client passed the error limit and
     /// is being closed with 1008.
-    pub fn send_error(&mut self, key: ClientKey, id: Option<i64>, code: ErrorCode, message: &str) -> bool {
+    pub fn send_error(
+        &mut self,
+        key: ClientKey,
+        id: Option<i64>,
+        code: ErrorCode,
+        message: &str,
+    ) -> bool {
         let limit = self.cfg.max_errors_per_10s as usize;
         let Some(c) = self.client_mut(key) else {
             return false;
         };
         let now = Instant::now();
-        while c.errors.front().is_some_and(|t| now.duration_since(*t).as_secs() >= 10) {
+        while c
+            .errors
+            .front()
+            .is_some_and(|t| now.duration_since(*t).as_secs() >= 10)
+        {
             c.errors.pop_front();
         }
         c.errors.push_back(now);
@@ -440,7 +471,10 @@ impl Core {
             .applied
             .iter()
             .map(|s| {
-                let held = client.subs.get(s).map_or(ChannelSet::default(), |c| c.channels);
+                let held = client
+                    .subs
+                    .get(s)
+                    .map_or(ChannelSet::default(), |c| c.channels);
                 channels.iter().filter(|ch| !held.contains(*ch)).count()
             })
             .sum();
@@ -462,10 +496,16 @@ impl Core {
         if outcome.applied.is_empty() {
             return Ok(outcome);
         }
-        let names: Vec<&str> = outcome.applied.iter().map(|&s| self.registry.info(s).name.as_str()).collect();
+        let names: Vec<&str> = outcome
+            .applied
+            .iter()
+            .map(|&s| self.registry.info(s).name.as_str())
+            .collect();
         let reply_names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
         let reply_refs: Vec<&str> = reply_names.iter().map(String::as_str).collect();
-        self.send_control(key, |buf| encode::subscribed(buf, id, channels, &reply_refs));
+        self.send_control(key, |buf| {
+            encode::subscribed(buf, id, channels, &reply_refs)
+        });
         for &symbol in &outcome.applied {
             self.subscribe_one(key, symbol, channels, depth, throttle_ms);
         }
@@ -473,7 +513,14 @@ impl Core {
         Ok(outcome)
     }
 
-    fn subscribe_one(&mut self, key: ClientKey, symbol: SymbolId, channels: ChannelSet, depth: u16, throttle_ms: u32) {
+    fn subscribe_one(
+        &mut self,
+        key: ClientKey,
+        symbol: SymbolId,
+        channels: ChannelSet,
+        depth: u16,
+        throttle_ms: u32,
+    ) {
         let Some(client) = self.clients[key.index as usize].as_mut() else {
             return;
         };
@@ -553,7 +600,12 @@ impl Core {
 
     /// Removes pairs; returns the symbols it applied to and the unknown names. Pairs the
     /// client did not hold are not an error.
-    pub fn unsubscribe(&mut self, key: ClientKey, channels: ChannelSet, names: &[String]) -> SubscribeOutcome {
+    pub fn unsubscribe(
+        &mut self,
+        key: ClientKey,
+        channels: ChannelSet,
+        names: &[String],
+    ) -> SubscribeOutcome {
         let mut outcome = SubscribeOutcome::default();
         for name in names {
             match self.registry.lookup(name) {
@@ -570,7 +622,9 @@ impl Core {
     }
 
     fn unsubscribe_one(&mut self, key: ClientKey, symbol: SymbolId, channels: ChannelSet) {
-        let Some(client) = self.clients[key.index as usize].as_mut().filter(|c| c.generation == key.generation)
+        let Some(client) = self.clients[key.index as usize]
+            .as_mut()
+            .filter(|c| c.generation == key.generation)
         else {
             return;
         };
@@ -581,7 +635,9 @@ impl Core {
         let slot = &mut self.symbols[symbol.index()];
         for ch in channels.iter().filter(|ch| sub.channels.contains(*ch)) {
             client.pairs -= 1;
-            self.stats.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .subscriptions
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             match ch {
                 Channel::Ticker => {
                     remove_key(&mut slot.ticker_subs, key);
@@ -726,8 +782,18 @@ impl Core {
                 let state = &slot.state;
                 let group = &mut slot.book_groups[gi];
                 let d = usize::from(group.depth);
-                window_diff(BookSide::Bid, &mut group.bids, state.book.top(BookSide::Bid, d), diff_bids);
-                window_diff(BookSide::Ask, &mut group.asks, state.book.top(BookSide::Ask, d), diff_asks);
+                window_diff(
+                    BookSide::Bid,
+                    &mut group.bids,
+                    state.book.top(BookSide::Bid, d),
+                    diff_bids,
+                );
+                window_diff(
+                    BookSide::Ask,
+                    &mut group.asks,
+                    state.book.top(BookSide::Ask, d),
+                    diff_asks,
+                );
                 let (id, buf) = frames.alloc();
                 frame::begin(buf);
                 encode::book(
@@ -847,7 +913,14 @@ impl Core {
                     Some((from, to)) => {
                         let (id, buf) = self.frames.alloc();
                         frame::begin(buf);
-                        encode::gap(buf, self.registry.info(symbol), Channel::Trades, from, to, "slow_consumer");
+                        encode::gap(
+                            buf,
+                            self.registry.info(symbol),
+                            Channel::Trades,
+                            from,
+                            to,
+                            "slow_consumer",
+                        );
                         let start = frame::finish(buf, frame::OpCode::Text);
                         self.frames.seal(id, start);
                         id
@@ -918,21 +991,32 @@ impl Core {
         let mut bytes = 0u64;
         let result = loop {
             let frames = &mut self.frames;
-            let Some(client) = self.clients[key.index as usize].as_mut().filter(|c| c.generation == key.generation)
+            let Some(client) = self.clients[key.index as usize]
+                .as_mut()
+                .filter(|c| c.generation == key.generation)
             else {
                 return Ok(true);
             };
             let stream = client.stream.clone();
             let before = client.outbox.pending_bytes();
-            let outcome = client.outbox.write_to(frames, |iov| stream.try_write_vectored(iov));
+            let outcome = client
+                .outbox
+                .write_to(frames, |iov| stream.try_write_vectored(iov));
             let written = before - client.outbox.pending_bytes();
             bytes += written as u64;
             if written > 0 || client.outbox.is_empty() {
                 client.last_progress = Instant::now();
             }
             let peak = client.outbox.peak_bytes() as u64;
-            if peak > self.stats.peak_outbox_bytes.load(std::sync::atomic::Ordering::Relaxed) {
-                self.stats.peak_outbox_bytes.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+            if peak
+                > self
+                    .stats
+                    .peak_outbox_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                self.stats
+                    .peak_outbox_bytes
+                    .fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
             }
             match outcome {
                 Ok(WriteOutcome::Drained) => {
@@ -970,7 +1054,8 @@ impl Core {
 
     /// Whether the client has bytes waiting, and since when nothing moved.
     pub fn write_state(&self, key: ClientKey) -> Option<(bool, Instant)> {
-        self.client(key).map(|c| (!c.outbox.is_empty(), c.last_progress))
+        self.client(key)
+            .map(|c| (!c.outbox.is_empty(), c.last_progress))
     }
 
     /// Shuts the socket's write side (after the close frame went out).
@@ -1082,7 +1167,10 @@ mod tests {
     use super::*;
 
     fn lv(levels: &[(i64, i64)]) -> Vec<Level> {
-        levels.iter().map(|&(price, size)| Level { price, size }).collect()
+        levels
+            .iter()
+            .map(|&(price, size)| Level { price, size })
+            .collect()
     }
 
     #[test]

@@ -80,10 +80,17 @@ pub struct WorkerSpec {
 pub fn run(spec: WorkerSpec) {
     if let Some(id) = spec.core_id {
         if !core_affinity::set_for_current(id) {
-            tracing::warn!(worker = spec.index, core = id.id, "could not pin worker thread; running unpinned");
+            tracing::warn!(
+                worker = spec.index,
+                core = id.id,
+                "could not pin worker thread; running unpinned"
+            );
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(worker = spec.index, error = %e, "cannot start worker runtime");
@@ -111,14 +118,21 @@ async fn serve(spec: WorkerSpec) {
         mut shutdown,
         ..
     } = spec;
-    let listener = match listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(listener)) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+    {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(worker = index, error = %e, "cannot use listener");
             return;
         }
     };
-    let core = Rc::new(RefCell::new(Core::new(cfg.clone(), shared.registry.clone(), stats)));
+    let core = Rc::new(RefCell::new(Core::new(
+        cfg.clone(),
+        shared.registry.clone(),
+        stats,
+    )));
     let ctx = Rc::new(Ctx {
         core: core.clone(),
         cfg: cfg.clone(),
@@ -143,7 +157,8 @@ async fn serve(spec: WorkerSpec) {
     drop(listener);
     // Going away: flush what we can, then close every client with 1001.
     for key in core.borrow().client_keys() {
-        core.borrow_mut().close_client(key, CloseReason::GoingAway, "server shutting down", false);
+        core.borrow_mut()
+            .close_client(key, CloseReason::GoingAway, "server shutting down", false);
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     while !core.borrow().client_keys().is_empty() && Instant::now() < deadline {
@@ -172,8 +187,10 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
-    resp.headers_mut()
-        .insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
@@ -182,7 +199,11 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
     if path == "/ws" {
         if !upgrade {
-            return text(StatusCode::UPGRADE_REQUIRED, "text/plain", "GET /ws is a WebSocket endpoint: send an upgrade request\n");
+            return text(
+                StatusCode::UPGRADE_REQUIRED,
+                "text/plain",
+                "GET /ws is a WebSocket endpoint: send an upgrade request\n",
+            );
         }
         return match fastwebsockets::upgrade::upgrade(&mut req) {
             Ok((response, fut)) => {
@@ -197,18 +218,34 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
                     };
                     let upgraded = ws.into_inner().into_inner();
                     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-                        Ok(parts) => session::run(ctx.core.clone(), ctx.cfg.clone(), parts.io.into_inner(), parts.read_buf).await,
+                        Ok(parts) => {
+                            session::run(
+                                ctx.core.clone(),
+                                ctx.cfg.clone(),
+                                parts.io.into_inner(),
+                                parts.read_buf,
+                            )
+                            .await
+                        }
                         Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
                     }
                 });
                 let (parts, _) = response.into_parts();
                 Response::from_parts(parts, Full::new(Bytes::new()))
             }
-            Err(e) => text(StatusCode::BAD_REQUEST, "text/plain", format!("bad WebSocket upgrade: {e}\n")),
+            Err(e) => text(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("bad WebSocket upgrade: {e}\n"),
+            ),
         };
     }
     if upgrade {
-        return text(StatusCode::NOT_FOUND, "text/plain", "no WebSocket endpoint here; use /ws\n");
+        return text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "no WebSocket endpoint here; use /ws\n",
+        );
     }
     if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
@@ -218,12 +255,24 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/" => text(StatusCode::OK, "text/html; charset=utf-8", http::INDEX_HTML),
         "/health" => {
             let (ok, reason) = http::health(shared);
-            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             text(status, "text/plain", reason)
         }
-        "/symbols" => text(StatusCode::OK, "application/json", http::symbols_json(shared)),
+        "/symbols" => text(
+            StatusCode::OK,
+            "application/json",
+            http::symbols_json(shared),
+        ),
         "/stats" => text(StatusCode::OK, "application/json", http::stats_json(shared)),
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", http::metrics_text(shared)),
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            http::metrics_text(shared),
+        ),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
@@ -312,13 +361,20 @@ async fn housekeep(core: Rc<RefCell<Core>>, cfg: Arc<EngineConfig>) {
                     c.close_client(key, CloseReason::GoingAway, "no pong", true);
                     continue;
                 }
-                if silent >= cfg.ping_interval() && pinged.is_none_or(|p| now.duration_since(p) >= cfg.ping_interval()) {
+                if silent >= cfg.ping_interval()
+                    && pinged.is_none_or(|p| now.duration_since(p) >= cfg.ping_interval())
+                {
                     c.send_ping_pong(key, true, b"tickwire");
                 }
             }
             if let Some((pending, progress)) = c.write_state(key) {
                 if pending && now.duration_since(progress) >= cfg.idle_timeout() {
-                    c.close_client(key, CloseReason::Policy, "client read nothing for the idle limit", true);
+                    c.close_client(
+                        key,
+                        CloseReason::Policy,
+                        "client read nothing for the idle limit",
+                        true,
+                    );
                 }
             }
         }

@@ -39,7 +39,11 @@ struct ClientReader {
 }
 
 impl AsyncRead for ClientReader {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
@@ -61,7 +65,12 @@ impl AsyncRead for ClientReader {
 }
 
 /// Serves one upgraded connection until it ends.
-pub async fn run(core: Rc<RefCell<Core>>, cfg: std::sync::Arc<EngineConfig>, stream: TcpStream, prefix: Bytes) {
+pub async fn run(
+    core: Rc<RefCell<Core>>,
+    cfg: std::sync::Arc<EngineConfig>,
+    stream: TcpStream,
+    prefix: Bytes,
+) {
     // Small frames go out at once; batching happens in the outbox, not in Nagle.
     let _ = stream.set_nodelay(true);
     if let Some(bytes) = cfg.send_buffer_bytes {
@@ -71,7 +80,12 @@ pub async fn run(core: Rc<RefCell<Core>>, cfg: std::sync::Arc<EngineConfig>, str
     let stream = Rc::new(stream);
     let signal = Rc::new(LocalSignal::new());
     let key = core.borrow_mut().add_client(stream.clone(), signal.clone());
-    let reader = tokio::task::spawn_local(read_loop(core.clone(), cfg, key, ClientReader { stream, prefix }));
+    let reader = tokio::task::spawn_local(read_loop(
+        core.clone(),
+        cfg,
+        key,
+        ClientReader { stream, prefix },
+    ));
     write_loop(&core, key, &signal).await;
     reader.abort();
 }
@@ -121,15 +135,25 @@ async fn write_loop(core: &Rc<RefCell<Core>>, key: ClientKey, signal: &LocalSign
 /// The close a read error calls for; `None` when the peer just went away.
 fn close_for(error: &WebSocketError) -> Option<(CloseReason, &'static str)> {
     match error {
-        WebSocketError::InvalidUTF8 => Some((CloseReason::InvalidUtf8, "invalid UTF-8 in a text frame")),
+        WebSocketError::InvalidUTF8 => {
+            Some((CloseReason::InvalidUtf8, "invalid UTF-8 in a text frame"))
+        }
         WebSocketError::FrameTooLarge => Some((CloseReason::TooBig, "message over the size limit")),
-        WebSocketError::IoError(_) | WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => None,
+        WebSocketError::IoError(_)
+        | WebSocketError::UnexpectedEOF
+        | WebSocketError::ConnectionClosed => None,
         _ => Some((CloseReason::ProtocolError, "WebSocket framing error")),
     }
 }
 
-async fn read_loop(core: Rc<RefCell<Core>>, cfg: std::sync::Arc<EngineConfig>, key: ClientKey, reader: ClientReader) {
-    let (mut ws, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
+async fn read_loop(
+    core: Rc<RefCell<Core>>,
+    cfg: std::sync::Arc<EngineConfig>,
+    key: ClientKey,
+    reader: ClientReader,
+) {
+    let (mut ws, _) =
+        fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
     // fastwebsockets rejects a frame whose payload is >= the limit; ours is inclusive.
     ws.set_max_message_size(cfg.max_message_bytes + 1);
     ws.set_auto_close(true);
@@ -153,9 +177,18 @@ async fn read_loop(core: Rc<RefCell<Core>>, cfg: std::sync::Arc<EngineConfig>, k
         };
         core.borrow_mut().heard(key);
         match frame.opcode {
-            OpCode::Binary => break Some((CloseReason::BinaryData, "binary frames are not accepted")),
-            OpCode::Continuation if !assembling => break Some((CloseReason::ProtocolError, "continuation without a start")),
-            OpCode::Text if assembling => break Some((CloseReason::ProtocolError, "new message inside a fragmented one")),
+            OpCode::Binary => {
+                break Some((CloseReason::BinaryData, "binary frames are not accepted"))
+            }
+            OpCode::Continuation if !assembling => {
+                break Some((CloseReason::ProtocolError, "continuation without a start"))
+            }
+            OpCode::Text if assembling => {
+                break Some((
+                    CloseReason::ProtocolError,
+                    "new message inside a fragmented one",
+                ))
+            }
             OpCode::Text | OpCode::Continuation => {
                 if message.len() + frame.payload.len() > cfg.max_message_bytes {
                     break Some((CloseReason::TooBig, "message over the size limit"));
@@ -197,7 +230,12 @@ fn handle_command(core: &Rc<RefCell<Core>>, key: ClientKey, payload: &mut [u8]) 
             Ok(cmd) => cmd.id(),
             Err(e) => e.id,
         };
-        c.send_error(key, id, ErrorCode::RateLimited, "more commands per second than the limit");
+        c.send_error(
+            key,
+            id,
+            ErrorCode::RateLimited,
+            "more commands per second than the limit",
+        );
         return;
     }
     let cmd = match parsed {
@@ -215,11 +253,17 @@ fn handle_command(core: &Rc<RefCell<Core>>, key: ClientKey, payload: &mut [u8]) 
             depth,
             throttle_ms,
         } => {
-            if let Err((code, message)) = c.subscribe(key, id, channels, &symbols, depth, throttle_ms) {
+            if let Err((code, message)) =
+                c.subscribe(key, id, channels, &symbols, depth, throttle_ms)
+            {
                 c.send_error(key, id, code, &message);
             }
         }
-        Command::Unsubscribe { id, channels, symbols } => {
+        Command::Unsubscribe {
+            id,
+            channels,
+            symbols,
+        } => {
             let outcome = c.unsubscribe(key, channels, &symbols);
             if !outcome.unknown.is_empty() {
                 let message = format!("no such symbol: {}", outcome.unknown.join(", "));
@@ -229,7 +273,11 @@ fn handle_command(core: &Rc<RefCell<Core>>, key: ClientKey, payload: &mut [u8]) 
             }
             if !outcome.applied.is_empty() {
                 let registry = c.registry().clone();
-                let names: Vec<&str> = outcome.applied.iter().map(|&s| registry.info(s).name.as_str()).collect();
+                let names: Vec<&str> = outcome
+                    .applied
+                    .iter()
+                    .map(|&s| registry.info(s).name.as_str())
+                    .collect();
                 c.send_control(key, |buf| encode::unsubscribed(buf, id, channels, &names));
             }
         }

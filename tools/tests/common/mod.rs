@@ -54,17 +54,24 @@ impl Client {
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.expect("send");
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_text(&mut self, s: &str) {
-        self.ws.send(Message::text(s.to_owned())).await.expect("send");
+        self.ws
+            .send(Message::text(s.to_owned()))
+            .await
+            .expect("send");
     }
 
     /// Next text message as JSON (pings are answered by tungstenite itself).
     pub async fn recv(&mut self) -> Value {
         let text = self.recv_text().await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("server sent invalid JSON {text:?}: {e}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("server sent invalid JSON {text:?}: {e}"))
     }
 
     pub async fn recv_text(&mut self) -> String {
@@ -95,7 +102,10 @@ impl Client {
     /// Next close frame's code, skipping data.
     pub async fn recv_close_code(&mut self) -> Option<u16> {
         loop {
-            match tokio::time::timeout(TIMEOUT, self.ws.next()).await.expect("close within timeout") {
+            match tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("close within timeout")
+            {
                 Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
@@ -131,11 +141,18 @@ impl BookKeeper {
             self.asks = levels("asks").into_iter().collect();
             self.snapshots += 1;
         } else {
-            assert_eq!(seq, self.seq + 1, "book updates are contiguous after a snapshot: {m}");
+            assert_eq!(
+                seq,
+                self.seq + 1,
+                "book updates are contiguous after a snapshot: {m}"
+            );
             for (side, book) in [("bids", &mut self.bids), ("asks", &mut self.asks)] {
                 for (p, s) in levels(side) {
                     if s == "0" {
-                        assert!(book.remove(&p).is_some(), "removed level {p} was in the window: {m}");
+                        assert!(
+                            book.remove(&p).is_some(),
+                            "removed level {p} was in the window: {m}"
+                        );
                     } else {
                         book.insert(p, s);
                     }
@@ -186,7 +203,10 @@ impl RawClient {
         let mut buf = Vec::new();
         let head = loop {
             let mut chunk = [0u8; 1024];
-            let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0, "server closed during handshake");
             buf.extend_from_slice(&chunk[..n]);
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -223,11 +243,15 @@ impl RawClient {
             while let Some((opcode, payload, used)) = parse_frame(&self.buf) {
                 self.buf.drain(..used);
                 if opcode == 8 {
-                    return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    return (payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([payload[0], payload[1]]));
                 }
             }
             let mut chunk = [0u8; 65536];
-            let n = match tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk)).await.expect("close within timeout") {
+            let n = match tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("close within timeout")
+            {
                 Ok(n) => n,
                 Err(_) => return None,
             };
@@ -249,7 +273,10 @@ impl RawClient {
                 assert_ne!(opcode, 8, "unexpected close");
             }
             let mut chunk = [0u8; 65536];
-            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0, "socket closed");
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -264,7 +291,10 @@ fn parse_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     let opcode = b[0] & 0x0f;
     let (len, mut at) = match b[1] & 0x7f {
         126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+        127 if b.len() >= 10 => (
+            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
         126 | 127 => return None,
         n => (n as usize, 2),
     };
@@ -280,13 +310,25 @@ fn parse_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
 /// HTTP GET on loopback; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

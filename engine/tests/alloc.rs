@@ -1,0 +1,174 @@
+//! The hot path allocates nothing in steady state: publishing ticks into the ring,
+//! reading them in a worker, applying them to the symbol state, encoding each event once,
+//! queueing the shared frames in two clients' outboxes (two depth groups) and writing them
+//! to real loopback sockets with vectored writes. A counting allocator counts the
+//! allocations made on this thread during the measured stretch.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::Read;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tickwire_engine::config::EngineConfig;
+use tickwire_engine::feed::Publisher;
+use tickwire_engine::protocol::command::{Channel, ChannelSet};
+use tickwire_engine::ring::{self, RecvError};
+use tickwire_engine::stats::WorkerStats;
+use tickwire_engine::symbol::{SymbolId, SymbolRegistryBuilder};
+use tickwire_engine::tick::{Aggressor, BookSide};
+use tickwire_engine::worker::core::Core;
+use tickwire_engine::worker::signal::LocalSignal;
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; it only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from System via this allocator with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: `ptr` came from System via this allocator; the caller upholds the rest.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// A loopback connection whose far end is drained by a thread.
+fn drained_socket() -> tokio::net::TcpStream {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    std::thread::spawn(move || {
+        let mut client = client;
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    server_side.set_nonblocking(true).unwrap();
+    tokio::net::TcpStream::from_std(server_side).unwrap()
+}
+
+/// One simulated venue message: a trade and a book change on a fixed set of prices.
+fn publish_event(p: &mut Publisher, symbol: SymbolId, i: u64) {
+    let t0 = 1_763_700_000_000_000_000;
+    p.begin_message_at(t0 + i);
+    let side = if i % 2 == 0 {
+        Aggressor::Buy
+    } else {
+        Aggressor::Sell
+    };
+    p.trade(
+        symbol,
+        Some(t0 + i),
+        6_700_000 + (i % 7) as i64,
+        1 + (i % 5) as i64,
+        Some(side),
+        i + 1,
+    );
+    p.begin_book(symbol, None, false);
+    let level = (i % 20) as i64;
+    p.level(
+        BookSide::Bid,
+        6_699_900 - level * 10,
+        1 + ((i / 20) % 3) as i64,
+    );
+    p.level(
+        BookSide::Ask,
+        6_700_100 + level * 10,
+        1 + ((i / 20 + 1) % 3) as i64,
+    );
+    if i % 3 == 0 {
+        p.level(BookSide::Bid, 6_699_900 - ((i + 7) % 20) as i64 * 10, 0);
+    }
+    p.end_book();
+    p.flush();
+}
+
+#[test]
+fn steady_state_path_allocates_nothing_per_event() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut b = SymbolRegistryBuilder::new();
+        let symbol = b.add("sim:BTC-USD", 2, 4).unwrap();
+        let registry = Arc::new(b.build());
+        let mut publisher =
+            Publisher::new("sim", vec![symbol], registry.len(), ring::ring(1 << 12));
+        let mut consumer = publisher.subscribe();
+        let cfg = Arc::new(EngineConfig::default());
+        let mut core = Core::new(cfg, registry.clone(), Arc::new(WorkerStats::default()));
+        let mut keys = Vec::new();
+        for depth in [10, 5] {
+            let key = core.add_client(Rc::new(drained_socket()), Rc::new(LocalSignal::new()));
+            let all = ChannelSet::from_iter([Channel::Ticker, Channel::Trades, Channel::Book]);
+            core.subscribe(key, Some(1), all, &["sim:BTC-USD".to_owned()], depth, 0)
+                .unwrap();
+            keys.push(key);
+        }
+        let mut run = |from: u64, to: u64, core: &mut Core| {
+            let mut ticks = 0u64;
+            for i in from..to {
+                publish_event(&mut publisher, symbol, i);
+                loop {
+                    match consumer.try_recv() {
+                        Ok(t) => {
+                            core.on_tick(&t);
+                            ticks += 1;
+                        }
+                        Err(RecvError::Empty) => break,
+                        Err(e) => panic!("unexpected {e:?}"),
+                    }
+                }
+                core.flush_pending();
+                // What each writer task does once its socket is writable again.
+                for &key in &keys {
+                    core.flush_client(key).unwrap();
+                }
+            }
+            ticks
+        };
+        // Warm-up: books, slabs, outboxes and buffers grow to their working size.
+        run(0, 5_000, &mut core);
+        let frames_before = core.live_frames();
+        COUNTING.with(|c| c.set(true));
+        let ticks = run(5_000, 25_000, &mut core);
+        COUNTING.with(|c| c.set(false));
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+        assert!(
+            ticks >= 40_000,
+            "the measured stretch carried {ticks} ticks"
+        );
+        assert_eq!(
+            allocations, 0,
+            "allocations during {ticks} ticks of steady state"
+        );
+        let stats = core.stats();
+        assert!(WorkerStats::get(&stats.frames_encoded) > 40_000);
+        assert!(
+            core.live_frames() <= frames_before + 64,
+            "frames are recycled"
+        );
+    });
+}
