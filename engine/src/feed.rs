@@ -171,6 +171,9 @@ struct BookBatch {
     symbol: SymbolId,
     seq: u64,
     ts: u64,
+    /// The event replaces the whole book.
+    clearing: bool,
+    /// The next tick pushed must carry `CLEAR`.
     clear_pending: bool,
     held: Option<Tick>,
 }
@@ -254,6 +257,7 @@ impl Publisher {
         side: Option<Aggressor>,
         trade_id: u64,
     ) {
+        self.end_book();
         let (ts, ingest_ts) = self.stamp(ts);
         let seq = self.states[symbol.index()].trade_seq + 1;
         self.push(Tick {
@@ -295,6 +299,7 @@ impl Publisher {
             symbol,
             seq: self.states[symbol.index()].book_seq + 1,
             ts,
+            clearing: clear,
             clear_pending: clear,
             held: None,
         });
@@ -308,8 +313,14 @@ impl Publisher {
             return;
         };
         let size = size.max(0);
-        let clear = std::mem::take(&mut batch.clear_pending);
-        let current = if clear {
+        if batch.clearing {
+            // A full book: every level is new (the old book is going away), and there is
+            // nothing to remove.
+            if size == 0 {
+                return;
+            }
+        }
+        let current = if batch.clearing {
             0
         } else if let Some(held) = batch.held {
             // The held tick is not applied yet: look through it.
@@ -325,9 +336,10 @@ impl Publisher {
         } else {
             self.states[batch.symbol.index()].book.size_at(side, price)
         };
-        if !clear && current == size {
+        if !batch.clearing && current == size {
             return;
         }
+        let clear = std::mem::take(&mut batch.clear_pending);
         let tick = Tick {
             symbol: batch.symbol,
             ts: batch.ts,
@@ -498,6 +510,44 @@ mod tests {
         assert_eq!(levels(&drain(&mut c)), [(2, 99, 3, 0), (2, 100, 0, 1)]);
         assert_eq!(p.state(s).book_seq, 2);
         assert_eq!(p.state(s).book.bids().len(), 1);
+    }
+
+    #[test]
+    fn a_second_snapshot_replaces_the_book_whole() {
+        let s = SymbolId(0);
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64));
+        let mut c = p.subscribe();
+        for _ in 0..2 {
+            p.begin_book(s, None, true);
+            p.level(BookSide::Bid, 100, 5);
+            p.level(BookSide::Bid, 99, 5);
+            p.level(BookSide::Ask, 101, 5);
+            p.level(BookSide::Ask, 102, 0);
+            p.end_book();
+            p.flush();
+        }
+        let mut worker = SymbolState::default();
+        for t in drain(&mut c) {
+            worker.apply(&t);
+        }
+        assert_eq!(p.state(s).book.bids().len(), 2);
+        assert_eq!(p.state(s).book.asks().len(), 1);
+        assert_eq!(&worker, p.state(s), "consumers rebuild the same book");
+        assert_eq!(worker.book_seq, 2);
+    }
+
+    #[test]
+    fn a_trade_closes_an_open_book_event_first() {
+        let s = SymbolId(0);
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64));
+        let mut c = p.subscribe();
+        p.begin_book(s, None, false);
+        p.level(BookSide::Bid, 100, 5);
+        p.trade(s, None, 100, 1, None, 1);
+        p.flush();
+        let got = drain(&mut c);
+        assert!(matches!(got[0].event, Event::Level { flags, .. } if flags.contains(LevelFlags::BATCH_END)));
+        assert!(matches!(got[1].event, Event::Trade { .. }));
     }
 
     #[test]

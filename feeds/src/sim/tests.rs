@@ -340,7 +340,6 @@ fn start_publishes_one_full_book_per_symbol() {
 /// snapshot's first one against the book that the (still held) `CLEAR` tick has not yet
 /// cleared, and drops those that match it.
 #[test]
-#[ignore = "engine: Publisher::level drops snapshot levels equal to the uncleared book"]
 fn a_second_run_replaces_the_books() {
     let (mut feed, mut publisher) = setup(flat_out(2));
     let stop = AtomicBool::new(true);
