@@ -546,7 +546,9 @@ mod tests {
         p.trade(s, None, 100, 1, None, 1);
         p.flush();
         let got = drain(&mut c);
-        assert!(matches!(got[0].event, Event::Level { flags, .. } if flags.contains(LevelFlags::BATCH_END)));
+        assert!(
+            matches!(got[0].event, Event::Level { flags, .. } if flags.contains(LevelFlags::BATCH_END))
+        );
         assert!(matches!(got[1].event, Event::Trade { .. }));
     }
 

@@ -26,6 +26,7 @@ pub struct Outbox {
     pending_bytes: usize,
     budget_bytes: usize,
     peak_bytes: usize,
+    frames_written: u64,
 }
 
 /// What a [`Outbox::write_to`] call achieved.
@@ -46,6 +47,7 @@ impl Outbox {
             pending_bytes: 0,
             budget_bytes,
             peak_bytes: 0,
+            frames_written: 0,
         }
     }
 
@@ -70,6 +72,11 @@ impl Outbox {
     /// Largest `pending_bytes` seen.
     pub fn peak_bytes(&self) -> usize {
         self.peak_bytes
+    }
+
+    /// Frames fully written since the outbox was made.
+    pub fn frames_written(&self) -> u64 {
+        self.frames_written
     }
 
     /// The byte budget.
@@ -132,6 +139,7 @@ impl Outbox {
             self.head_written = 0;
             self.queue.pop_front();
             frames.release(front);
+            self.frames_written += 1;
         }
     }
 

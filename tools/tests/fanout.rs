@@ -74,17 +74,19 @@ async fn three_hundred_clients_all_receive_and_a_stalled_one_stops_nobody() {
         let (_, body) = http_get(addr, "/stats").await;
         let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
         let c = &stats["clients"];
-        if c["conflated"].as_u64().unwrap() > 0 && c["trades_skipped"].as_u64().unwrap() > 0 {
+        if c["conflated"].as_u64().unwrap() > 0 {
+            let peak = c["peak_outbox_bytes"].as_u64().unwrap();
             assert!(
-                c["peak_outbox_bytes"].as_u64().unwrap() <= 64 * 1024 + 4096,
-                "{stats}"
+                peak > 32 * 1024 && peak <= 64 * 1024,
+                "the outbox filled to its budget and no further: {stats}"
             );
             conflated = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(conflated, "the stalled client is conflated");
+    let (_, body) = http_get(addr, "/stats").await;
+    assert!(conflated, "the stalled client is conflated: {body}");
     drop(stalled);
     engine.shutdown();
 }

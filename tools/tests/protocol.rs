@@ -133,6 +133,7 @@ async fn every_error_code_leaves_the_connection_usable() {
     let cfg = tickwire_engine::config::EngineConfig {
         max_subscriptions: 4,
         max_errors_per_10s: 100,
+        commands_per_s: 1000,
         ..test_config()
     };
     let engine = start(cfg, sim(4, 200));
@@ -215,18 +216,30 @@ async fn every_error_code_leaves_the_connection_usable() {
     assert_eq!(s["id"], json!(16));
     assert_eq!(s["symbols"].as_array().unwrap().len(), 4);
 
-    // More than 20 commands in a burst: some are rate limited, the connection lives on.
-    for i in 0..40 {
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_past_the_rate_limit_get_rate_limited() {
+    let engine = start(test_config(), sim(2, 100));
+    let mut c = Client::connect(engine.local_addr()).await;
+    // 25 commands in a burst against the default limit of 20/s: a few are refused,
+    // fewer than the 10 errors that would close the connection.
+    for i in 0..25 {
         c.send(json!({"op":"ping","id":100 + i})).await;
     }
     let mut limited = 0;
     let mut pongs = 0;
-    while limited + pongs < 40 {
+    while limited + pongs < 25 {
         let m = c
             .recv_until(|m| m["type"] == "pong" || m["type"] == "error")
             .await;
         if m["type"] == "error" {
             assert_eq!(m["code"], json!("rate_limited"));
+            assert!(
+                m["id"].as_i64().unwrap() >= 100,
+                "rate_limited carries the command's id"
+            );
             limited += 1;
         } else {
             pongs += 1;
@@ -236,8 +249,14 @@ async fn every_error_code_leaves_the_connection_usable() {
         limited > 0 && pongs >= 20,
         "limited {limited}, pongs {pongs}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // refill the token bucket
-    assert_usable(&mut c, 200).await;
+    c.send(json!({"op":"ping","id":1})).await;
+    let after = c
+        .recv_until(|m| m["type"] == "pong" || m["type"] == "error")
+        .await;
+    assert!(
+        after["type"] == "pong" || after["code"] == "rate_limited",
+        "still open: {after}"
+    );
     engine.shutdown();
 }
 

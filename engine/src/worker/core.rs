@@ -849,6 +849,7 @@ impl Core {
                 *marked = true;
                 client.dirty.push_back((symbol, channel));
                 WorkerStats::add(&self.stats.conflated, 1);
+                note_peak(&self.stats, &client.outbox);
             }
             client.marked = client.marked + sub.marks() - before;
         }
@@ -880,6 +881,7 @@ impl Core {
                     sub.gap = Some((seq, seq));
                     client.marked += 1;
                     client.dirty.push_back((symbol, Channel::Trades));
+                    note_peak(&self.stats, &client.outbox);
                 }
             }
         }
@@ -999,25 +1001,20 @@ impl Core {
             };
             let stream = client.stream.clone();
             let before = client.outbox.pending_bytes();
+            let frames_before = client.outbox.frames_written();
             let outcome = client
                 .outbox
                 .write_to(frames, |iov| stream.try_write_vectored(iov));
             let written = before - client.outbox.pending_bytes();
             bytes += written as u64;
+            WorkerStats::add(
+                &self.stats.messages_sent,
+                client.outbox.frames_written() - frames_before,
+            );
             if written > 0 || client.outbox.is_empty() {
                 client.last_progress = Instant::now();
             }
-            let peak = client.outbox.peak_bytes() as u64;
-            if peak
-                > self
-                    .stats
-                    .peak_outbox_bytes
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            {
-                self.stats
-                    .peak_outbox_bytes
-                    .fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
-            }
+            note_peak(&self.stats, &client.outbox);
             match outcome {
                 Ok(WriteOutcome::Drained) => {
                     if client.dirty.is_empty() {
@@ -1153,6 +1150,20 @@ impl Core {
     /// The symbol's current state in this worker.
     pub fn symbol_state(&self, symbol: SymbolId) -> Option<&SymbolState> {
         self.symbols.get(symbol.index()).map(|s| &s.state)
+    }
+}
+
+/// Publishes an outbox's peak to the worker's counter (when it is a new high).
+fn note_peak(stats: &WorkerStats, outbox: &Outbox) {
+    let peak = outbox.peak_bytes() as u64;
+    if peak
+        > stats
+            .peak_outbox_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        stats
+            .peak_outbox_bytes
+            .fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -156,7 +156,8 @@ async fn serve(spec: WorkerSpec) {
     }
     drop(listener);
     // Going away: flush what we can, then close every client with 1001.
-    for key in core.borrow().client_keys() {
+    let keys = core.borrow().client_keys();
+    for key in keys {
         core.borrow_mut()
             .close_client(key, CloseReason::GoingAway, "server shutting down", false);
     }
