@@ -72,7 +72,7 @@ fn drained_socket() -> tokio::net::TcpStream {
 fn publish_event(p: &mut Publisher, symbol: SymbolId, i: u64) {
     let t0 = 1_763_700_000_000_000_000;
     p.begin_message_at(t0 + i);
-    let side = if i % 2 == 0 {
+    let side = if i.is_multiple_of(2) {
         Aggressor::Buy
     } else {
         Aggressor::Sell
@@ -97,7 +97,7 @@ fn publish_event(p: &mut Publisher, symbol: SymbolId, i: u64) {
         6_700_100 + level * 10,
         1 + ((i / 20 + 1) % 3) as i64,
     );
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         p.level(BookSide::Bid, 6_699_900 - ((i + 7) % 20) as i64 * 10, 0);
     }
     p.end_book();

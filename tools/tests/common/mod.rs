@@ -114,6 +114,9 @@ impl Client {
     }
 }
 
+/// Book levels as (price, size) text pairs, best first.
+pub type Levels = Vec<(String, String)>;
+
 /// A client maintaining books from snapshots and updates, checking contiguity.
 #[derive(Default)]
 pub struct BookKeeper {
@@ -164,7 +167,7 @@ impl BookKeeper {
     }
 
     /// Levels as (price, size) text pairs, bids highest first, asks lowest first.
-    pub fn sides(&self) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    pub fn sides(&self) -> (Levels, Levels) {
         let num = |s: &String| s.parse::<f64>().unwrap();
         let mut bids: Vec<_> = self.bids.clone().into_iter().collect();
         bids.sort_by(|a, b| num(&b.0).total_cmp(&num(&a.0)));
@@ -175,7 +178,7 @@ impl BookKeeper {
 }
 
 /// Levels of a snapshot message as text pairs.
-pub fn snapshot_sides(m: &Value) -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn snapshot_sides(m: &Value) -> (Levels, Levels) {
     let side = |s: &str| {
         m[s].as_array()
             .unwrap()
