@@ -143,6 +143,16 @@ impl Outbox {
         }
     }
 
+    /// Releases every frame not yet started, keeping a partly written front frame so
+    /// the stream stays well-formed for what follows (a close frame).
+    pub fn discard_unsent(&mut self, frames: &mut FrameSlab) {
+        let keep = usize::from(self.head_written > 0);
+        for id in self.queue.drain(keep..) {
+            self.pending_bytes -= frames.len(id);
+            frames.release(id);
+        }
+    }
+
     /// Releases every queued frame (the client is gone).
     pub fn clear(&mut self, frames: &mut FrameSlab) {
         for id in self.queue.drain(..) {
@@ -203,6 +213,36 @@ mod tests {
         assert_eq!(wire, b"abcdefg");
         assert!(out.is_empty());
         assert_eq!(slab.live(), 0, "written frames are released");
+    }
+
+    #[test]
+    fn discarding_keeps_a_partly_written_frame_whole() {
+        let mut slab = FrameSlab::new();
+        let mut out = Outbox::new(100);
+        for text in [&b"abc"[..], b"def", b"ghi"] {
+            let id = frame(&mut slab, text);
+            out.push(&mut slab, id);
+            slab.release(id);
+        }
+        let mut wire = Vec::new();
+        let mut first = true;
+        out.write_to(&mut slab, |iov| {
+            if !std::mem::take(&mut first) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            wire.extend_from_slice(&iov[0][..2]);
+            Ok(2)
+        })
+        .unwrap();
+        out.discard_unsent(&mut slab);
+        assert_eq!(out.pending_bytes(), 1, "the rest of the started frame");
+        out.write_to(&mut slab, |iov| {
+            wire.extend_from_slice(&iov[0]);
+            Ok(iov[0].len())
+        })
+        .unwrap();
+        assert_eq!(wire, b"abc");
+        assert_eq!(slab.live(), 0);
     }
 
     #[test]

@@ -15,12 +15,13 @@
 //! naming the exact skipped seqs, then trades resume). Marks are kept in the client's
 //! `dirty` queue and served in order as its socket drains.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::Shutdown;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
@@ -49,7 +50,11 @@ pub struct ClientKey {
 struct ClientSub {
     channels: ChannelSet,
     depth: u16,
-    throttle_ms: u32,
+    ticker_throttle_ms: u32,
+    book_throttle_ms: u32,
+    /// Earliest time the next throttled ticker / book message may go.
+    ticker_next: Option<Instant>,
+    book_next: Option<Instant>,
     ticker_dirty: bool,
     book_stale: bool,
     /// Skipped trade seqs not yet reported: `(from, to)` inclusive.
@@ -73,6 +78,8 @@ pub struct Client {
     pairs: usize,
     /// Subscriptions holding an overload mark; 0 lets the fan-out skip the lookup.
     marked: usize,
+    /// Throttled (symbol, channel) pairs; 0 lets the fan-out skip the lookup.
+    throttled: usize,
     dirty: VecDeque<(SymbolId, Channel)>,
     in_flush_list: bool,
     blocked: bool,
@@ -130,6 +137,10 @@ pub struct Core {
     flush_list: Vec<ClientKey>,
     diff_bids: Vec<Level>,
     diff_asks: Vec<Level>,
+    /// Throttle deadlines of marked subscriptions: (due, client index, generation,
+    /// symbol, channel). Only subscriptions with a pending state are here, so idle and
+    /// unthrottled clients cost nothing.
+    timers: BinaryHeap<Reverse<(Instant, u32, u32, u32, usize)>>,
     stats: Arc<WorkerStats>,
 }
 
@@ -199,6 +210,7 @@ impl Core {
             flush_list: Vec::new(),
             diff_bids: Vec::new(),
             diff_asks: Vec::new(),
+            timers: BinaryHeap::new(),
             stats,
         }
     }
@@ -249,6 +261,7 @@ impl Core {
             subs: HashMap::new(),
             pairs: 0,
             marked: 0,
+            throttled: 0,
             dirty: VecDeque::new(),
             in_flush_list: false,
             blocked: false,
@@ -277,8 +290,9 @@ impl Core {
         }
         if let Some(mut client) = self.clients[key.index as usize].take() {
             client.outbox.clear(&mut self.frames);
-            self.stats
-                .count_close(client.closing.unwrap_or(CloseReason::Client));
+            if client.closing.is_none() {
+                self.stats.count_close(CloseReason::Client);
+            }
             self.free_clients.push(key.index);
             self.stats
                 .clients
@@ -318,8 +332,9 @@ impl Core {
         client.closing = Some(reason);
         client.dirty.clear();
         if discard {
-            client.outbox.clear(frames);
+            client.outbox.discard_unsent(frames);
         }
+        self.stats.count_close(reason);
         if let Some(code) = reason.code() {
             let (id, buf) = frames.alloc();
             let start = frame::close_frame(buf, code, message);
@@ -537,14 +552,24 @@ impl Core {
         for ch in channels.iter() {
             sub.channels.insert(ch);
         }
-        sub.throttle_ms = throttle_ms;
-        // A fresh snapshot supersedes pending ticker and book marks.
+        let now = Instant::now();
+        let next = (throttle_ms > 0).then(|| now + Duration::from_millis(u64::from(throttle_ms)));
+        // A fresh snapshot supersedes pending ticker and book marks; the throttle interval
+        // starts with it.
         if channels.contains(Channel::Ticker) {
             sub.ticker_dirty = false;
+            client.throttled = client.throttled + usize::from(throttle_ms > 0)
+                - usize::from(sub.ticker_throttle_ms > 0);
+            sub.ticker_throttle_ms = throttle_ms;
+            sub.ticker_next = next;
         }
         if channels.contains(Channel::Book) {
             sub.book_stale = false;
             sub.depth = depth;
+            client.throttled = client.throttled + usize::from(throttle_ms > 0)
+                - usize::from(sub.book_throttle_ms > 0);
+            sub.book_throttle_ms = throttle_ms;
+            sub.book_next = next;
         }
         client.marked = client.marked + sub.marks() - before;
         let slot = &mut self.symbols[symbol.index()];
@@ -642,6 +667,8 @@ impl Core {
                 Channel::Ticker => {
                     remove_key(&mut slot.ticker_subs, key);
                     sub.ticker_dirty = false;
+                    client.throttled -= usize::from(sub.ticker_throttle_ms > 0);
+                    sub.ticker_throttle_ms = 0;
                 }
                 Channel::Trades => {
                     remove_key(&mut slot.trade_subs, key);
@@ -650,6 +677,8 @@ impl Core {
                 Channel::Book => {
                     Self::leave_group(slot, key, sub.depth);
                     sub.book_stale = false;
+                    client.throttled -= usize::from(sub.book_throttle_ms > 0);
+                    sub.book_throttle_ms = 0;
                 }
             }
         }
@@ -829,22 +858,35 @@ impl Core {
         if client.closing.is_some() {
             return;
         }
-        if client.marked == 0 && client.outbox.has_room(len) {
+        if client.marked == 0 && client.throttled == 0 && client.outbox.has_room(len) {
             client.outbox.push(&mut self.frames, id);
         } else {
             let Some(sub) = client.subs.get_mut(&symbol) else {
                 return;
             };
             let before = sub.marks();
-            let marked = match channel {
-                Channel::Ticker => &mut sub.ticker_dirty,
-                Channel::Book => &mut sub.book_stale,
+            let (marked, throttle_ms, next) = match channel {
+                Channel::Ticker => (&mut sub.ticker_dirty, sub.ticker_throttle_ms, &mut sub.ticker_next),
+                Channel::Book => (&mut sub.book_stale, sub.book_throttle_ms, &mut sub.book_next),
                 Channel::Trades => return,
+            };
+            let now = (throttle_ms > 0).then(Instant::now);
+            let due = match (now, *next) {
+                (Some(now), Some(due)) if due > now => Some(due),
+                _ => None,
             };
             if *marked {
                 WorkerStats::add(&self.stats.conflated, 1);
+            } else if let Some(due) = due {
+                // Throttled: hold the latest state until the interval ends.
+                *marked = true;
+                self.timers.push(Reverse((due, key.index, key.generation, symbol.0, channel.index())));
+                WorkerStats::add(&self.stats.conflated, 1);
             } else if client.outbox.has_room(len) {
                 client.outbox.push(&mut self.frames, id);
+                if let Some(now) = now {
+                    *next = Some(now + Duration::from_millis(u64::from(throttle_ms)));
+                }
             } else {
                 *marked = true;
                 client.dirty.push_back((symbol, channel));
@@ -904,6 +946,18 @@ impl Core {
                 client.dirty.pop_front();
                 continue;
             };
+            let (throttle_ms, next) = match channel {
+                Channel::Ticker => (sub.ticker_throttle_ms, sub.ticker_next),
+                Channel::Book => (sub.book_throttle_ms, sub.book_next),
+                Channel::Trades => (0, None),
+            };
+            let now = Instant::now();
+            if let Some(due) = next.filter(|due| throttle_ms > 0 && *due > now) {
+                // Not yet: the throttle timer serves it when the interval ends.
+                client.dirty.pop_front();
+                self.timers.push(Reverse((due, key.index, key.generation, symbol.0, channel.index())));
+                continue;
+            }
             let frame = match channel {
                 Channel::Ticker if sub.ticker_dirty => {
                     let f = self.ticker_frame(symbol);
@@ -956,10 +1010,15 @@ impl Core {
             client.dirty.pop_front();
             client.marked -= 1;
             if let Some(sub) = client.subs.get_mut(&symbol) {
+                let next = (throttle_ms > 0).then(|| now + Duration::from_millis(u64::from(throttle_ms)));
                 match channel {
-                    Channel::Ticker => sub.ticker_dirty = false,
+                    Channel::Ticker => {
+                        sub.ticker_dirty = false;
+                        sub.ticker_next = next;
+                    }
                     Channel::Book => {
                         sub.book_stale = false;
+                        sub.book_next = next;
                         WorkerStats::add(&stats.snapshots_resent, 1);
                     }
                     Channel::Trades => {
@@ -1145,6 +1204,41 @@ impl Core {
             }
         }
         self.flush_pending();
+    }
+
+    /// Hands the throttled subscriptions whose interval has ended to their client's
+    /// catch-up queue and flushes them.
+    pub fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((due, index, generation, symbol, channel))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let key = ClientKey { index, generation };
+            let symbol = SymbolId(symbol);
+            let channel = Channel::ALL[channel];
+            let Some(client) = self.client_mut(key) else {
+                continue;
+            };
+            let still_marked = client.subs.get(&symbol).is_some_and(|sub| match channel {
+                Channel::Ticker => sub.ticker_dirty,
+                Channel::Book => sub.book_stale,
+                Channel::Trades => false,
+            });
+            if still_marked {
+                client.dirty.push_back((symbol, channel));
+                if !client.in_flush_list {
+                    client.in_flush_list = true;
+                    self.flush_list.push(key);
+                }
+            }
+        }
+        self.flush_pending();
+    }
+
+    /// When the next throttle timer is due, if any.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse(t)| t.0)
     }
 
     /// The symbol's current state in this worker.

@@ -328,6 +328,7 @@ async fn fan_out(core: Rc<RefCell<Core>>, mut ports: Vec<FeedPort>) {
             }
             WorkerStats::add(&core.stats().ticks, got as u64);
             core.flush_pending();
+            core.fire_timers(Instant::now());
         }
         if got > 0 {
             tokio::task::yield_now().await;

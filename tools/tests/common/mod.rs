@@ -335,3 +335,50 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// `GET /stats` as JSON.
+pub async fn stats(addr: SocketAddr) -> Value {
+    let (status, body) = http_get(addr, "/stats").await;
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Stops the feeds and waits until every worker has consumed every published tick, so
+/// that every frame the market caused is queued before anything a client sends next.
+pub async fn quiesce(engine: &EngineHandle) {
+    engine.stop_feeds();
+    let addr = engine.local_addr();
+    for _ in 0..1000 {
+        let s = stats(addr).await;
+        let feeds = s["feeds"].as_array().unwrap();
+        let stopped = feeds.iter().all(|f| f["state"] == "stopped");
+        let published: u64 = feeds.iter().map(|f| f["ticks"].as_u64().unwrap()).sum();
+        let caught_up = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["ticks"].as_u64() == Some(published));
+        if stopped && caught_up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("engine did not quiesce");
+}
+
+/// A WebSocket client on a socket with a tiny receive buffer (a slow reader's socket).
+pub async fn connect_small_buffer(addr: SocketAddr, recv_buffer: usize) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(recv_buffer).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let std: std::net::TcpStream = socket.into();
+    std.set_nonblocking(true).unwrap();
+    let stream = TcpStream::from_std(std).unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    Client { ws }
+}
