@@ -131,7 +131,7 @@ pub fn write(out: &mut Vec<u8>, mantissa: i64, scale: u8) {
         return;
     }
     let mut digits = scale;
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         digits -= 1;
     }
