@@ -7,6 +7,9 @@
 //! each client's pending frames with one vectored write. See `docs/architecture.md`.
 
 pub mod fixed;
+pub mod ring;
 pub mod state;
 pub mod symbol;
+pub(crate) mod sync;
 pub mod tick;
+pub mod wake;
