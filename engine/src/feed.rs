@@ -208,6 +208,11 @@ impl Publisher {
         &self.shared
     }
 
+    /// Registers a worker's parker, woken after each publish. Call before the feed starts.
+    pub fn add_waker(&mut self, parker: Arc<crate::wake::Parker>) {
+        self.producer.add_waker(parker);
+    }
+
     /// A consumer of this feed's ring, starting at the current position.
     pub fn subscribe(&self) -> Consumer<Tick> {
         self.producer.subscribe()
@@ -475,7 +480,7 @@ mod tests {
     #[test]
     fn assigns_seqs_flags_batches_and_drops_no_ops() {
         let s = SymbolId(0);
-        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64));
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64).0);
         let mut c = p.subscribe();
         p.begin_message_at(10);
         p.begin_book(s, Some(9), true);
@@ -515,7 +520,7 @@ mod tests {
     #[test]
     fn a_second_snapshot_replaces_the_book_whole() {
         let s = SymbolId(0);
-        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64));
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64).0);
         let mut c = p.subscribe();
         for _ in 0..2 {
             p.begin_book(s, None, true);
@@ -539,7 +544,7 @@ mod tests {
     #[test]
     fn a_trade_closes_an_open_book_event_first() {
         let s = SymbolId(0);
-        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64));
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64).0);
         let mut c = p.subscribe();
         p.begin_book(s, None, false);
         p.level(BookSide::Bid, 100, 5);
@@ -555,7 +560,7 @@ mod tests {
     #[test]
     fn serves_resync_with_position_and_state() {
         let s = SymbolId(0);
-        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64));
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64).0);
         p.trade(s, Some(1), 5, 1, None, 0);
         let mut rx = p.shared().request_resync();
         p.flush();

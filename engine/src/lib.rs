@@ -18,5 +18,7 @@ pub mod server;
 pub mod state;
 pub mod stats;
 pub mod symbol;
+pub(crate) mod sync;
 pub mod tick;
+pub mod wake;
 pub mod worker;

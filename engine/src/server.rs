@@ -18,6 +18,7 @@ use crate::http::EngineShared;
 use crate::ring;
 use crate::stats::WorkerStats;
 use crate::symbol::SymbolRegistryBuilder;
+use crate::wake::Parker;
 use crate::worker::{self, FeedPort, WorkerSpec};
 
 /// Why an engine could not start.
@@ -135,7 +136,12 @@ pub fn start(
         .iter()
         .zip(feed_symbols)
         .map(|(f, ids)| {
-            Publisher::new(f.name(), ids, registry.len(), ring::ring(cfg.ring_capacity))
+            Publisher::new(
+                f.name(),
+                ids,
+                registry.len(),
+                ring::ring(cfg.ring_capacity).0,
+            )
         })
         .collect();
 
@@ -192,7 +198,13 @@ pub fn start(
     let (workers_stop, workers_rx) = watch::channel(false);
     let feeds_stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
+    let parkers: Vec<Arc<Parker>> = (0..cfg.workers).map(|_| Arc::new(Parker::new())).collect();
     let mut ports: Vec<Vec<FeedPort>> = (0..cfg.workers).map(|_| Vec::new()).collect();
+    for p in &mut publishers {
+        for parker in &parkers {
+            p.add_waker(parker.clone());
+        }
+    }
     for p in &publishers {
         for worker_ports in &mut ports {
             worker_ports.push(FeedPort::new(p.subscribe(), p.shared().clone()));
@@ -207,6 +219,7 @@ pub fn start(
             shared: shared.clone(),
             stats: worker_stats[i].clone(),
             shutdown: workers_rx.clone(),
+            parker: parkers[i].clone(),
             core_id: pick(&cfg.worker_cores, i, "worker"),
         };
         let t = std::thread::Builder::new()

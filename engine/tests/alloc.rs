@@ -115,7 +115,7 @@ fn steady_state_path_allocates_nothing_per_event() {
         let symbol = b.add("sim:BTC-USD", 2, 4).unwrap();
         let registry = Arc::new(b.build());
         let mut publisher =
-            Publisher::new("sim", vec![symbol], registry.len(), ring::ring(1 << 12));
+            Publisher::new("sim", vec![symbol], registry.len(), ring::ring(1 << 12).0);
         let mut consumer = publisher.subscribe();
         let cfg = Arc::new(EngineConfig::default());
         let mut core = Core::new(cfg, registry.clone(), Arc::new(WorkerStats::default()));

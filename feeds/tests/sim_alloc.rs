@@ -49,7 +49,7 @@ fn steady_state_events_allocate_nothing() {
     let ids = feed.register(&mut builder).expect("register");
     let registry = builder.build();
     // A small ring, so that the interim ring's queue is at its capacity after warm-up.
-    let mut publisher = Publisher::new("sim", ids, registry.len(), ring::ring(1 << 12));
+    let mut publisher = Publisher::new("sim", ids, registry.len(), ring::ring(1 << 12).0);
     feed.generate(&mut publisher, 300_000).expect("warm-up");
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     feed.generate(&mut publisher, 100_000).expect("measured");

@@ -13,10 +13,13 @@ use serde_json::{json, Value};
 use tickwire_engine::config::EngineConfig;
 
 const SYMBOLS: [&str; 2] = ["sim:BTC-USD", "sim:ETH-USD"];
+/// Per-client outbox budget: a slow reader passes it within a second at 5,000 events/s,
+/// a reading client only if this shared 2-core machine stalls it for ~150 ms.
+const BUDGET: usize = 128 * 1024;
 
 fn slow_config() -> EngineConfig {
     EngineConfig {
-        outbox_budget_bytes: 16 * 1024,
+        outbox_budget_bytes: BUDGET,
         send_buffer_bytes: Some(8 * 1024),
         ..test_config()
     }
@@ -47,11 +50,17 @@ impl Seen {
                     assert_eq!(seq, next, "trades contiguous except across gaps: {m}");
                 }
                 self.next_trade = Some(seq + 1);
-                self.trades.insert(seq, format!("{} {} {}", m["price"], m["size"], m["trade_id"]));
+                self.trades.insert(
+                    seq,
+                    format!("{} {} {}", m["price"], m["size"], m["trade_id"]),
+                );
             }
             "gap" => {
                 assert_eq!(m["channel"], "trades");
-                let (from, to) = (m["from_seq"].as_u64().unwrap(), m["to_seq"].as_u64().unwrap());
+                let (from, to) = (
+                    m["from_seq"].as_u64().unwrap(),
+                    m["to_seq"].as_u64().unwrap(),
+                );
                 assert!(from <= to, "{m}");
                 if let Some(next) = self.next_trade {
                     assert_eq!(from, next, "a gap starts right after the last trade: {m}");
@@ -98,7 +107,7 @@ async fn drain_fast(c: &mut Client, seen: &mut HashMap<String, Seen>, id: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_stays_correct_and_converges() {
-    let engine = start(slow_config(), sim(2, 20_000));
+    let engine = start(slow_config(), sim(2, 5_000));
     let addr = engine.local_addr();
     let mut fast = Client::connect(addr).await;
     subscribe_all(&mut fast, 0).await;
@@ -137,20 +146,28 @@ async fn a_slow_client_stays_correct_and_converges() {
     // The fast client saw everything; its record is the engine's truth.
     for (symbol, f) in &fast_seen {
         assert!(f.gaps.is_empty(), "{symbol}: a fast client sees no gap");
-        assert_eq!(f.book.snapshots, 1, "{symbol}: a fast client gets no resync snapshot");
+        assert_eq!(
+            f.book.snapshots, 1,
+            "{symbol}: a fast client gets no resync snapshot"
+        );
     }
     // The slow client catches up to the same final state.
     let done = |seen: &HashMap<String, Seen>| {
         SYMBOLS.iter().all(|s| {
             let (f, w) = (&fast_seen[*s], seen.get(*s));
             w.is_some_and(|w| {
-                w.next_trade == f.next_trade && w.book.seq == f.book.seq && w.last_ticker == f.last_ticker
+                w.next_trade == f.next_trade
+                    && w.book.seq == f.book.seq
+                    && w.last_ticker == f.last_ticker
             })
         })
     };
     let deadline = Instant::now() + TIMEOUT;
     while !done(&slow_seen) {
-        assert!(Instant::now() < deadline, "slow client converges after the feed stops");
+        assert!(
+            Instant::now() < deadline,
+            "slow client converges after the feed stops"
+        );
         let m = slow.recv().await;
         per_symbol(&mut slow_seen, &m, false);
     }
@@ -163,9 +180,21 @@ async fn a_slow_client_stays_correct_and_converges() {
         for (seq, t) in &w.trades {
             assert_eq!(Some(t), f.trades.get(seq), "{symbol} trade {seq}");
         }
-        for seq in *f.trades.keys().next().unwrap()..f.next_trade.unwrap() {
+        let first = w
+            .trades
+            .keys()
+            .next()
+            .copied()
+            .into_iter()
+            .chain(w.gaps.iter().map(|g| g.0))
+            .min()
+            .unwrap();
+        for seq in first..f.next_trade.unwrap() {
             let in_gap = w.gaps.iter().any(|(a, b)| (*a..=*b).contains(&seq));
-            assert!(w.trades.contains_key(&seq) ^ in_gap, "{symbol} trade {seq}: received xor in a gap");
+            assert!(
+                w.trades.contains_key(&seq) ^ in_gap,
+                "{symbol} trade {seq}: received xor in a gap"
+            );
         }
         slow_gaps += w.gaps.len();
         // Every snapshot equals the engine's window at that seq; the final book too.
@@ -176,12 +205,21 @@ async fn a_slow_client_stays_correct_and_converges() {
         }
         assert_eq!(w.book.sides(), f.book.sides(), "{symbol}: final book");
         assert_eq!(w.last_ticker, f.last_ticker, "{symbol}: final ticker");
-        assert!(w.tickers < f.tickers, "{symbol}: the slow client's tickers were conflated");
+        assert!(
+            w.tickers < f.tickers,
+            "{symbol}: the slow client's tickers were conflated"
+        );
     }
-    assert!(slow_gaps > 0, "the slow client was slow enough to get gaps: {s}");
-    assert!(s["clients"]["snapshots_resent"].as_u64().unwrap() > 0, "{s}");
     assert!(
-        s["clients"]["peak_outbox_bytes"].as_u64().unwrap() <= 16 * 1024,
+        slow_gaps > 0,
+        "the slow client was slow enough to get gaps: {s}"
+    );
+    assert!(
+        s["clients"]["snapshots_resent"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    assert!(
+        s["clients"]["peak_outbox_bytes"].as_u64().unwrap() <= BUDGET as u64,
         "outboxes stay within the budget: {s}"
     );
     engine.shutdown();
@@ -192,7 +230,10 @@ async fn throttled_tickers_come_at_most_once_per_interval_and_end_latest() {
     let engine = start(test_config(), sim(2, 5_000));
     let addr = engine.local_addr();
     let mut c = Client::connect(addr).await;
-    c.send(json!({"op":"subscribe","id":1,"channels":["ticker"],"symbols":SYMBOLS,"throttle_ms":200})).await;
+    c.send(
+        json!({"op":"subscribe","id":1,"channels":["ticker"],"symbols":SYMBOLS,"throttle_ms":200}),
+    )
+    .await;
     c.recv_until(|m| m["type"] == "subscribed").await;
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut last: HashMap<String, Value> = HashMap::new();
@@ -209,13 +250,21 @@ async fn throttled_tickers_come_at_most_once_per_interval_and_end_latest() {
         let n = counts[symbol];
         // One snapshot, then at most one per 200 ms; counting (not spacing) is immune to
         // this client's own scheduling delays.
-        assert!(n <= 1 + elapsed_ms / 200 + 1, "{symbol}: {n} tickers in {elapsed_ms} ms");
-        assert!(n >= elapsed_ms / 200 / 2, "{symbol}: tickers keep flowing: {n}");
+        assert!(
+            n <= 1 + elapsed_ms / 200 + 1,
+            "{symbol}: {n} tickers in {elapsed_ms} ms"
+        );
+        assert!(
+            n >= elapsed_ms / 200 / 2,
+            "{symbol}: tickers keep flowing: {n}"
+        );
     }
     // Once the market stops, the last ticker becomes the latest state within an interval.
     quiesce(&engine).await;
     let mut fresh = Client::connect(addr).await;
-    fresh.send(json!({"op":"subscribe","id":2,"channels":["ticker"],"symbols":SYMBOLS})).await;
+    fresh
+        .send(json!({"op":"subscribe","id":2,"channels":["ticker"],"symbols":SYMBOLS}))
+        .await;
     let mut latest: HashMap<String, Value> = HashMap::new();
     while latest.len() < 2 {
         let m = fresh.recv_until(|m| m["type"] == "ticker").await;
@@ -223,7 +272,10 @@ async fn throttled_tickers_come_at_most_once_per_interval_and_end_latest() {
     }
     let deadline = Instant::now() + TIMEOUT;
     while SYMBOLS.iter().any(|s| last.get(*s) != latest.get(*s)) {
-        assert!(Instant::now() < deadline, "throttled ticker converges to the latest");
+        assert!(
+            Instant::now() < deadline,
+            "throttled ticker converges to the latest"
+        );
         let m = c.recv().await;
         last.insert(m["symbol"].as_str().unwrap().to_owned(), m);
     }
@@ -232,11 +284,12 @@ async fn throttled_tickers_come_at_most_once_per_interval_and_end_latest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_percent_slow_clients_cost_the_fast_ones_nothing() {
-    let engine = start(slow_config(), sim(2, 5_000));
+    // 20 clients, 2 slow: the test process itself must parse what 18 fast readers get.
+    let engine = start(slow_config(), sim(2, 1_000));
     let addr = engine.local_addr();
     let mut fast_tasks = Vec::new();
     let mut slow_tasks = Vec::new();
-    for i in 0..40 {
+    for i in 0..20 {
         if i % 10 == 0 {
             let mut c = connect_small_buffer(addr, 2048).await;
             subscribe_all(&mut c, 0).await;
@@ -246,8 +299,8 @@ async fn ten_percent_slow_clients_cost_the_fast_ones_nothing() {
                 while Instant::now() < end {
                     c.recv().await;
                     n += 1;
-                    if n % 5 == 0 {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    if n % 2 == 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
                 c
@@ -281,10 +334,19 @@ async fn ten_percent_slow_clients_cost_the_fast_ones_nothing() {
         }
         finals.push(SYMBOLS.map(|s| seen[s].next_trade));
     }
-    assert!(finals.windows(2).all(|w| w[0] == w[1]), "every fast client got every trade");
+    assert!(
+        finals.windows(2).all(|w| w[0] == w[1]),
+        "every fast client got every trade"
+    );
     let s = stats(addr).await;
-    assert!(s["clients"]["conflated"].as_u64().unwrap() > 0, "the slow ones were conflated: {s}");
-    assert!(s["clients"]["peak_outbox_bytes"].as_u64().unwrap() <= 16 * 1024, "{s}");
+    assert!(
+        s["clients"]["conflated"].as_u64().unwrap() > 0,
+        "the slow ones were conflated: {s}"
+    );
+    assert!(
+        s["clients"]["peak_outbox_bytes"].as_u64().unwrap() <= BUDGET as u64,
+        "{s}"
+    );
     engine.shutdown();
 }
 
@@ -299,7 +361,9 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_nobody_notices() {
     let mut stalled = connect_small_buffer(addr, 2048).await;
     subscribe_all(&mut stalled, 0).await;
     let mut reader = Client::connect(addr).await;
-    reader.send(json!({"op":"subscribe","id":1,"channels":["trades"],"symbols":SYMBOLS})).await;
+    reader
+        .send(json!({"op":"subscribe","id":1,"channels":["trades"],"symbols":SYMBOLS}))
+        .await;
     reader.recv_until(|m| m["type"] == "subscribed").await;
     let mut seen: HashMap<String, Seen> = HashMap::new();
     // Keep reading until the engine has closed the stalled client for policy.
@@ -315,10 +379,16 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_nobody_notices() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "stalled client closed after the idle limit");
+        assert!(
+            Instant::now() < deadline,
+            "stalled client closed after the idle limit"
+        );
     }
     for (symbol, s) in &seen {
-        assert!(s.gaps.is_empty(), "{symbol}: the reading client noticed nothing");
+        assert!(
+            s.gaps.is_empty(),
+            "{symbol}: the reading client noticed nothing"
+        );
     }
     assert_eq!(stalled.recv_close_code().await, Some(1008));
     engine.shutdown();

@@ -866,8 +866,16 @@ impl Core {
             };
             let before = sub.marks();
             let (marked, throttle_ms, next) = match channel {
-                Channel::Ticker => (&mut sub.ticker_dirty, sub.ticker_throttle_ms, &mut sub.ticker_next),
-                Channel::Book => (&mut sub.book_stale, sub.book_throttle_ms, &mut sub.book_next),
+                Channel::Ticker => (
+                    &mut sub.ticker_dirty,
+                    sub.ticker_throttle_ms,
+                    &mut sub.ticker_next,
+                ),
+                Channel::Book => (
+                    &mut sub.book_stale,
+                    sub.book_throttle_ms,
+                    &mut sub.book_next,
+                ),
                 Channel::Trades => return,
             };
             let now = (throttle_ms > 0).then(Instant::now);
@@ -880,7 +888,13 @@ impl Core {
             } else if let Some(due) = due {
                 // Throttled: hold the latest state until the interval ends.
                 *marked = true;
-                self.timers.push(Reverse((due, key.index, key.generation, symbol.0, channel.index())));
+                self.timers.push(Reverse((
+                    due,
+                    key.index,
+                    key.generation,
+                    symbol.0,
+                    channel.index(),
+                )));
                 WorkerStats::add(&self.stats.conflated, 1);
             } else if client.outbox.has_room(len) {
                 client.outbox.push(&mut self.frames, id);
@@ -955,7 +969,13 @@ impl Core {
             if let Some(due) = next.filter(|due| throttle_ms > 0 && *due > now) {
                 // Not yet: the throttle timer serves it when the interval ends.
                 client.dirty.pop_front();
-                self.timers.push(Reverse((due, key.index, key.generation, symbol.0, channel.index())));
+                self.timers.push(Reverse((
+                    due,
+                    key.index,
+                    key.generation,
+                    symbol.0,
+                    channel.index(),
+                )));
                 continue;
             }
             let frame = match channel {
@@ -1010,7 +1030,8 @@ impl Core {
             client.dirty.pop_front();
             client.marked -= 1;
             if let Some(sub) = client.subs.get_mut(&symbol) {
-                let next = (throttle_ms > 0).then(|| now + Duration::from_millis(u64::from(throttle_ms)));
+                let next =
+                    (throttle_ms > 0).then(|| now + Duration::from_millis(u64::from(throttle_ms)));
                 match channel {
                     Channel::Ticker => {
                         sub.ticker_dirty = false;

@@ -30,6 +30,7 @@ use crate::http::{self, EngineShared};
 use crate::ring::{Consumer, RecvError};
 use crate::stats::{CloseReason, WorkerStats};
 use crate::tick::{Event, LevelFlags, Tick};
+use crate::wake::Parker;
 
 use self::core::Core;
 
@@ -74,6 +75,8 @@ pub struct WorkerSpec {
     pub shutdown: watch::Receiver<bool>,
     /// Core to pin to, if any.
     pub core_id: Option<core_affinity::CoreId>,
+    /// Woken by the feeds after each publish.
+    pub parker: Arc<Parker>,
 }
 
 /// Runs a worker on the calling thread until shutdown.
@@ -116,6 +119,7 @@ async fn serve(spec: WorkerSpec) {
         shared,
         stats,
         mut shutdown,
+        parker,
         ..
     } = spec;
     let listener = match listener
@@ -138,7 +142,7 @@ async fn serve(spec: WorkerSpec) {
         cfg: cfg.clone(),
         shared,
     });
-    let fanout = tokio::task::spawn_local(fan_out(core.clone(), feeds));
+    let fanout = tokio::task::spawn_local(fan_out(core.clone(), feeds, parker));
     let housekeeping = tokio::task::spawn_local(housekeep(core.clone(), cfg.clone()));
     loop {
         tokio::select! {
@@ -279,7 +283,7 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// Reads every ring, applies ticks, flushes clients; parks when there is nothing to do.
-async fn fan_out(core: Rc<RefCell<Core>>, mut ports: Vec<FeedPort>) {
+async fn fan_out(core: Rc<RefCell<Core>>, mut ports: Vec<FeedPort>, parker: Arc<Parker>) {
     loop {
         let mut got = 0usize;
         let mut resyncing = false;
@@ -333,10 +337,20 @@ async fn fan_out(core: Rc<RefCell<Core>>, mut ports: Vec<FeedPort>) {
         if got > 0 {
             tokio::task::yield_now().await;
         } else if resyncing {
+            // The feed answers between its batches; poll for the reply.
             tokio::time::sleep(Duration::from_millis(1)).await;
         } else {
-            // INTERIM until the ring's parker lands.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            let next_timer = core.borrow().next_timer();
+            let park = parker.park_until(|| ports.iter().any(|p| p.consumer.available() > 0));
+            match next_timer {
+                Some(due) => {
+                    tokio::select! {
+                        () = park => {}
+                        () = tokio::time::sleep_until(due.into()) => {}
+                    }
+                }
+                None => park.await,
+            }
         }
     }
 }

@@ -33,7 +33,7 @@ fn setup(config: SimConfig) -> (SimFeed, Publisher) {
     let mut builder = SymbolRegistryBuilder::new();
     let ids = feed.register(&mut builder).expect("register");
     let registry = builder.build();
-    let publisher = Publisher::new("sim", ids, registry.len(), ring::ring(RING_CAPACITY));
+    let publisher = Publisher::new("sim", ids, registry.len(), ring::ring(RING_CAPACITY).0);
     (feed, publisher)
 }
 
@@ -308,7 +308,7 @@ fn bad_settings_are_refused_with_every_problem_named() {
 #[test]
 fn run_before_register_is_an_error() {
     let mut feed = SimFeed::default();
-    let mut publisher = Publisher::new("sim", vec![], 0, ring::ring(16));
+    let mut publisher = Publisher::new("sim", vec![], 0, ring::ring(16).0);
     assert!(feed.run(&mut publisher, &AtomicBool::new(false)).is_err());
     assert_eq!(publisher.shared().stats.state(), FeedState::Stopped);
 }
