@@ -18,7 +18,7 @@ cargo test --workspace --doc
 
 say "loom: ring interleavings"
 if [ -f engine/tests/loom_ring.rs ]; then
-  RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  RUSTFLAGS="--cfg tickwire_loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p tickwire-engine --test loom_ring --release
 fi
 

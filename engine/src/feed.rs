@@ -209,7 +209,7 @@ impl Publisher {
     }
 
     /// Registers a worker's parker, woken after each publish. Call before the feed starts.
-    pub fn add_waker(&mut self, parker: Arc<crate::wake::Parker>) {
+    pub fn add_waker(&mut self, parker: crate::sync::Arc<crate::wake::Parker>) {
         self.producer.add_waker(parker);
     }
 

@@ -433,7 +433,7 @@ impl<T> Clone for Consumer<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tickwire_loom)))]
 mod tests {
     use std::time::{Duration, Instant};
 

@@ -198,7 +198,9 @@ pub fn start(
     let (workers_stop, workers_rx) = watch::channel(false);
     let feeds_stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    let parkers: Vec<Arc<Parker>> = (0..cfg.workers).map(|_| Arc::new(Parker::new())).collect();
+    let parkers: Vec<crate::sync::Arc<Parker>> = (0..cfg.workers)
+        .map(|_| crate::sync::Arc::new(Parker::new()))
+        .collect();
     let mut ports: Vec<Vec<FeedPort>> = (0..cfg.workers).map(|_| Vec::new()).collect();
     for p in &mut publishers {
         for parker in &parkers {

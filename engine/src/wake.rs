@@ -21,7 +21,7 @@
 //! - **Spurious wake-ups** are possible (a permit left over from an earlier round) and
 //!   harmless: [`Parker::park_until`] re-checks and parks again.
 //!
-//! Under `--cfg loom` the blocking primitive is loom's `Notify` (same permit semantics,
+//! Under `--cfg tickwire_loom` the blocking primitive is loom's `Notify` (same permit semantics,
 //! blocking instead of async) so the pairing can be model-checked.
 
 use crossbeam_utils::CachePadded;
@@ -129,10 +129,10 @@ impl Default for Parker {
 
 /// The blocking primitive: `tokio::sync::Notify` (async), swapped for loom's `Notify`
 /// under loom. Both keep one permit for a notify that comes before the wait.
-#[cfg(not(loom))]
+#[cfg(not(tickwire_loom))]
 struct Signal(tokio::sync::Notify);
 
-#[cfg(not(loom))]
+#[cfg(not(tickwire_loom))]
 impl Signal {
     fn new() -> Signal {
         Signal(tokio::sync::Notify::new())
@@ -147,10 +147,10 @@ impl Signal {
     }
 }
 
-#[cfg(loom)]
+#[cfg(tickwire_loom)]
 struct Signal(crate::sync::Notify);
 
-#[cfg(loom)]
+#[cfg(tickwire_loom)]
 impl Signal {
     fn new() -> Signal {
         Signal(crate::sync::Notify::new())

@@ -1,8 +1,8 @@
 //! Loom models of the ring's seqlock slots and of the parker's wake-up pairing.
 //!
 //! Run with (separate target dir: the cfg changes every crate):
-//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-loom cargo test -p tickwire-engine --test loom_ring --release`
-#![cfg(loom)]
+//! `RUSTFLAGS="--cfg tickwire_loom" CARGO_TARGET_DIR=target/loom cargo test -p tickwire-engine --test loom_ring --release`
+#![cfg(tickwire_loom)]
 
 use loom::sync::Arc;
 use loom::thread;

@@ -131,7 +131,7 @@ async fn a_slow_client_stays_correct_and_converges() {
             let m = slow.recv().await;
             per_symbol(&mut seen, &m, false);
             n += 1;
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 // Reading rarely is what makes this client slow.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -299,7 +299,7 @@ async fn ten_percent_slow_clients_cost_the_fast_ones_nothing() {
                 while Instant::now() < end {
                     c.recv().await;
                     n += 1;
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
@@ -373,7 +373,7 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_nobody_notices() {
         let m = reader.recv().await;
         per_symbol(&mut seen, &m, false);
         checks += 1;
-        if checks % 200 == 0 {
+        if checks.is_multiple_of(200) {
             let s = stats(addr).await;
             if s["clients"]["closed"]["policy"].as_u64() == Some(1) {
                 break;

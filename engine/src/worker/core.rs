@@ -97,6 +97,9 @@ pub struct Client {
     errors: VecDeque<Instant>,
 }
 
+/// A throttle deadline: (due, client index, generation, symbol, channel index).
+type ThrottleTimer = (Instant, u32, u32, u32, usize);
+
 /// Members of one book depth window of a symbol: they share update frames.
 #[derive(Debug)]
 struct DepthGroup {
@@ -140,7 +143,7 @@ pub struct Core {
     /// Throttle deadlines of marked subscriptions: (due, client index, generation,
     /// symbol, channel). Only subscriptions with a pending state are here, so idle and
     /// unthrottled clients cost nothing.
-    timers: BinaryHeap<Reverse<(Instant, u32, u32, u32, usize)>>,
+    timers: BinaryHeap<Reverse<ThrottleTimer>>,
     stats: Arc<WorkerStats>,
 }
 

@@ -76,7 +76,7 @@ pub struct WorkerSpec {
     /// Core to pin to, if any.
     pub core_id: Option<core_affinity::CoreId>,
     /// Woken by the feeds after each publish.
-    pub parker: Arc<Parker>,
+    pub parker: crate::sync::Arc<Parker>,
 }
 
 /// Runs a worker on the calling thread until shutdown.
@@ -283,7 +283,11 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// Reads every ring, applies ticks, flushes clients; parks when there is nothing to do.
-async fn fan_out(core: Rc<RefCell<Core>>, mut ports: Vec<FeedPort>, parker: Arc<Parker>) {
+async fn fan_out(
+    core: Rc<RefCell<Core>>,
+    mut ports: Vec<FeedPort>,
+    parker: crate::sync::Arc<Parker>,
+) {
     loop {
         let mut got = 0usize;
         let mut resyncing = false;
