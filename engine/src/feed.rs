@@ -178,6 +178,31 @@ struct BookBatch {
     held: Option<Tick>,
 }
 
+impl BookBatch {
+    /// A level tick of this book event (`ingest_ts` 0 = stamped by no message: use `ts`).
+    fn level_tick(
+        &self,
+        ingest_ts: u64,
+        side: BookSide,
+        price: i64,
+        size: i64,
+        flags: LevelFlags,
+    ) -> Tick {
+        Tick {
+            symbol: self.symbol,
+            ts: self.ts,
+            ingest_ts: if ingest_ts == 0 { self.ts } else { ingest_ts },
+            event: Event::Level {
+                seq: self.seq,
+                side,
+                price,
+                size,
+                flags,
+            },
+        }
+    }
+}
+
 impl Publisher {
     /// A publisher for a feed named `name` carrying `symbols` (ids below `symbol_count`).
     pub fn new(
@@ -345,26 +370,12 @@ impl Publisher {
             return;
         }
         let clear = std::mem::take(&mut batch.clear_pending);
-        let tick = Tick {
-            symbol: batch.symbol,
-            ts: batch.ts,
-            ingest_ts: if self.ingest_ts == 0 {
-                batch.ts
-            } else {
-                self.ingest_ts
-            },
-            event: Event::Level {
-                seq: batch.seq,
-                side,
-                price,
-                size,
-                flags: if clear {
-                    LevelFlags::CLEAR
-                } else {
-                    LevelFlags::default()
-                },
-            },
+        let flags = if clear {
+            LevelFlags::CLEAR
+        } else {
+            LevelFlags::default()
         };
+        let tick = batch.level_tick(self.ingest_ts, side, price, size, flags);
         if let Some(prev) = batch.held.replace(tick) {
             self.push(prev);
         }
@@ -379,22 +390,9 @@ impl Publisher {
         let last = match batch.held {
             Some(tick) => Some(tick),
             // An empty snapshot still replaces the book: one removal of nothing.
-            None if batch.clear_pending => Some(Tick {
-                symbol: batch.symbol,
-                ts: batch.ts,
-                ingest_ts: if self.ingest_ts == 0 {
-                    batch.ts
-                } else {
-                    self.ingest_ts
-                },
-                event: Event::Level {
-                    seq: batch.seq,
-                    side: BookSide::Bid,
-                    price: 0,
-                    size: 0,
-                    flags: LevelFlags::CLEAR,
-                },
-            }),
+            None if batch.clear_pending => {
+                Some(batch.level_tick(self.ingest_ts, BookSide::Bid, 0, 0, LevelFlags::CLEAR))
+            }
             None => None,
         };
         if let Some(mut tick) = last {

@@ -6,6 +6,8 @@
 //! slot, with its buffer's capacity, goes back to a free list, so in steady state
 //! encoding allocates nothing: the slab grows only to the number of frames in flight.
 
+use crate::protocol::frame;
+
 /// Handle of a frame in a [`FrameSlab`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameId(u32);
@@ -49,6 +51,26 @@ impl FrameSlab {
         slot.start = 0;
         slot.refs = 1;
         (FrameId(index), &mut slot.buf)
+    }
+
+    /// Encodes one text frame: `payload` appends the JSON, this adds the WebSocket header.
+    /// The caller holds the one reference.
+    pub fn text(&mut self, payload: impl FnOnce(&mut Vec<u8>)) -> FrameId {
+        let (id, buf) = self.alloc();
+        frame::begin(buf);
+        payload(buf);
+        let start = frame::finish(buf, frame::OpCode::Text);
+        self.seal(id, start);
+        id
+    }
+
+    /// Encodes one control frame (close, ping, pong) with `write`, which returns where the
+    /// frame starts. The caller holds the one reference.
+    pub fn control(&mut self, write: impl FnOnce(&mut Vec<u8>) -> usize) -> FrameId {
+        let (id, buf) = self.alloc();
+        let start = write(buf);
+        self.seal(id, start);
+        id
     }
 
     /// Records where the frame starts in its buffer (as returned by `frame::finish`).

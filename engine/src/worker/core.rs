@@ -329,7 +329,7 @@ impl Core {
             self.unsubscribe_one(key, symbol, ChannelSet::ALL);
         }
         let frames = &mut self.frames;
-        let Some(client) = self.clients[key.index as usize].as_mut() else {
+        let Some(client) = live(&mut self.clients, key) else {
             return;
         };
         client.closing = Some(reason);
@@ -339,9 +339,7 @@ impl Core {
         }
         self.stats.count_close(reason);
         if let Some(code) = reason.code() {
-            let (id, buf) = frames.alloc();
-            let start = frame::close_frame(buf, code, message);
-            frames.seal(id, start);
+            let id = frames.control(|buf| frame::close_frame(buf, code, message));
             client.outbox.push(frames, id);
             frames.release(id);
         }
@@ -415,36 +413,35 @@ impl Core {
         if self.is_closing(key) {
             return;
         }
-        let (id, buf) = self.frames.alloc();
-        frame::begin(buf);
-        encode(buf);
-        let start = frame::finish(buf, frame::OpCode::Text);
-        self.frames.seal(id, start);
-        if let Some(c) = self.clients[key.index as usize].as_mut() {
-            c.outbox.push(&mut self.frames, id);
-        }
-        self.frames.release(id);
-        self.mark_for_flush(key);
-        self.flush_pending();
+        let id = self.frames.text(encode);
+        self.push_control(key, id);
     }
 
-    /// Queues a ping or pong control frame.
+    /// Queues a ping or pong control frame and flushes.
     pub fn send_ping_pong(&mut self, key: ClientKey, ping: bool, payload: &[u8]) {
         if self.is_closing(key) {
             return;
         }
-        let (id, buf) = self.frames.alloc();
-        let start = if ping {
-            frame::ping_frame(buf, payload)
-        } else {
-            frame::pong_frame(buf, payload)
-        };
-        self.frames.seal(id, start);
-        if let Some(c) = self.clients[key.index as usize].as_mut() {
-            c.outbox.push(&mut self.frames, id);
+        let id = self.frames.control(|buf| {
             if ping {
+                frame::ping_frame(buf, payload)
+            } else {
+                frame::pong_frame(buf, payload)
+            }
+        });
+        if ping {
+            if let Some(c) = self.client_mut(key) {
                 c.last_ping = Some(Instant::now());
             }
+        }
+        self.push_control(key, id);
+    }
+
+    /// Queues a frame the caller holds, outside the budget, drops the caller's reference
+    /// and flushes.
+    fn push_control(&mut self, key: ClientKey, id: FrameId) {
+        if let Some(c) = live(&mut self.clients, key) {
+            c.outbox.push(&mut self.frames, id);
         }
         self.frames.release(id);
         self.mark_for_flush(key);
@@ -452,7 +449,7 @@ impl Core {
     }
 
     fn mark_for_flush(&mut self, key: ClientKey) {
-        if let Some(c) = self.clients[key.index as usize].as_mut() {
+        if let Some(c) = live(&mut self.clients, key) {
             if !c.in_flush_list {
                 c.in_flush_list = true;
                 self.flush_list.push(key);
@@ -539,7 +536,7 @@ impl Core {
         depth: u16,
         throttle_ms: u32,
     ) {
-        let Some(client) = self.clients[key.index as usize].as_mut() else {
+        let Some(client) = live(&mut self.clients, key) else {
             return;
         };
         let sub = client.subs.entry(symbol).or_default();
@@ -650,10 +647,7 @@ impl Core {
     }
 
     fn unsubscribe_one(&mut self, key: ClientKey, symbol: SymbolId, channels: ChannelSet) {
-        let Some(client) = self.clients[key.index as usize]
-            .as_mut()
-            .filter(|c| c.generation == key.generation)
-        else {
+        let Some(client) = live(&mut self.clients, key) else {
             return;
         };
         let Some(sub) = client.subs.get_mut(&symbol) else {
@@ -708,11 +702,9 @@ impl Core {
         if let Some(f) = slot.ticker_frame {
             return f;
         }
-        let (id, buf) = self.frames.alloc();
-        frame::begin(buf);
-        encode::ticker(buf, self.registry.info(symbol), &slot.state.ticker);
-        let start = frame::finish(buf, frame::OpCode::Text);
-        self.frames.seal(id, start);
+        let id = self.frames.text(|buf| {
+            encode::ticker(buf, self.registry.info(symbol), &slot.state.ticker);
+        });
         slot.ticker_frame = Some(id);
         WorkerStats::add(&self.stats.frames_encoded, 1);
         id
@@ -722,20 +714,18 @@ impl Core {
     fn book_snapshot_frame(&mut self, symbol: SymbolId, depth: u16) -> FrameId {
         let state = &self.symbols[symbol.index()].state;
         let d = usize::from(depth);
-        let (id, buf) = self.frames.alloc();
-        frame::begin(buf);
-        encode::book(
-            buf,
-            self.registry.info(symbol),
-            state.book_seq,
-            true,
-            state.book.top(BookSide::Bid, d),
-            state.book.top(BookSide::Ask, d),
-            state.book_ts,
-            state.book_ingest_ts,
-        );
-        let start = frame::finish(buf, frame::OpCode::Text);
-        self.frames.seal(id, start);
+        let id = self.frames.text(|buf| {
+            encode::book(
+                buf,
+                self.registry.info(symbol),
+                state.book_seq,
+                true,
+                state.book.top(BookSide::Bid, d),
+                state.book.top(BookSide::Ask, d),
+                state.book_ts,
+                state.book_ingest_ts,
+            );
+        });
         id
     }
 
@@ -757,21 +747,19 @@ impl Core {
         } = tick.event
         {
             if !slot.trade_subs.is_empty() {
-                let (id, buf) = self.frames.alloc();
-                frame::begin(buf);
-                encode::trade(
-                    buf,
-                    self.registry.info(symbol),
-                    seq,
-                    price,
-                    size,
-                    side,
-                    trade_id,
-                    tick.ts,
-                    tick.ingest_ts,
-                );
-                let start = frame::finish(buf, frame::OpCode::Text);
-                self.frames.seal(id, start);
+                let id = self.frames.text(|buf| {
+                    encode::trade(
+                        buf,
+                        self.registry.info(symbol),
+                        seq,
+                        price,
+                        size,
+                        side,
+                        trade_id,
+                        tick.ts,
+                        tick.ingest_ts,
+                    );
+                });
                 WorkerStats::add(&self.stats.frames_encoded, 1);
                 for i in 0..self.symbols[symbol.index()].trade_subs.len() {
                     let key = self.symbols[symbol.index()].trade_subs[i];
@@ -826,20 +814,18 @@ impl Core {
                     state.book.top(BookSide::Ask, d),
                     diff_asks,
                 );
-                let (id, buf) = frames.alloc();
-                frame::begin(buf);
-                encode::book(
-                    buf,
-                    registry.info(symbol),
-                    state.book_seq,
-                    false,
-                    diff_bids,
-                    diff_asks,
-                    state.book_ts,
-                    state.book_ingest_ts,
-                );
-                let start = frame::finish(buf, frame::OpCode::Text);
-                frames.seal(id, start);
+                let id = frames.text(|buf| {
+                    encode::book(
+                        buf,
+                        registry.info(symbol),
+                        state.book_seq,
+                        false,
+                        diff_bids,
+                        diff_asks,
+                        state.book_ts,
+                        state.book_ingest_ts,
+                    );
+                });
                 WorkerStats::add(&stats.frames_encoded, 1);
                 id
             };
@@ -855,7 +841,7 @@ impl Core {
     /// subscription is marked for a later catch-up.
     fn offer(&mut self, key: ClientKey, symbol: SymbolId, channel: Channel, id: FrameId) {
         let len = self.frames.len(id);
-        let Some(client) = self.clients[key.index as usize].as_mut() else {
+        let Some(client) = live(&mut self.clients, key) else {
             return;
         };
         if client.closing.is_some() {
@@ -921,7 +907,7 @@ impl Core {
     /// Offers a trade frame: queued when it fits and no gap is open, else the gap grows.
     fn offer_trade(&mut self, key: ClientKey, symbol: SymbolId, seq: u64, id: FrameId) {
         let len = self.frames.len(id);
-        let Some(client) = self.clients[key.index as usize].as_mut() else {
+        let Some(client) = live(&mut self.clients, key) else {
             return;
         };
         if client.closing.is_some() {
@@ -990,18 +976,16 @@ impl Core {
                 Channel::Book if sub.book_stale => self.book_snapshot_frame(symbol, sub.depth),
                 Channel::Trades => match sub.gap {
                     Some((from, to)) => {
-                        let (id, buf) = self.frames.alloc();
-                        frame::begin(buf);
-                        encode::gap(
-                            buf,
-                            self.registry.info(symbol),
-                            Channel::Trades,
-                            from,
-                            to,
-                            "slow_consumer",
-                        );
-                        let start = frame::finish(buf, frame::OpCode::Text);
-                        self.frames.seal(id, start);
+                        let id = self.frames.text(|buf| {
+                            encode::gap(
+                                buf,
+                                self.registry.info(symbol),
+                                Channel::Trades,
+                                from,
+                                to,
+                                "slow_consumer",
+                            );
+                        });
                         id
                     }
                     None => {
@@ -1020,7 +1004,7 @@ impl Core {
             };
             let len = self.frames.len(frame);
             let stats = self.stats.clone();
-            let Some(client) = self.clients[key.index as usize].as_mut() else {
+            let Some(client) = live(&mut self.clients, key) else {
                 self.frames.release(frame);
                 return;
             };
@@ -1076,10 +1060,7 @@ impl Core {
         let mut bytes = 0u64;
         let result = loop {
             let frames = &mut self.frames;
-            let Some(client) = self.clients[key.index as usize]
-                .as_mut()
-                .filter(|c| c.generation == key.generation)
-            else {
+            let Some(client) = live(&mut self.clients, key) else {
                 return Ok(true);
             };
             let stream = client.stream.clone();
@@ -1196,7 +1177,7 @@ impl Core {
                 marks.extend(slot.trade_subs.iter().map(|k| (*k, Channel::Trades)));
             }
             for (key, channel) in marks {
-                let Some(client) = self.clients[key.index as usize].as_mut() else {
+                let Some(client) = live(&mut self.clients, key) else {
                     continue;
                 };
                 let Some(sub) = client.subs.get_mut(&symbol) else {
@@ -1283,6 +1264,15 @@ fn note_peak(stats: &WorkerStats, outbox: &Outbox) {
             .peak_outbox_bytes
             .fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The client at `key`, if that slot still holds the same client (split-borrow form of
+/// `Core::client_mut`).
+fn live(clients: &mut [Option<Client>], key: ClientKey) -> Option<&mut Client> {
+    clients
+        .get_mut(key.index as usize)?
+        .as_mut()
+        .filter(|c| c.generation == key.generation)
 }
 
 fn remove_key(list: &mut Vec<ClientKey>, key: ClientKey) {
