@@ -14,11 +14,11 @@ use std::sync::Arc;
 use tickwire_engine::config::EngineConfig;
 use tickwire_engine::feed::Publisher;
 use tickwire_engine::protocol::command::{Channel, ChannelSet};
-use tickwire_engine::ring::{self, RecvError};
+use tickwire_engine::ring::{self, Consumer, RecvError};
 use tickwire_engine::stats::WorkerStats;
 use tickwire_engine::symbol::{SymbolId, SymbolRegistryBuilder};
-use tickwire_engine::tick::{Aggressor, BookSide};
-use tickwire_engine::worker::core::Core;
+use tickwire_engine::tick::{Aggressor, BookSide, Tick};
+use tickwire_engine::worker::core::{ClientKey, Core};
 use tickwire_engine::worker::signal::LocalSignal;
 
 struct Counting;
@@ -104,6 +104,40 @@ fn publish_event(p: &mut Publisher, symbol: SymbolId, i: u64) {
     p.flush();
 }
 
+/// The fan-out loop of a worker for `events`, with each client's writer task's part:
+/// when a socket is full, wait until it is writable and flush again.
+async fn run(
+    publisher: &mut Publisher,
+    consumer: &mut Consumer<Tick>,
+    core: &mut Core,
+    keys: &[ClientKey],
+    symbol: SymbolId,
+    events: std::ops::Range<u64>,
+) -> u64 {
+    let mut ticks = 0u64;
+    for i in events {
+        publish_event(publisher, symbol, i);
+        loop {
+            match consumer.try_recv() {
+                Ok(t) => {
+                    core.on_tick(&t);
+                    ticks += 1;
+                }
+                Err(RecvError::Empty) => break,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        core.flush_pending();
+        for &key in keys {
+            while !core.flush_client(key).unwrap() {
+                let stream = core.stream(key).unwrap();
+                stream.writable().await.unwrap();
+            }
+        }
+    }
+    ticks
+}
+
 #[test]
 fn steady_state_path_allocates_nothing_per_event() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -127,34 +161,30 @@ fn steady_state_path_allocates_nothing_per_event() {
                 .unwrap();
             keys.push(key);
         }
-        let mut run = |from: u64, to: u64, core: &mut Core| {
-            let mut ticks = 0u64;
-            for i in from..to {
-                publish_event(&mut publisher, symbol, i);
-                loop {
-                    match consumer.try_recv() {
-                        Ok(t) => {
-                            core.on_tick(&t);
-                            ticks += 1;
-                        }
-                        Err(RecvError::Empty) => break,
-                        Err(e) => panic!("unexpected {e:?}"),
-                    }
-                }
-                core.flush_pending();
-                // What each writer task does once its socket is writable again.
-                for &key in &keys {
-                    core.flush_client(key).unwrap();
-                }
-            }
-            ticks
-        };
         // Warm-up: books, slabs, outboxes and buffers grow to their working size.
-        run(0, 5_000, &mut core);
+        run(
+            &mut publisher,
+            &mut consumer,
+            &mut core,
+            &keys,
+            symbol,
+            0..5_000,
+        )
+        .await;
         let frames_before = core.live_frames();
+        let sent_before = WorkerStats::get(&core.stats().messages_sent);
         COUNTING.with(|c| c.set(true));
-        let ticks = run(5_000, 25_000, &mut core);
+        let ticks = run(
+            &mut publisher,
+            &mut consumer,
+            &mut core,
+            &keys,
+            symbol,
+            5_000..25_000,
+        )
+        .await;
         COUNTING.with(|c| c.set(false));
+        let sent = WorkerStats::get(&core.stats().messages_sent) - sent_before;
         let allocations = ALLOCATIONS.load(Ordering::Relaxed);
         assert!(
             ticks >= 40_000,
@@ -166,6 +196,15 @@ fn steady_state_path_allocates_nothing_per_event() {
         );
         let stats = core.stats();
         assert!(WorkerStats::get(&stats.frames_encoded) > 40_000);
+        assert!(
+            sent > 2 * 40_000,
+            "frames were written to both sockets: {sent}"
+        );
+        assert_eq!(
+            WorkerStats::get(&stats.conflated),
+            0,
+            "both clients kept up"
+        );
         assert!(
             core.live_frames() <= frames_before + 64,
             "frames are recycled"
