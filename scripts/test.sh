@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# Python client library for the third-party smoke test (PyPI).
-if ! python3 -c 'import websockets' 2>/dev/null; then
-  say "installing Python websockets"
-  python3 -m pip install --quiet --disable-pip-version-check 'websockets>=12,<16'
+# Python libraries for the third-party smoke test (PyPI): a WebSocket client and the
+# reference Prometheus text parser.
+if ! python3 -c 'import websockets, prometheus_client' 2>/dev/null; then
+  say "installing Python websockets and prometheus-client"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    'websockets>=12,<16' 'prometheus-client>=0.17,<1'
 fi
 
 say "cargo test --workspace"

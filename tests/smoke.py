@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def free_port() -> int:
@@ -37,6 +38,27 @@ def wait_healthy(port: int, proc: subprocess.Popen, deadline_s: float = 30.0) ->
             pass
         time.sleep(0.05)
     raise SystemExit("server did not become healthy")
+
+
+def check_metrics(port: int) -> None:
+    """/metrics parses with the reference Prometheus client's parser and has what we promise."""
+    # Histograms are published once a second: wait (bounded) for the first deliveries.
+    for _ in range(50):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        t2w = families.get("tickwire_tick_to_wire_seconds")
+        if t2w and [s.value for s in t2w.samples if s.name.endswith("_count")][0] > 0:
+            break
+        time.sleep(0.1)
+    for name in ["tickwire_clients", "tickwire_messages_sent", "tickwire_feed_ticks"]:
+        assert name in families, (name, sorted(families))
+    t2w = families["tickwire_tick_to_wire_seconds"]
+    assert t2w.type == "summary", t2w.type
+    quantiles = {s.labels.get("quantile"): s.value for s in t2w.samples if "quantile" in s.labels}
+    assert set(quantiles) == {"0.5", "0.9", "0.99", "0.999", "0.9999"}, quantiles
+    count = [s.value for s in t2w.samples if s.name.endswith("_count")][0]
+    print(f"smoke: /metrics parses ({len(families)} families, tick_to_wire count {count})")
 
 
 async def client(port: int, proc: subprocess.Popen) -> None:
@@ -61,6 +83,7 @@ async def client(port: int, proc: subprocess.Popen) -> None:
             if len(seen) == 3 and min(seen.values()) >= 10:
                 break
         assert len(seen) == 3 and min(seen.values()) >= 10, seen
+        check_metrics(port)
         proc.send_signal(signal.SIGTERM)
         try:
             while True:

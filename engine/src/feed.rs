@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 
+use crate::latency::{Stage, StageRecorder};
 use crate::ring::{Consumer, Producer};
 use crate::state::SymbolState;
 use crate::symbol::{SymbolId, SymbolRegistryBuilder};
@@ -103,6 +104,8 @@ pub struct FeedStats {
     pub resyncs_served: AtomicU64,
     /// Why the feed is not live, when it is not.
     pub last_error: std::sync::OnceLock<String>,
+    /// This feed's latency histograms (feed_decode, exchange_to_ingest).
+    pub latency: crate::latency::LatencySlot,
 }
 
 impl FeedStats {
@@ -163,8 +166,11 @@ pub struct Publisher {
     shared: Arc<FeedShared>,
     resync_rx: Receiver<ResyncRequest>,
     ingest_ts: u64,
+    /// Start of the venue message being published, 0 when none is open.
+    message_started_ns: u64,
     unpublished: u64,
     batch: Option<BookBatch>,
+    latency: StageRecorder,
 }
 
 struct BookBatch {
@@ -212,19 +218,23 @@ impl Publisher {
         producer: Producer<Tick>,
     ) -> Publisher {
         let (resync_tx, resync_rx) = crossbeam_channel::unbounded();
+        let stats = FeedStats::default();
+        let latency = StageRecorder::new(stats.latency.clone());
         Publisher {
             producer,
             states: vec![SymbolState::default(); symbol_count],
             shared: Arc::new(FeedShared {
                 name: name.to_owned(),
                 symbols,
-                stats: FeedStats::default(),
+                stats,
                 resync_tx,
             }),
             resync_rx,
             ingest_ts: 0,
+            message_started_ns: 0,
             unpublished: 0,
             batch: None,
+            latency,
         }
     }
 
@@ -251,9 +261,23 @@ impl Publisher {
     /// Marks the arrival of one venue message: stamps `ingest_ts` for the ticks that
     /// follow, and counts it. Returns the stamp.
     pub fn begin_message(&mut self) -> u64 {
-        self.ingest_ts = now_ns();
+        let now = now_ns();
+        self.end_message(now);
+        self.ingest_ts = now;
+        self.message_started_ns = now;
         self.shared.stats.messages.fetch_add(1, Ordering::Relaxed);
         self.ingest_ts
+    }
+
+    /// Records how long the open venue message took to turn into ticks.
+    fn end_message(&mut self, now: u64) {
+        if self.message_started_ns != 0 {
+            self.latency.record(
+                Stage::FeedDecode,
+                now.saturating_sub(self.message_started_ns),
+            );
+            self.message_started_ns = 0;
+        }
     }
 
     /// Like [`Publisher::begin_message`] with a given ingest time (replay, tests).
@@ -268,12 +292,17 @@ impl Publisher {
         self.unpublished += 1;
     }
 
-    fn stamp(&self, ts: Option<u64>) -> (u64, u64) {
+    fn stamp(&mut self, ts: Option<u64>) -> (u64, u64) {
         let ingest = if self.ingest_ts == 0 {
             now_ns()
         } else {
             self.ingest_ts
         };
+        if let Some(ts) = ts {
+            // A venue clock ahead of ours shows as 0, not as a wrap-around.
+            self.latency
+                .record(Stage::ExchangeToIngest, ingest.saturating_sub(ts));
+        }
         (ts.unwrap_or(ingest), ingest)
     }
 
@@ -407,6 +436,9 @@ impl Publisher {
     /// cursor, which wakes parked workers) and serves pending resync requests.
     pub fn flush(&mut self) {
         self.end_book();
+        let now = now_ns();
+        self.end_message(now);
+        self.latency.publish_if_due(now);
         if self.unpublished > 0 {
             self.producer.publish();
             self.shared

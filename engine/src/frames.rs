@@ -17,6 +17,8 @@ struct Slot {
     buf: Vec<u8>,
     start: usize,
     refs: u32,
+    /// Ingest time of the event the frame carries; 0 for replies and control frames.
+    ingest_ts: u64,
 }
 
 /// Buffers larger than this are shrunk when freed, so one huge snapshot does not pin its
@@ -50,6 +52,7 @@ impl FrameSlab {
         slot.buf.clear();
         slot.start = 0;
         slot.refs = 1;
+        slot.ingest_ts = 0;
         (FrameId(index), &mut slot.buf)
     }
 
@@ -76,6 +79,16 @@ impl FrameSlab {
     /// Records where the frame starts in its buffer (as returned by `frame::finish`).
     pub fn seal(&mut self, id: FrameId, start: usize) {
         self.slots[id.0 as usize].start = start;
+    }
+
+    /// Marks the frame as carrying an event ingested at `ingest_ts` (for latency).
+    pub fn set_ingest_ts(&mut self, id: FrameId, ingest_ts: u64) {
+        self.slots[id.0 as usize].ingest_ts = ingest_ts;
+    }
+
+    /// Ingest time of the frame's event (0 for replies and control frames).
+    pub fn ingest_ts(&self, id: FrameId) -> u64 {
+        self.slots[id.0 as usize].ingest_ts
     }
 
     /// The frame's bytes.

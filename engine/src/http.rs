@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::EngineConfig;
 use crate::feed::{FeedShared, FeedState};
+use crate::latency::{self, LatencySlot, Stage};
 use crate::stats::{CloseReason, WorkerStats};
 use crate::symbol::SymbolRegistry;
 
@@ -131,9 +132,35 @@ pub fn stats_json(shared: &EngineShared) -> String {
             "closed": closed,
         },
         "workers": workers,
-        "latency": {},
+        "latency": latency_json(shared, false),
+        "latency_window": latency_json(shared, true),
     });
     v.to_string()
+}
+
+/// Every thread's latency slot (feeds first, then workers).
+pub fn latency_slots(shared: &EngineShared) -> Vec<LatencySlot> {
+    shared
+        .feeds
+        .iter()
+        .map(|f| f.stats.latency.clone())
+        .chain(shared.workers.iter().map(|w| w.latency.clone()))
+        .collect()
+}
+
+/// Per stage: count, min, p50, p90, p99, p999, p9999, max in ns; cumulative, or the
+/// rolling window of the last 5–10 s.
+fn latency_json(shared: &EngineShared, window: bool) -> Value {
+    let slots = latency_slots(shared);
+    let mut out = Map::new();
+    for stage in Stage::ALL {
+        let (cumulative, recent) = latency::merged(&slots, stage);
+        out.insert(
+            stage.name().into(),
+            latency::summary(if window { &recent } else { &cumulative }),
+        );
+    }
+    Value::Object(out)
 }
 
 /// `GET /metrics`: the same figures in the Prometheus text format.
@@ -271,5 +298,21 @@ pub fn metrics_text(shared: &EngineShared) -> String {
         "counter",
         &closed,
     );
+    let slots = latency_slots(shared);
+    for stage in Stage::ALL {
+        let (h, _) = latency::merged(&slots, stage);
+        let name = format!("tickwire_{}_seconds", stage.name());
+        let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} summary", stage.help());
+        for q in [0.5, 0.9, 0.99, 0.999, 0.9999] {
+            let v = if h.is_empty() {
+                f64::NAN
+            } else {
+                h.value_at_quantile(q) as f64 / 1e9
+            };
+            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", h.mean() * h.len() as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {}", h.len());
+    }
     out
 }

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod fixed;
 pub mod frames;
 pub mod http;
+pub mod latency;
 pub mod outbox;
 pub mod protocol;
 pub mod ring;

@@ -19,7 +19,8 @@ pub const MAX_IOVECS: usize = 64;
 /// Frames waiting for one client's socket.
 #[derive(Debug)]
 pub struct Outbox {
-    queue: VecDeque<FrameId>,
+    /// Frames and when they were queued (ns since the epoch).
+    queue: VecDeque<(FrameId, u64)>,
     /// Bytes of the front frame already written.
     head_written: usize,
     /// Bytes queued and not yet written.
@@ -56,12 +57,12 @@ impl Outbox {
         self.pending_bytes + len <= self.budget_bytes || self.queue.is_empty()
     }
 
-    /// Queues a frame, taking a reference to it.
-    pub fn push(&mut self, frames: &mut FrameSlab, id: FrameId) {
+    /// Queues a frame at time `now_ns`, taking a reference to it.
+    pub fn push(&mut self, frames: &mut FrameSlab, id: FrameId, now_ns: u64) {
         frames.retain(id);
         self.pending_bytes += frames.len(id);
         self.peak_bytes = self.peak_bytes.max(self.pending_bytes);
-        self.queue.push_back(id);
+        self.queue.push_back((id, now_ns));
     }
 
     /// Bytes queued and not yet written.
@@ -90,17 +91,19 @@ impl Outbox {
     }
 
     /// Writes as much as `write` takes, in vectored writes of up to [`MAX_IOVECS`] frames,
-    /// and releases the frames that were fully written.
+    /// and releases the frames that were fully written, telling `written` each one's
+    /// ingest time and queueing time.
     pub fn write_to(
         &mut self,
         frames: &mut FrameSlab,
         mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        mut on_written: impl FnMut(u64, u64),
     ) -> io::Result<WriteOutcome> {
         while !self.queue.is_empty() {
             let written = {
                 let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut n = 0;
-                for (i, &id) in self.queue.iter().take(MAX_IOVECS).enumerate() {
+                for (i, &(id, _)) in self.queue.iter().take(MAX_IOVECS).enumerate() {
                     let bytes = frames.bytes(id);
                     iov[i] = IoSlice::new(if i == 0 {
                         &bytes[self.head_written..]
@@ -119,15 +122,20 @@ impl Outbox {
                     Err(e) => return Err(e),
                 }
             };
-            self.consume(frames, written);
+            self.consume(frames, written, &mut on_written);
         }
         Ok(WriteOutcome::Drained)
     }
 
-    fn consume(&mut self, frames: &mut FrameSlab, mut written: usize) {
+    fn consume(
+        &mut self,
+        frames: &mut FrameSlab,
+        mut written: usize,
+        on_written: &mut impl FnMut(u64, u64),
+    ) {
         self.pending_bytes -= written;
         while written > 0 {
-            let Some(&front) = self.queue.front() else {
+            let Some(&(front, queued_ns)) = self.queue.front() else {
                 break;
             };
             let left = frames.len(front) - self.head_written;
@@ -138,6 +146,7 @@ impl Outbox {
             written -= left;
             self.head_written = 0;
             self.queue.pop_front();
+            on_written(frames.ingest_ts(front), queued_ns);
             frames.release(front);
             self.frames_written += 1;
         }
@@ -147,7 +156,7 @@ impl Outbox {
     /// the stream stays well-formed for what follows (a close frame).
     pub fn discard_unsent(&mut self, frames: &mut FrameSlab) {
         let keep = usize::from(self.head_written > 0);
-        for id in self.queue.drain(keep..) {
+        for (id, _) in self.queue.drain(keep..) {
             self.pending_bytes -= frames.len(id);
             frames.release(id);
         }
@@ -155,7 +164,7 @@ impl Outbox {
 
     /// Releases every queued frame (the client is gone).
     pub fn clear(&mut self, frames: &mut FrameSlab) {
-        for id in self.queue.drain(..) {
+        for (id, _) in self.queue.drain(..) {
             frames.release(id);
         }
         self.head_written = 0;
@@ -180,8 +189,8 @@ mod tests {
         let mut out = Outbox::new(100);
         let a = frame(&mut slab, b"abc");
         let b = frame(&mut slab, b"defg");
-        out.push(&mut slab, a);
-        out.push(&mut slab, b);
+        out.push(&mut slab, a, 0);
+        out.push(&mut slab, b, 0);
         slab.release(a);
         slab.release(b);
         assert_eq!(out.pending_bytes(), 7);
@@ -190,20 +199,24 @@ mod tests {
         let mut call = 0;
         loop {
             let outcome = out
-                .write_to(&mut slab, |iov| {
-                    let allowed = budget.get(call).copied().unwrap_or(0);
-                    call += 1;
-                    if allowed == 0 {
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                    let mut n = 0;
-                    for s in iov {
-                        let take = s.len().min(allowed - n);
-                        wire.extend_from_slice(&s[..take]);
-                        n += take;
-                    }
-                    Ok(n)
-                })
+                .write_to(
+                    &mut slab,
+                    |iov| {
+                        let allowed = budget.get(call).copied().unwrap_or(0);
+                        call += 1;
+                        if allowed == 0 {
+                            return Err(io::ErrorKind::WouldBlock.into());
+                        }
+                        let mut n = 0;
+                        for s in iov {
+                            let take = s.len().min(allowed - n);
+                            wire.extend_from_slice(&s[..take]);
+                            n += take;
+                        }
+                        Ok(n)
+                    },
+                    |_, _| {},
+                )
                 .unwrap();
             if outcome == WriteOutcome::Drained {
                 break;
@@ -221,25 +234,33 @@ mod tests {
         let mut out = Outbox::new(100);
         for text in [&b"abc"[..], b"def", b"ghi"] {
             let id = frame(&mut slab, text);
-            out.push(&mut slab, id);
+            out.push(&mut slab, id, 0);
             slab.release(id);
         }
         let mut wire = Vec::new();
         let mut first = true;
-        out.write_to(&mut slab, |iov| {
-            if !std::mem::take(&mut first) {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            wire.extend_from_slice(&iov[0][..2]);
-            Ok(2)
-        })
+        out.write_to(
+            &mut slab,
+            |iov| {
+                if !std::mem::take(&mut first) {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                wire.extend_from_slice(&iov[0][..2]);
+                Ok(2)
+            },
+            |_, _| {},
+        )
         .unwrap();
         out.discard_unsent(&mut slab);
         assert_eq!(out.pending_bytes(), 1, "the rest of the started frame");
-        out.write_to(&mut slab, |iov| {
-            wire.extend_from_slice(&iov[0]);
-            Ok(iov[0].len())
-        })
+        out.write_to(
+            &mut slab,
+            |iov| {
+                wire.extend_from_slice(&iov[0]);
+                Ok(iov[0].len())
+            },
+            |_, _| {},
+        )
         .unwrap();
         assert_eq!(wire, b"abc");
         assert_eq!(slab.live(), 0);
@@ -251,7 +272,7 @@ mod tests {
         let mut out = Outbox::new(5);
         assert!(out.has_room(50), "an oversized frame may go alone");
         let a = frame(&mut slab, b"abcd");
-        out.push(&mut slab, a);
+        out.push(&mut slab, a, 0);
         assert!(out.has_room(1));
         assert!(!out.has_room(2));
         out.clear(&mut slab);

@@ -100,6 +100,8 @@ pub struct WorkerStats {
     pub closed: [AtomicU64; 7],
     /// `error` replies sent.
     pub errors_sent: AtomicU64,
+    /// This worker's latency histograms (ingest_to_encode, tick_to_wire, outbox_wait).
+    pub latency: crate::latency::LatencySlot,
 }
 
 impl WorkerStats {

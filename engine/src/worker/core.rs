@@ -28,13 +28,14 @@ use tokio::net::TcpStream;
 use crate::config::EngineConfig;
 use crate::feed::ResyncReply;
 use crate::frames::{FrameId, FrameSlab};
+use crate::latency::{Stage, StageRecorder};
 use crate::outbox::{Outbox, WriteOutcome};
 use crate::protocol::command::{Channel, ChannelSet, ErrorCode};
 use crate::protocol::{encode, frame};
 use crate::state::{Level, SymbolState};
 use crate::stats::{CloseReason, WorkerStats};
 use crate::symbol::{SymbolId, SymbolRegistry};
-use crate::tick::{BookSide, Event, Tick};
+use crate::tick::{now_ns, BookSide, Event, Tick};
 
 use super::signal::LocalSignal;
 
@@ -144,6 +145,9 @@ pub struct Core {
     /// symbol, channel). Only subscriptions with a pending state are here, so idle and
     /// unthrottled clients cost nothing.
     timers: BinaryHeap<Reverse<ThrottleTimer>>,
+    /// Wall clock (ns) of the current fan-out batch: the queueing time of its frames.
+    clock_ns: u64,
+    latency: StageRecorder,
     stats: Arc<WorkerStats>,
 }
 
@@ -214,8 +218,20 @@ impl Core {
             diff_bids: Vec::new(),
             diff_asks: Vec::new(),
             timers: BinaryHeap::new(),
+            clock_ns: now_ns(),
+            latency: StageRecorder::new(stats.latency.clone()),
             stats,
         }
+    }
+
+    /// Sets the wall clock of the fan-out batch about to run (ns since the epoch).
+    pub fn set_clock(&mut self, now_ns: u64) {
+        self.clock_ns = now_ns;
+    }
+
+    /// Publishes this worker's latency interval when a second has passed.
+    pub fn publish_latency(&mut self, now_ns: u64) {
+        self.latency.publish_if_due(now_ns);
     }
 
     /// The worker's counters.
@@ -328,6 +344,7 @@ impl Core {
         for symbol in symbols {
             self.unsubscribe_one(key, symbol, ChannelSet::ALL);
         }
+        let now = now_ns();
         let frames = &mut self.frames;
         let Some(client) = live(&mut self.clients, key) else {
             return;
@@ -340,7 +357,7 @@ impl Core {
         self.stats.count_close(reason);
         if let Some(code) = reason.code() {
             let id = frames.control(|buf| frame::close_frame(buf, code, message));
-            client.outbox.push(frames, id);
+            client.outbox.push(frames, id, now);
             frames.release(id);
         }
         client.writer.notify();
@@ -440,8 +457,9 @@ impl Core {
     /// Queues a frame the caller holds, outside the budget, drops the caller's reference
     /// and flushes.
     fn push_control(&mut self, key: ClientKey, id: FrameId) {
+        self.clock_ns = now_ns();
         if let Some(c) = live(&mut self.clients, key) {
-            c.outbox.push(&mut self.frames, id);
+            c.outbox.push(&mut self.frames, id, self.clock_ns);
         }
         self.frames.release(id);
         self.mark_for_flush(key);
@@ -706,8 +724,15 @@ impl Core {
             encode::ticker(buf, self.registry.info(symbol), &slot.state.ticker);
         });
         slot.ticker_frame = Some(id);
-        WorkerStats::add(&self.stats.frames_encoded, 1);
         id
+    }
+
+    /// Notes a live event frame: its ingest time (for tick-to-wire) and the encode latency.
+    fn encoded(&mut self, id: FrameId, ingest_ts: u64) {
+        self.frames.set_ingest_ts(id, ingest_ts);
+        self.latency
+            .record(Stage::IngestToEncode, now_ns().saturating_sub(ingest_ts));
+        WorkerStats::add(&self.stats.frames_encoded, 1);
     }
 
     /// A fresh snapshot frame of `symbol` at `depth`; the caller owns one reference.
@@ -760,7 +785,7 @@ impl Core {
                         tick.ingest_ts,
                     );
                 });
-                WorkerStats::add(&self.stats.frames_encoded, 1);
+                self.encoded(id, tick.ingest_ts);
                 for i in 0..self.symbols[symbol.index()].trade_subs.len() {
                     let key = self.symbols[symbol.index()].trade_subs[i];
                     self.offer_trade(key, symbol, seq, id);
@@ -778,6 +803,7 @@ impl Core {
             }
             if !self.symbols[symbol.index()].ticker_subs.is_empty() {
                 let frame = self.ticker_frame(symbol);
+                self.encoded(frame, tick.ingest_ts);
                 for i in 0..self.symbols[symbol.index()].ticker_subs.len() {
                     let key = self.symbols[symbol.index()].ticker_subs[i];
                     self.offer(key, symbol, Channel::Ticker, frame);
@@ -795,7 +821,6 @@ impl Core {
                     frames,
                     diff_bids,
                     diff_asks,
-                    stats,
                     ..
                 } = self;
                 let slot = &mut symbols[symbol.index()];
@@ -826,9 +851,10 @@ impl Core {
                         state.book_ingest_ts,
                     );
                 });
-                WorkerStats::add(&stats.frames_encoded, 1);
                 id
             };
+            let ingest_ts = self.symbols[symbol.index()].state.book_ingest_ts;
+            self.encoded(id, ingest_ts);
             for mi in 0..self.symbols[symbol.index()].book_groups[gi].members.len() {
                 let key = self.symbols[symbol.index()].book_groups[gi].members[mi];
                 self.offer(key, symbol, Channel::Book, id);
@@ -848,7 +874,7 @@ impl Core {
             return;
         }
         if client.marked == 0 && client.throttled == 0 && client.outbox.has_room(len) {
-            client.outbox.push(&mut self.frames, id);
+            client.outbox.push(&mut self.frames, id, self.clock_ns);
         } else {
             let Some(sub) = client.subs.get_mut(&symbol) else {
                 return;
@@ -886,7 +912,7 @@ impl Core {
                 )));
                 WorkerStats::add(&self.stats.conflated, 1);
             } else if client.outbox.has_room(len) {
-                client.outbox.push(&mut self.frames, id);
+                client.outbox.push(&mut self.frames, id, self.clock_ns);
                 if let Some(now) = now {
                     *next = Some(now + Duration::from_millis(u64::from(throttle_ms)));
                 }
@@ -914,14 +940,16 @@ impl Core {
             return;
         }
         if client.marked == 0 && client.outbox.has_room(len) {
-            client.outbox.push(&mut self.frames, id);
+            client.outbox.push(&mut self.frames, id, self.clock_ns);
         } else {
             let Some(sub) = client.subs.get_mut(&symbol) else {
                 return;
             };
             match sub.gap.as_mut() {
                 Some((_, to)) => *to = seq,
-                None if client.outbox.has_room(len) => client.outbox.push(&mut self.frames, id),
+                None if client.outbox.has_room(len) => {
+                    client.outbox.push(&mut self.frames, id, self.clock_ns)
+                }
                 None => {
                     sub.gap = Some((seq, seq));
                     client.marked += 1;
@@ -1012,7 +1040,7 @@ impl Core {
                 self.frames.release(frame);
                 return;
             }
-            client.outbox.push(&mut self.frames, frame);
+            client.outbox.push(&mut self.frames, frame, self.clock_ns);
             self.frames.release(frame);
             client.dirty.pop_front();
             client.marked -= 1;
@@ -1066,9 +1094,21 @@ impl Core {
             let stream = client.stream.clone();
             let before = client.outbox.pending_bytes();
             let frames_before = client.outbox.frames_written();
-            let outcome = client
-                .outbox
-                .write_to(frames, |iov| stream.try_write_vectored(iov));
+            let latency = &mut self.latency;
+            let mut now = 0;
+            let outcome = client.outbox.write_to(
+                frames,
+                |iov| stream.try_write_vectored(iov),
+                |ingest_ts, queued_ns| {
+                    if now == 0 {
+                        now = now_ns();
+                    }
+                    if ingest_ts != 0 {
+                        latency.record(Stage::TickToWire, now.saturating_sub(ingest_ts));
+                    }
+                    latency.record(Stage::OutboxWait, now.saturating_sub(queued_ns));
+                },
+            );
             let written = before - client.outbox.pending_bytes();
             bytes += written as u64;
             WorkerStats::add(

@@ -293,6 +293,7 @@ async fn fan_out(
         let mut resyncing = false;
         {
             let mut core = core.borrow_mut();
+            core.set_clock(crate::tick::now_ns());
             for port in &mut ports {
                 if let Some(rx) = port.resync.as_mut() {
                     match rx.try_recv() {
@@ -369,6 +370,7 @@ async fn housekeep(core: Rc<RefCell<Core>>, cfg: Arc<EngineConfig>) {
     loop {
         timer.tick().await;
         let now = Instant::now();
+        core.borrow_mut().publish_latency(crate::tick::now_ns());
         let keys = core.borrow().client_keys();
         for key in keys {
             let mut c = core.borrow_mut();
