@@ -115,6 +115,8 @@ pub fn stats_json(shared: &EngineShared) -> String {
         })
         .collect();
     let v = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": &*shared.cfg,
         "uptime_s": uptime,
         "feeds": feeds,
         "clients": {
@@ -161,6 +163,16 @@ fn latency_json(shared: &EngineShared, window: bool) -> Value {
         );
     }
     Value::Object(out)
+}
+
+/// `GET /latency/<stage>.hgrm`: the stage's cumulative histogram as an HdrHistogram
+/// percentile distribution, values in microseconds; `None` for an unknown stage.
+pub fn latency_hgrm(shared: &EngineShared, stage: &str) -> Option<String> {
+    let stage = Stage::ALL.into_iter().find(|s| s.name() == stage)?;
+    let (h, _) = latency::merged(&latency_slots(shared), stage);
+    let mut out = String::new();
+    crate::hgrm::write(&h, 1000.0, &mut out);
+    Some(out)
 }
 
 /// `GET /metrics`: the same figures in the Prometheus text format.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod feed;
 pub mod fixed;
 pub mod frames;
+pub mod hgrm;
 pub mod http;
 pub mod latency;
 pub mod outbox;

@@ -1,5 +1,9 @@
 //! The `tickwire` binary: `serve` (the default) runs the engine.
 
+mod fetch;
+mod report;
+mod stats_view;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +36,39 @@ struct Cli {
 enum Command {
     /// Serve market data over WebSocket and HTTP (the default).
     Serve(ServeArgs),
+    /// Live view of a running engine's /stats in the terminal.
+    Stats(StatsArgs),
+    /// Write an HTML latency report (and .hgrm files) from an engine or saved files.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// A running engine to read (its /stats and /latency/<stage>.hgrm).
+    #[arg(long, conflicts_with = "from")]
+    url: Option<String>,
+    /// A directory of saved .hgrm files (an earlier report, or `tickwire bench --out`).
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Another run's directory of .hgrm files to draw on the same plots.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Where to write report.html (and, with --url, the .hgrm files and stats.json).
+    #[arg(long, default_value = "report")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// The engine's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Refresh interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Stop after this many refreshes (default: until interrupted).
+    #[arg(long)]
+    count: Option<u64>,
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -86,11 +123,29 @@ fn main() -> Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
-    serve(args)
+    match cli.command {
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Stats(args)) => stats_view::run(
+            &args.url,
+            std::time::Duration::from_millis(args.interval_ms),
+            args.count,
+            &mut std::io::stdout().lock(),
+        ),
+        Some(Command::Report(args)) => {
+            let run = match (&args.url, &args.from) {
+                (Some(url), _) => report::from_url(url, &args.out)?,
+                (None, Some(dir)) => report::from_dir(dir)?,
+                (None, None) => {
+                    bail!("give --url of a running engine or --from a directory of .hgrm files")
+                }
+            };
+            let compare = args.compare.as_deref().map(report::from_dir).transpose()?;
+            let path = report::write_html(&run, compare.as_ref(), &args.out)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+        None => serve(cli.serve),
+    }
 }
 
 fn serve(args: ServeArgs) -> Result<()> {

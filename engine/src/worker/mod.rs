@@ -278,6 +278,17 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain; version=0.0.4",
             http::metrics_text(shared),
         ),
+        p if p.starts_with("/latency/") && p.ends_with(".hgrm") => {
+            let stage = &p["/latency/".len()..p.len() - ".hgrm".len()];
+            match http::latency_hgrm(shared, stage) {
+                Some(body) => text(StatusCode::OK, "text/plain; charset=utf-8", body),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    format!("no stage {stage:?}\n"),
+                ),
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
