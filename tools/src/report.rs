@@ -98,7 +98,7 @@ fn nines(q: f64) -> f64 {
 const COLORS: [&str; 2] = ["#2563eb", "#dc2626"];
 
 fn svg_plot(name: &str, runs: &[(&str, &[Row])]) -> String {
-    let (w, h, left, bottom, top, right) = (640.0, 300.0, 64.0, 40.0, 24.0, 16.0);
+    let (w, h, left, bottom, top, right) = (640.0, 300.0, 64.0, 40.0, 24.0, 36.0);
     let max_x = 6.0;
     let max_y = runs
         .iter()
