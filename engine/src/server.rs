@@ -243,9 +243,19 @@ pub fn start(
                     }
                 }
                 publisher.shared().stats.set_state(FeedState::Connecting);
-                if let Err(e) = feed.run(&mut publisher, &stop) {
+                // A panicking feed must not leave /health saying "connecting": catch it, say
+                // so, and mark the feed stopped. Nothing else shares the feed's state.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    feed.run(&mut publisher, &stop)
+                }));
+                let error = match ran {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("the feed thread panicked".to_owned()),
+                };
+                if let Some(e) = error {
                     tracing::error!(feed = %name, error = %e, "feed stopped with an error");
-                    let _ = publisher.shared().stats.last_error.set(e.to_string());
+                    let _ = publisher.shared().stats.last_error.set(e);
                 }
                 publisher.flush();
                 publisher.shared().stats.set_state(FeedState::Stopped);

@@ -235,8 +235,20 @@ async fn throttled_tickers_come_at_most_once_per_interval_and_end_latest() {
     )
     .await;
     c.recv_until(|m| m["type"] == "subscribed").await;
-    let mut counts: HashMap<String, usize> = HashMap::new();
+    // The snapshots come right after `subscribed`, not one interval later.
+    let snapshots_at = Instant::now();
     let mut last: HashMap<String, Value> = HashMap::new();
+    for _ in SYMBOLS {
+        let m = c.recv().await;
+        assert_eq!(m["type"], "ticker", "{m}");
+        last.insert(m["symbol"].as_str().unwrap().to_owned(), m);
+    }
+    assert_eq!(last.len(), SYMBOLS.len());
+    assert!(
+        snapshots_at.elapsed() < Duration::from_millis(150),
+        "snapshots are not throttled"
+    );
+    let mut counts: HashMap<String, usize> = HashMap::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {
         let m = c.recv().await;
@@ -248,10 +260,10 @@ async fn throttled_tickers_come_at_most_once_per_interval_and_end_latest() {
     let elapsed_ms = started.elapsed().as_millis() as usize;
     for symbol in SYMBOLS {
         let n = counts[symbol];
-        // One snapshot, then at most one per 200 ms; counting (not spacing) is immune to
-        // this client's own scheduling delays.
+        // After the snapshot, at most one per 200 ms (plus one for the interval in
+        // progress); counting, not spacing, is immune to this client's own delays.
         assert!(
-            n <= 1 + elapsed_ms / 200 + 1,
+            n <= elapsed_ms / 200 + 1,
             "{symbol}: {n} tickers in {elapsed_ms} ms"
         );
         assert!(

@@ -570,10 +570,9 @@ impl Core {
         for ch in channels.iter() {
             sub.channels.insert(ch);
         }
-        let now = Instant::now();
-        let next = (throttle_ms > 0).then(|| now + Duration::from_millis(u64::from(throttle_ms)));
-        // A fresh snapshot supersedes pending ticker and book marks; the throttle interval
-        // starts with it.
+        // A fresh snapshot supersedes pending ticker and book marks, and goes out at once:
+        // the throttle interval starts when it is queued (`offer` sets the deadline).
+        let next = None;
         if channels.contains(Channel::Ticker) {
             sub.ticker_dirty = false;
             client.throttled = client.throttled + usize::from(throttle_ms > 0)
