@@ -174,6 +174,8 @@ pub struct ClassSummary {
     pub mb_per_s: f64,
     /// End-to-end latency, µs.
     pub latency_us: Percentiles,
+    /// Connect times (TCP + handshake) of this class, µs.
+    pub connect_us: Percentiles,
     /// Every counter, summed over the class.
     pub counts: Tally,
     /// Trade + book violations.
@@ -301,7 +303,7 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
     let cfg = &v.config;
     let mut classes = [ClassSummary::default(), ClassSummary::default()];
     let mut latency = [histogram(), histogram()];
-    let mut connect = histogram();
+    let mut connect_by_class = [histogram(), histogram()];
     // Convergence reference: per symbol, the highest ticker seq at or before the cut.
     let mut reference: HashMap<&[u8], u64> = HashMap::new();
     for o in &outcomes {
@@ -324,7 +326,7 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
         c.clients += 1;
         if let Some(ns) = o.connect_ns {
             c.connected += 1;
-            connect.saturating_record(ns);
+            connect_by_class[o.class.index()].saturating_record(ns);
         }
         if o.connect_ns.is_some() && o.failure.is_none() {
             c.finished += 1;
@@ -386,8 +388,12 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
             let _ = latency[o.class.index()].add(h);
         }
     }
-    for (c, h) in classes.iter_mut().zip(&latency) {
+    let mut connect = histogram();
+    for ((c, h), ch) in classes.iter_mut().zip(&latency).zip(&connect_by_class) {
         c.latency_us = Percentiles::of_ns(h);
+        c.connect_us = Percentiles::of_ns(ch);
+        // Same bounds everywhere: adding cannot fail.
+        let _ = connect.add(ch);
         c.violations = c.counts.violations();
         if c.connected > 0 {
             c.msgs_per_s_per_client = c.msgs_per_s / c.connected as f64;
