@@ -170,9 +170,7 @@ fn latency_json(shared: &EngineShared, window: bool) -> Value {
 pub fn latency_hgrm(shared: &EngineShared, stage: &str) -> Option<String> {
     let stage = Stage::ALL.into_iter().find(|s| s.name() == stage)?;
     let (h, _) = latency::merged(&latency_slots(shared), stage);
-    let mut out = String::new();
-    crate::hgrm::write(&h, 1000.0, &mut out);
-    Some(out)
+    Some(crate::hgrm::percentile_distribution(&h, 5, 1000.0))
 }
 
 /// `GET /metrics`: the same figures in the Prometheus text format.

@@ -1,10 +1,14 @@
-//! The `tickwire` binary: `serve` (the default) runs the engine.
+//! The `tickwire` binary: `serve` (the default) runs the engine; `bench` runs the load
+//! generator against one.
+
+mod bench;
 
 mod fetch;
 mod report;
 mod stats_view;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -23,7 +27,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "tickwire",
     version,
-    about = "Real-time market-data streaming engine"
+    about = "Real-time market-data streaming engine",
+    // `tickwire --listen X` serves; serve flags before a subcommand are refused rather
+    // than silently ignored.
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +43,8 @@ struct Cli {
 enum Command {
     /// Serve market data over WebSocket and HTTP (the default).
     Serve(ServeArgs),
+    /// Load-test an engine: many WebSocket clients, latency and delivery checks.
+    Bench(bench::BenchArgs),
     /// Live view of a running engine's /stats in the terminal.
     Stats(StatsArgs),
     /// Write an HTML latency report (and .hgrm files) from an engine or saved files.
@@ -74,28 +83,28 @@ struct StatsArgs {
 #[derive(Args, Debug, Default, Clone)]
 struct ServeArgs {
     /// TOML config file; flags given here override its values.
-    #[arg(long, global = true)]
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Address of the HTTP + WebSocket port [default: 127.0.0.1:8080].
-    #[arg(long, global = true)]
+    #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// Fan-out worker threads [default: one per core].
-    #[arg(long, global = true)]
+    #[arg(long)]
     workers: Option<usize>,
     /// Feed to run: `sim` [default: sim].
-    #[arg(long, global = true)]
+    #[arg(long)]
     feed: Option<String>,
     /// Number of simulated symbols [default: 16].
-    #[arg(long, global = true)]
+    #[arg(long)]
     sim_symbols: Option<usize>,
     /// Simulated events per second across all symbols; 0 = as fast as possible [default: 1000].
-    #[arg(long, global = true)]
+    #[arg(long)]
     sim_rate: Option<u64>,
     /// Seed of the simulator [default: 1].
-    #[arg(long, global = true)]
+    #[arg(long)]
     sim_seed: Option<u64>,
     /// Do not pin threads to cores.
-    #[arg(long, global = true)]
+    #[arg(long)]
     no_pin: bool,
 }
 
@@ -116,7 +125,7 @@ struct SimFile {
     seed: Option<u64>,
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -124,13 +133,14 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(args)?,
+        Some(Command::Bench(args)) => return bench::run(args),
         Some(Command::Stats(args)) => stats_view::run(
             &args.url,
             std::time::Duration::from_millis(args.interval_ms),
             args.count,
             &mut std::io::stdout().lock(),
-        ),
+        )?,
         Some(Command::Report(args)) => {
             let run = match (&args.url, &args.from) {
                 (Some(url), _) => report::from_url(url, &args.out)?,
@@ -142,10 +152,10 @@ fn main() -> Result<()> {
             let compare = args.compare.as_deref().map(report::from_dir).transpose()?;
             let path = report::write_html(&run, compare.as_ref(), &args.out)?;
             println!("wrote {}", path.display());
-            Ok(())
         }
-        None => serve(cli.serve),
+        None => serve(cli.serve)?,
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: ServeArgs) -> Result<()> {

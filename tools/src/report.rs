@@ -34,7 +34,7 @@ pub fn from_url(url: &str, out: &Path) -> Result<Run> {
     for stage in Stage::ALL {
         let text = fetch::get(url, &format!("/latency/{}.hgrm", stage.name()))?;
         fs::write(out.join(format!("{}.hgrm", stage.name())), &text)?;
-        series.push((stage.name().to_owned(), hgrm::parse(&text)?));
+        series.push((stage.name().to_owned(), hgrm::parse(&text)?.rows));
     }
     Ok(Run {
         label: url.to_owned(),
@@ -65,7 +65,9 @@ pub fn from_dir(dir: &Path) -> Result<Run> {
     let mut series = Vec::new();
     for f in files {
         let text = fs::read_to_string(&f)?;
-        let rows = hgrm::parse(&text).with_context(|| format!("{}", f.display()))?;
+        let rows = hgrm::parse(&text)
+            .with_context(|| format!("{}", f.display()))?
+            .rows;
         let name = f
             .file_stem()
             .and_then(|s| s.to_str())
@@ -85,7 +87,7 @@ pub fn from_dir(dir: &Path) -> Result<Run> {
 
 fn value_at(rows: &[Row], q: f64) -> Option<f64> {
     rows.iter()
-        .find(|r| r.quantile >= q)
+        .find(|r| r.percentile >= q)
         .or(rows.last())
         .map(|r| r.value)
 }
@@ -148,8 +150,14 @@ fn svg_plot(name: &str, runs: &[(&str, &[Row])]) -> String {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<String> = rows
             .iter()
-            .filter(|r| r.quantile < 1.0)
-            .map(|r| format!("{:.1},{:.1}", px(nines(r.quantile).min(max_x)), py(r.value)))
+            .filter(|r| r.percentile < 1.0)
+            .map(|r| {
+                format!(
+                    "{:.1},{:.1}",
+                    px(nines(r.percentile).min(max_x)),
+                    py(r.value)
+                )
+            })
             .collect();
         let _ = write!(
             s,

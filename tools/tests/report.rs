@@ -57,9 +57,9 @@ async fn report_writes_hgrm_files_and_an_html_page_with_a_plot_per_stage() {
             text.contains("#[Mean    =") && text.contains("#[Buckets ="),
             "{text}"
         );
-        let rows = hgrm::parse(&text).unwrap();
+        let rows = hgrm::parse(&text).unwrap().rows;
         assert!(!rows.is_empty(), "{stage:?} has samples");
-        assert_eq!(rows.last().unwrap().quantile, 1.0);
+        assert_eq!(rows.last().unwrap().percentile, 1.0);
     }
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert_eq!(

@@ -1,0 +1,338 @@
+//! One simulated client, run as a task on the generator's runtime.
+//!
+//! Its life: wait for its start time (the ramp), connect (a slow client with a small
+//! `SO_RCVBUF`), subscribe, then read in two phases:
+//!
+//! 1. **Measure** until `run_end`: every message is scanned and checked; latencies are
+//!    recorded (receive wall time of the read that brought the message − `ingest_ts`);
+//!    messages and bytes count towards the rates. A slow client pauses [`SLOW_PAUSE`]
+//!    after every [`SLOW_MESSAGES_PER_PAUSE`] messages.
+//! 2. **Drain** until `drain_end`: everyone reads at full speed; messages are still
+//!    checked, not timed or counted in rates.
+//!
+//! Then it sends a close (1000) and ends. Every await is bounded by `drain_end` (connect
+//! and handshake also by [`CONNECT_TIMEOUT`]), so a client never outlives the run.
+//! Allocations: the read buffer and histogram at connect, a symbol's state at its first
+//! message; nothing per message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use tokio::time::{timeout_at, Instant};
+
+use super::check::{Examples, SymbolCheck, Tally};
+use super::config::{Endpoint, SLOW_MESSAGES_PER_PAUSE, SLOW_PAUSE, SLOW_RECV_BUFFER_BYTES};
+use super::live::{Live, LocalLive, FLUSH_EVERY};
+use super::scan::{scan, Kind};
+use super::ws::{Conn, Event, WsError};
+
+/// Longest wait for TCP connect plus the WebSocket handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Highest latency the histograms track, ns (higher values are recorded as this).
+pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
+/// Significant digits of every histogram.
+pub const SIGFIG: u8 = 3;
+
+/// A client class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Reads as fast as it can.
+    Fast,
+    /// Small receive buffer, reads rarely.
+    Slow,
+}
+
+impl Class {
+    /// Index for per-class arrays: 0 fast, 1 slow.
+    pub fn index(self) -> usize {
+        match self {
+            Class::Fast => 0,
+            Class::Slow => 1,
+        }
+    }
+}
+
+/// What every client shares.
+pub(crate) struct Ctx {
+    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
+    /// The subscribe command, JSON.
+    pub subscribe: Vec<u8>,
+    pub run_end: Instant,
+    pub drain_end: Instant,
+    /// Wall time of `run_end`, ns since the epoch: the convergence cut.
+    pub cut_wall_ns: u64,
+    pub live: Arc<Live>,
+}
+
+/// How a client ended other than by its own close at the end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// TCP connect failed or timed out.
+    Connect(String),
+    /// The server did not upgrade.
+    Handshake(String),
+    /// The socket failed.
+    Io(String),
+    /// The server broke RFC 6455.
+    Protocol(String),
+    /// The server ended the TCP connection without a close frame.
+    Eof,
+    /// The server sent a close frame (with this code).
+    Closed(Option<u16>),
+}
+
+/// Everything a client measured.
+pub(crate) struct Outcome {
+    pub class: Class,
+    /// TCP connect + handshake, ns; `None` if it never connected.
+    pub connect_ns: Option<u64>,
+    pub failure: Option<Failure>,
+    pub tally: Tally,
+    pub latency: Option<Histogram<u64>>,
+    /// Seconds from subscribe to the end of the measured phase.
+    pub measured_secs: f64,
+    pub symbols: HashMap<Box<[u8]>, SymbolCheck>,
+    pub examples: Vec<String>,
+    /// `error` replies by code.
+    pub error_codes: BTreeMap<String, u64>,
+}
+
+/// Per-connection recording state.
+struct Recorder {
+    tally: Tally,
+    latency: Histogram<u64>,
+    symbols: HashMap<Box<[u8]>, SymbolCheck>,
+    examples: Vec<String>,
+    error_codes: BTreeMap<String, u64>,
+    local: LocalLive,
+    cut_wall_ns: u64,
+}
+
+impl Recorder {
+    fn on_text(&mut self, payload: &[u8], recv_wall_ns: u64, measuring: bool) {
+        let t = &mut self.tally;
+        t.messages_total += 1;
+        if measuring {
+            t.messages += 1;
+            self.local.message();
+        }
+        let m = scan(payload);
+        if !m.complete() {
+            t.unparsed += 1;
+            return;
+        }
+        let data = matches!(m.kind, Kind::Ticker | Kind::Trade | Kind::Book | Kind::Gap);
+        if !data {
+            match m.kind {
+                Kind::Subscribed => t.subscribed += 1,
+                Kind::Error => {
+                    t.server_errors += 1;
+                    let code = String::from_utf8_lossy(m.channel).into_owned();
+                    *self.error_codes.entry(code).or_default() += 1;
+                }
+                _ => t.other += 1,
+            }
+            return;
+        }
+        if !self.symbols.contains_key(m.symbol) {
+            self.symbols.insert(m.symbol.into(), SymbolCheck::default());
+        }
+        let Some(sym) = self.symbols.get_mut(m.symbol) else {
+            return;
+        };
+        let mut ex = Examples {
+            list: &mut self.examples,
+            symbol: m.symbol,
+        };
+        // `complete()` guarantees the fields each kind needs.
+        let (seq, ingest) = (m.seq.unwrap_or(0), m.ingest_ts.unwrap_or(0));
+        let timed = match m.kind {
+            Kind::Ticker => sym.on_ticker(seq, ingest, self.cut_wall_ns, t),
+            Kind::Trade => {
+                sym.on_trade(seq, t, &mut ex);
+                true
+            }
+            Kind::Book => sym.on_book(seq, m.snapshot, t, &mut ex),
+            _ => {
+                let (from, to) = (m.from_seq.unwrap_or(0), m.to_seq.unwrap_or(0));
+                sym.on_gap(m.channel, from, to, t, &mut ex);
+                false
+            }
+        };
+        if timed && measuring {
+            let ns = recv_wall_ns.saturating_sub(ingest);
+            self.latency.saturating_record(ns.min(MAX_LATENCY_NS));
+            self.local.latency(ns);
+        }
+    }
+}
+
+/// An empty latency histogram: 1 ns to [`MAX_LATENCY_NS`], [`SIGFIG`] digits (~220 KiB).
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIG).expect("constant bounds are valid")
+}
+
+/// Wall clock, ns since the Unix epoch (the clock `ingest_ts` uses).
+pub(crate) fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Runs one client from its start time to the end of the drain.
+pub(crate) async fn run(id: usize, class: Class, start_at: Instant, ctx: Arc<Ctx>) -> Outcome {
+    let mut out = Outcome {
+        class,
+        connect_ns: None,
+        failure: None,
+        tally: Tally::default(),
+        latency: None,
+        measured_secs: 0.0,
+        symbols: HashMap::new(),
+        examples: Vec::new(),
+        error_codes: BTreeMap::new(),
+    };
+    tokio::time::sleep_until(start_at).await;
+    let started = Instant::now();
+    let deadline = (started + CONNECT_TIMEOUT).min(ctx.drain_end);
+    let rcvbuf = (class == Class::Slow).then_some(SLOW_RECV_BUFFER_BYTES);
+    let mut conn = match timeout_at(
+        deadline,
+        Conn::connect(ctx.addr, &ctx.endpoint, rcvbuf, id as u32),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(WsError::Handshake(e))) => {
+            out.failure = Some(Failure::Handshake(e));
+            return out;
+        }
+        Ok(Err(e)) => {
+            out.failure = Some(Failure::Connect(e.to_string()));
+            return out;
+        }
+        Err(_) => {
+            out.failure = Some(Failure::Connect(format!(
+                "no connection within {CONNECT_TIMEOUT:?}"
+            )));
+            return out;
+        }
+    };
+    out.connect_ns = Some(started.elapsed().as_nanos() as u64);
+    ctx.live.connected.fetch_add(1, Ordering::Relaxed);
+    let mut rec = Recorder {
+        tally: Tally::default(),
+        latency: histogram(),
+        symbols: HashMap::new(),
+        examples: Vec::new(),
+        error_codes: BTreeMap::new(),
+        local: LocalLive::new(class.index()),
+        cut_wall_ns: ctx.cut_wall_ns,
+    };
+    let subscribed_at = Instant::now();
+    let result = match timeout_at(ctx.drain_end, conn.send_text(&ctx.subscribe)).await {
+        Ok(Ok(())) => session(&mut conn, class, &ctx, &mut rec, subscribed_at, &mut out).await,
+        Ok(Err(e)) => Err(Failure::Io(e.to_string())),
+        Err(_) => Ok(()),
+    };
+    if subscribed_at < ctx.run_end && out.measured_secs == 0.0 {
+        // Ended during the measured phase: its rate counts over the time it had.
+        out.measured_secs = (Instant::now().min(ctx.run_end) - subscribed_at).as_secs_f64();
+    }
+    match result {
+        Ok(()) => {
+            // Best effort: the run is over, nobody waits for the server's answer.
+            let _ = tokio::time::timeout(Duration::from_millis(200), conn.send_close(1000)).await;
+        }
+        Err(failure) => out.failure = Some(failure),
+    }
+    rec.local.flush(&ctx.live);
+    ctx.live.connected.fetch_sub(1, Ordering::Relaxed);
+    out.tally = rec.tally;
+    out.latency = Some(rec.latency);
+    out.symbols = rec.symbols;
+    out.examples = rec.examples;
+    out.error_codes = rec.error_codes;
+    out
+}
+
+/// Reads until the drain ends; `Err` when the connection failed first.
+async fn session(
+    conn: &mut Conn,
+    class: Class,
+    ctx: &Ctx,
+    rec: &mut Recorder,
+    subscribed_at: Instant,
+    out: &mut Outcome,
+) -> Result<(), Failure> {
+    let mut measuring = Instant::now() < ctx.run_end;
+    let mut recv_wall_ns = wall_ns();
+    let mut next_flush = Instant::now() + FLUSH_EVERY;
+    let mut handled = 0u64;
+    loop {
+        while let Some(event) = conn
+            .next_event()
+            .map_err(|e| Failure::Protocol(e.to_string()))?
+        {
+            match event {
+                Event::Text(range) => rec.on_text(conn.bytes(range), recv_wall_ns, measuring),
+                Event::Assembled => rec.on_text(conn.assembled(), recv_wall_ns, measuring),
+                Event::Ping(range) => {
+                    let payload = conn.bytes(range).to_vec();
+                    match timeout_at(ctx.drain_end, conn.send_pong(&payload)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(Failure::Io(e.to_string())),
+                        Err(_) => return Ok(()),
+                    }
+                }
+                Event::Binary | Event::Pong => rec.tally.other += 1,
+                Event::Close(code) => return Err(Failure::Closed(code)),
+            }
+            if class == Class::Slow && measuring {
+                handled += 1;
+                if handled.is_multiple_of(SLOW_MESSAGES_PER_PAUSE) {
+                    // Reading rarely is what makes this client slow.
+                    let until = (Instant::now() + SLOW_PAUSE).min(ctx.run_end);
+                    tokio::time::sleep_until(until).await;
+                    if Instant::now() >= ctx.run_end {
+                        measuring = false;
+                        out.measured_secs = (ctx.run_end - subscribed_at).as_secs_f64();
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_flush {
+            rec.local.flush(&ctx.live);
+            next_flush = now + FLUSH_EVERY;
+        }
+        if measuring && now >= ctx.run_end {
+            measuring = false;
+            out.measured_secs = (ctx.run_end - subscribed_at).as_secs_f64();
+        }
+        if now >= ctx.drain_end {
+            return Ok(());
+        }
+        let phase_end = if measuring {
+            ctx.run_end
+        } else {
+            ctx.drain_end
+        };
+        match timeout_at(phase_end, conn.fill()).await {
+            Err(_) => continue,
+            Ok(Ok(0)) => return Err(Failure::Eof),
+            Ok(Ok(n)) => {
+                recv_wall_ns = wall_ns();
+                if measuring {
+                    rec.tally.bytes += n as u64;
+                }
+            }
+            Ok(Err(e)) => return Err(Failure::Io(e.to_string())),
+        }
+    }
+}
