@@ -4,19 +4,19 @@
 //! to real loopback sockets with vectored writes. A counting allocator counts the
 //! allocations made on this thread during the measured stretch.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Read;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use tickwire_engine::config::EngineConfig;
 use tickwire_engine::feed::Publisher;
 use tickwire_engine::protocol::command::{Channel, ChannelSet};
-use tickwire_engine::ring::{self, Consumer, RecvError};
+use tickwire_engine::ring::{Consumer, RecvError};
 use tickwire_engine::stats::WorkerStats;
-use tickwire_engine::symbol::{SymbolId, SymbolRegistryBuilder};
+use tickwire_engine::symbol::SymbolId;
 use tickwire_engine::tick::{Aggressor, BookSide, Tick};
 use tickwire_engine::worker::core::{ClientKey, Core};
 use tickwire_engine::worker::signal::LocalSignal;
@@ -129,10 +129,7 @@ async fn run(
         }
         core.flush_pending();
         for &key in keys {
-            while !core.flush_client(key).unwrap() {
-                let stream = core.stream(key).unwrap();
-                stream.writable().await.unwrap();
-            }
+            common::write_all(core, key).await;
         }
     }
     ticks
@@ -140,19 +137,14 @@ async fn run(
 
 #[test]
 fn steady_state_path_allocates_nothing_per_event() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut b = SymbolRegistryBuilder::new();
-        let symbol = b.add("sim:BTC-USD", 2, 4).unwrap();
-        let registry = Arc::new(b.build());
-        let mut publisher =
-            Publisher::new("sim", vec![symbol], registry.len(), ring::ring(1 << 12).0);
-        let mut consumer = publisher.subscribe();
-        let cfg = Arc::new(EngineConfig::default());
-        let mut core = Core::new(cfg, registry.clone(), Arc::new(WorkerStats::default()));
+    common::runtime().block_on(async {
+        let common::Harness {
+            symbol,
+            mut publisher,
+            mut consumer,
+            mut core,
+            stats: _,
+        } = common::harness(2, 4, 1 << 12);
         let mut keys = Vec::new();
         for depth in [10, 5] {
             let key = core.add_client(Rc::new(drained_socket()), Rc::new(LocalSignal::new()));

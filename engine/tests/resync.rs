@@ -3,18 +3,18 @@
 //! jumps to the latest, the book gets a fresh snapshot, and the missed trades are one
 //! `gap` naming the exact range. The client's bytes are read off a real socket.
 
+mod common;
+
 use std::io::Read;
 use std::rc::Rc;
 use std::sync::mpsc;
-use std::sync::Arc;
 
 use serde_json::Value;
-use tickwire_engine::config::EngineConfig;
 use tickwire_engine::feed::Publisher;
 use tickwire_engine::protocol::command::{Channel, ChannelSet};
-use tickwire_engine::ring::{self, Consumer, RecvError};
+use tickwire_engine::ring::{Consumer, RecvError};
 use tickwire_engine::stats::WorkerStats;
-use tickwire_engine::symbol::{SymbolId, SymbolRegistryBuilder};
+use tickwire_engine::symbol::SymbolId;
 use tickwire_engine::tick::{Aggressor, BookSide, Tick};
 use tickwire_engine::worker::core::{ClientKey, Core};
 use tickwire_engine::worker::signal::LocalSignal;
@@ -93,32 +93,20 @@ async fn consume(consumer: &mut Consumer<Tick>, core: &mut Core, key: ClientKey)
         }
     };
     core.flush_pending();
-    writer(core, key).await;
+    common::write_all(core, key).await;
     lapped
-}
-
-/// The client's writer task: flush until everything queued is written.
-async fn writer(core: &mut Core, key: ClientKey) {
-    while !core.flush_client(key).unwrap() {
-        let stream = core.stream(key).unwrap();
-        stream.writable().await.unwrap();
-    }
 }
 
 #[test]
 fn a_lapped_worker_resyncs_every_subscription_from_the_feed() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut b = SymbolRegistryBuilder::new();
-        let symbol = b.add("sim:BTC-USD", 0, 0).unwrap();
-        let registry = Arc::new(b.build());
-        let mut publisher = Publisher::new("sim", vec![symbol], registry.len(), ring::ring(1024).0);
-        let mut consumer = publisher.subscribe();
-        let stats = Arc::new(WorkerStats::default());
-        let mut core = Core::new(Arc::new(EngineConfig::default()), registry, stats.clone());
+    common::runtime().block_on(async {
+        let common::Harness {
+            symbol,
+            mut publisher,
+            mut consumer,
+            mut core,
+            stats,
+        } = common::harness(0, 0, 1024);
         let (socket, messages) = client_socket();
         let key = core.add_client(Rc::new(socket), Rc::new(LocalSignal::new()));
         let all = ChannelSet::from_iter([Channel::Ticker, Channel::Trades, Channel::Book]);
@@ -151,7 +139,7 @@ fn a_lapped_worker_resyncs_every_subscription_from_the_feed() {
         let mut last_ticker = None;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            writer(&mut core, key).await;
+            common::write_all(&mut core, key).await;
             let m = match messages.recv_timeout(std::time::Duration::from_millis(50)) {
                 Ok(m) => m,
                 Err(_) => {

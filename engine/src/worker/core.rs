@@ -866,12 +866,9 @@ impl Core {
     /// subscription is marked for a later catch-up.
     fn offer(&mut self, key: ClientKey, symbol: SymbolId, channel: Channel, id: FrameId) {
         let len = self.frames.len(id);
-        let Some(client) = live(&mut self.clients, key) else {
+        let Some(client) = receiver(&mut self.clients, &mut self.flush_list, key) else {
             return;
         };
-        if client.closing.is_some() {
-            return;
-        }
         if client.marked == 0 && client.throttled == 0 && client.outbox.has_room(len) {
             client.outbox.push(&mut self.frames, id, self.clock_ns);
         } else {
@@ -923,21 +920,14 @@ impl Core {
             }
             client.marked = client.marked + sub.marks() - before;
         }
-        if !client.in_flush_list {
-            client.in_flush_list = true;
-            self.flush_list.push(key);
-        }
     }
 
     /// Offers a trade frame: queued when it fits and no gap is open, else the gap grows.
     fn offer_trade(&mut self, key: ClientKey, symbol: SymbolId, seq: u64, id: FrameId) {
         let len = self.frames.len(id);
-        let Some(client) = live(&mut self.clients, key) else {
+        let Some(client) = receiver(&mut self.clients, &mut self.flush_list, key) else {
             return;
         };
-        if client.closing.is_some() {
-            return;
-        }
         if client.marked == 0 && client.outbox.has_room(len) {
             client.outbox.push(&mut self.frames, id, self.clock_ns);
         } else {
@@ -956,10 +946,6 @@ impl Core {
                     note_peak(&self.stats, &client.outbox);
                 }
             }
-        }
-        if !client.in_flush_list {
-            client.in_flush_list = true;
-            self.flush_list.push(key);
         }
     }
 
@@ -1312,6 +1298,24 @@ fn live(clients: &mut [Option<Client>], key: ClientKey) -> Option<&mut Client> {
         .get_mut(key.index as usize)?
         .as_mut()
         .filter(|c| c.generation == key.generation)
+}
+
+/// The client at `key` if it still takes data (not closing), put on the flush list since
+/// the caller is about to queue for it.
+fn receiver<'a>(
+    clients: &'a mut [Option<Client>],
+    flush_list: &mut Vec<ClientKey>,
+    key: ClientKey,
+) -> Option<&'a mut Client> {
+    let client = live(clients, key)?;
+    if client.closing.is_some() {
+        return None;
+    }
+    if !client.in_flush_list {
+        client.in_flush_list = true;
+        flush_list.push(key);
+    }
+    Some(client)
 }
 
 fn remove_key(list: &mut Vec<ClientKey>, key: ClientKey) {
