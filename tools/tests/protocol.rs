@@ -324,6 +324,14 @@ async fn protocol_violations_close_with_their_rfc_codes() {
     );
 
     let (mut raw, _) = RawClient::connect(addr, "/ws").await;
+    raw.send_unmasked_frame(1, br#"{"op":"ping"}"#).await;
+    assert_eq!(
+        raw.read_close_code().await,
+        Some(1002),
+        "unmasked client frame"
+    );
+
+    let (mut raw, _) = RawClient::connect(addr, "/ws").await;
     raw.send_frame(true, 0, b"x").await;
     assert_eq!(
         raw.read_close_code().await,

@@ -32,10 +32,78 @@ use super::signal::LocalSignal;
 /// How long a closing connection may take to flush its close frame before it is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
+/// Follows frame boundaries in the client's byte stream to enforce RFC 6455 §5.1: a
+/// server must close the connection on a client frame that is not masked. fastwebsockets
+/// unmasks masked frames but accepts unmasked ones, and keeps the mask bit private, so
+/// the reader checks the headers itself as the bytes go by (no copy, no allocation).
+#[derive(Default)]
+struct MaskCheck {
+    header: [u8; 14],
+    have: usize,
+    payload_left: u64,
+}
+
+impl MaskCheck {
+    /// Feeds the next bytes of the stream; false at the first unmasked frame.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len() as u64) as usize;
+                self.payload_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.header[self.have] = bytes[0];
+            self.have += 1;
+            bytes = &bytes[1..];
+            if self.have < 2 {
+                continue;
+            }
+            if self.header[1] & 0x80 == 0 {
+                return false;
+            }
+            let extended = match self.header[1] & 0x7f {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            if self.have < 2 + extended + 4 {
+                continue;
+            }
+            let h = &self.header;
+            self.payload_left = match extended {
+                0 => u64::from(h[1] & 0x7f),
+                2 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+                _ => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
+            };
+            self.have = 0;
+        }
+        true
+    }
+}
+
 /// Reads the upgraded socket, first replaying bytes the HTTP layer had already read.
 struct ClientReader {
     stream: Rc<TcpStream>,
     prefix: Bytes,
+    masks: MaskCheck,
+    /// Set when a client frame arrived unmasked (the read then fails).
+    unmasked: Rc<std::cell::Cell<bool>>,
+}
+
+impl ClientReader {
+    /// Checks the bytes just read; an unmasked frame ends the stream with an error.
+    fn checked(&mut self, filled: &[u8]) -> io::Result<()> {
+        if self.masks.feed(filled) {
+            Ok(())
+        } else {
+            self.unmasked.set(true);
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unmasked client frame",
+            ))
+        }
+    }
 }
 
 impl AsyncRead for ClientReader {
@@ -47,15 +115,18 @@ impl AsyncRead for ClientReader {
         let this = self.get_mut();
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
+            let bytes = this.prefix.split_to(n);
+            buf.put_slice(&bytes);
+            return Poll::Ready(this.checked(&bytes));
         }
         loop {
             ready!(this.stream.poll_read_ready(cx))?;
+            let before = buf.filled().len();
             match this.stream.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
-                    return Poll::Ready(Ok(()));
+                    let filled = &buf.filled()[before..];
+                    return Poll::Ready(this.checked(filled));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
@@ -84,7 +155,12 @@ pub async fn run(
         core.clone(),
         cfg,
         key,
-        ClientReader { stream, prefix },
+        ClientReader {
+            stream,
+            prefix,
+            masks: MaskCheck::default(),
+            unmasked: Rc::new(std::cell::Cell::new(false)),
+        },
     ));
     write_loop(&core, key, &signal).await;
     reader.abort();
@@ -132,6 +208,33 @@ async fn write_loop(core: &Rc<RefCell<Core>>, key: ClientKey, signal: &LocalSign
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::MaskCheck;
+
+    #[test]
+    fn mask_check_follows_frames_across_any_split() {
+        // masked text "hi", masked 200-byte binary (16-bit length), then an unmasked frame.
+        let mut stream = vec![0x81, 0x82, 1, 2, 3, 4, b'h', b'i'];
+        stream.extend([0x82, 0xfe, 0, 200, 9, 9, 9, 9]);
+        stream.extend(std::iter::repeat_n(0u8, 200));
+        let good = stream.len();
+        stream.extend([0x81, 0x02, b'n', b'o']);
+        for split in 1..stream.len() {
+            let mut check = MaskCheck::default();
+            let first = check.feed(&stream[..split]);
+            let second = check.feed(&stream[split..]);
+            assert_eq!(first, split <= good + 1, "split at {split}");
+            assert!(
+                !first || !second,
+                "the unmasked frame is caught (split at {split})"
+            );
+        }
+        let mut check = MaskCheck::default();
+        assert!(check.feed(&stream[..good]), "masked frames pass");
+    }
+}
+
 /// The close a read error calls for; `None` when the peer just went away.
 fn close_for(error: &WebSocketError) -> Option<(CloseReason, &'static str)> {
     match error {
@@ -152,6 +255,7 @@ async fn read_loop(
     key: ClientKey,
     reader: ClientReader,
 ) {
+    let unmasked = reader.unmasked.clone();
     let (mut ws, _) =
         fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
     // fastwebsockets rejects a frame whose payload is >= the limit; ours is inclusive.
@@ -173,6 +277,9 @@ async fn read_loop(
         };
         let frame = match ws.read_frame(&mut send).await {
             Ok(frame) => frame,
+            Err(_) if unmasked.get() => {
+                break Some((CloseReason::ProtocolError, "client frames must be masked"))
+            }
             Err(e) => break close_for(&e),
         };
         core.borrow_mut().heard(key);

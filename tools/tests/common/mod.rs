@@ -240,6 +240,14 @@ impl RawClient {
         self.stream.write_all(&f).await.unwrap();
     }
 
+    /// Sends one frame without a mask (a protocol violation from a client).
+    pub async fn send_unmasked_frame(&mut self, opcode: u8, payload: &[u8]) {
+        assert!(payload.len() < 126);
+        let mut f = vec![0x80 | opcode, payload.len() as u8];
+        f.extend_from_slice(payload);
+        self.stream.write_all(&f).await.unwrap();
+    }
+
     /// Reads frames until a close frame; returns its code (None if the socket just ended).
     pub async fn read_close_code(&mut self) -> Option<u16> {
         loop {
