@@ -208,33 +208,6 @@ async fn write_loop(core: &Rc<RefCell<Core>>, key: ClientKey, signal: &LocalSign
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::MaskCheck;
-
-    #[test]
-    fn mask_check_follows_frames_across_any_split() {
-        // masked text "hi", masked 200-byte binary (16-bit length), then an unmasked frame.
-        let mut stream = vec![0x81, 0x82, 1, 2, 3, 4, b'h', b'i'];
-        stream.extend([0x82, 0xfe, 0, 200, 9, 9, 9, 9]);
-        stream.extend(std::iter::repeat_n(0u8, 200));
-        let good = stream.len();
-        stream.extend([0x81, 0x02, b'n', b'o']);
-        for split in 1..stream.len() {
-            let mut check = MaskCheck::default();
-            let first = check.feed(&stream[..split]);
-            let second = check.feed(&stream[split..]);
-            assert_eq!(first, split <= good + 1, "split at {split}");
-            assert!(
-                !first || !second,
-                "the unmasked frame is caught (split at {split})"
-            );
-        }
-        let mut check = MaskCheck::default();
-        assert!(check.feed(&stream[..good]), "masked frames pass");
-    }
-}
-
 /// The close a read error calls for; `None` when the peer just went away.
 fn close_for(error: &WebSocketError) -> Option<(CloseReason, &'static str)> {
     match error {
@@ -393,5 +366,32 @@ fn handle_command(core: &Rc<RefCell<Core>>, key: ClientKey, payload: &mut [u8]) 
             c.send_control(key, |buf| encode::symbols(buf, id, registry.iter()));
         }
         Command::Ping { id } => c.send_control(key, |buf| encode::pong(buf, id, now_ns())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MaskCheck;
+
+    #[test]
+    fn mask_check_follows_frames_across_any_split() {
+        // masked text "hi", masked 200-byte binary (16-bit length), then an unmasked frame.
+        let mut stream = vec![0x81, 0x82, 1, 2, 3, 4, b'h', b'i'];
+        stream.extend([0x82, 0xfe, 0, 200, 9, 9, 9, 9]);
+        stream.extend(std::iter::repeat_n(0u8, 200));
+        let good = stream.len();
+        stream.extend([0x81, 0x02, b'n', b'o']);
+        for split in 1..stream.len() {
+            let mut check = MaskCheck::default();
+            let first = check.feed(&stream[..split]);
+            let second = check.feed(&stream[split..]);
+            assert_eq!(first, split <= good + 1, "split at {split}");
+            assert!(
+                !first || !second,
+                "the unmasked frame is caught (split at {split})"
+            );
+        }
+        let mut check = MaskCheck::default();
+        assert!(check.feed(&stream[..good]), "masked frames pass");
     }
 }
