@@ -102,6 +102,8 @@ pub struct FeedStats {
     pub gaps: AtomicU64,
     /// Resyncs served to lapped workers.
     pub resyncs_served: AtomicU64,
+    /// Ticks published during the last full second.
+    pub ticks_last_second: AtomicU64,
     /// Why the feed is not live, when it is not.
     pub last_error: std::sync::OnceLock<String>,
     /// This feed's latency histograms (feed_decode, exchange_to_ingest).
@@ -171,6 +173,8 @@ pub struct Publisher {
     unpublished: u64,
     batch: Option<BookBatch>,
     latency: StageRecorder,
+    /// Start of the current one-second rate window, and the tick count at its start.
+    rate_window: (u64, u64),
 }
 
 struct BookBatch {
@@ -235,6 +239,7 @@ impl Publisher {
             unpublished: 0,
             batch: None,
             latency,
+            rate_window: (0, 0),
         }
     }
 
@@ -439,6 +444,7 @@ impl Publisher {
         let now = now_ns();
         self.end_message(now);
         self.latency.publish_if_due(now);
+        self.update_rate(now);
         if self.unpublished > 0 {
             self.producer.publish();
             self.shared
@@ -449,6 +455,22 @@ impl Publisher {
         }
         if !self.resync_rx.is_empty() {
             self.serve_resyncs();
+        }
+    }
+
+    /// Once a second: how many ticks the last second published.
+    fn update_rate(&mut self, now: u64) {
+        let (started, at_start) = self.rate_window;
+        if now.saturating_sub(started) >= 1_000_000_000 {
+            let ticks = self.shared.stats.ticks.load(Ordering::Relaxed);
+            if started != 0 {
+                let per_s = (ticks - at_start) * 1_000_000_000 / (now - started);
+                self.shared
+                    .stats
+                    .ticks_last_second
+                    .store(per_s, Ordering::Relaxed);
+            }
+            self.rate_window = (now, ticks);
         }
     }
 
