@@ -12,7 +12,7 @@ import { chromium } from "playwright-core";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const binary =
-  process.env.TICKWIRE_BIN ||
+  (process.env.TICKWIRE_BIN && path.resolve(process.env.TICKWIRE_BIN)) ||
   path.join(process.env.CARGO_TARGET_DIR || path.join(repoRoot, "target"), "debug", "tickwire");
 export const artifacts = process.env.TICKWIRE_ARTIFACTS || path.join(repoRoot, "target", "browser-artifacts");
 export const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -178,4 +178,82 @@ export async function waitPricesChange(page, before, min, timeoutMs) {
     await sleep(200);
   }
   throw new Error(`only ${n} rows changed price within ${timeoutMs} ms (wanted ${min})`);
+}
+
+/**
+ * Chromium driven over a bare DevTools pipe (--remote-debugging-pipe), for measuring.
+ * Playwright enables the Network domain, so DevTools copies every WebSocket frame the
+ * page receives to the test process: tens of thousands of events per second under load,
+ * work a real user's browser does not do. This driver enables no domain: it navigates,
+ * evaluates and nothing else.
+ */
+export async function launchBare(url, { width = 1280, height = 800 } = {}) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "tickwire-chromium-"));
+  const proc = spawn(chromiumPath, [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    `--user-data-dir=${profile}`, "--remote-debugging-pipe", `--window-size=${width},${height}`, "about:blank",
+  ], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
+  const exited = new Promise((resolve) => proc.on("exit", resolve));
+  const toChrome = proc.stdio[3];
+  const fromChrome = proc.stdio[4];
+  let nextId = 1;
+  const waiting = new Map();
+  let buf = Buffer.alloc(0);
+  fromChrome.on("data", (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    let end;
+    while ((end = buf.indexOf(0)) >= 0) {
+      const msg = JSON.parse(buf.subarray(0, end).toString("utf8"));
+      buf = buf.subarray(end + 1);
+      const w = msg.id && waiting.get(msg.id);
+      if (w) {
+        waiting.delete(msg.id);
+        if (msg.error) w.reject(new Error(`${w.method}: ${msg.error.message}`));
+        else w.resolve(msg.result);
+      }
+    }
+  });
+  const send = (method, params = {}, sessionId) => new Promise((resolve, reject) => {
+    const id = nextId++;
+    waiting.set(id, { resolve, reject, method });
+    toChrome.write(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }) + "\0");
+  });
+  const close = async () => {
+    try {
+      await Promise.race([send("Browser.close"), sleep(3000)]);
+    } catch (_) { /* going anyway */ }
+    const t = setTimeout(() => proc.kill("SIGKILL"), 3000);
+    await exited;
+    clearTimeout(t);
+    fs.rmSync(profile, { recursive: true, force: true });
+  };
+  try {
+    const { targetInfos } = await send("Target.getTargets");
+    const target = targetInfos.find((t) => t.type === "page");
+    const { sessionId } = await send("Target.attachToTarget", { targetId: target.targetId, flatten: true });
+    await send("Emulation.setDeviceMetricsOverride", { width, height, deviceScaleFactor: 1, mobile: false }, sessionId);
+    await send("Page.navigate", { url }, sessionId);
+    const evaluate = async (expression) => {
+      const r = await send("Runtime.evaluate", { expression, awaitPromise: true, returnByValue: true }, sessionId);
+      if (r.exceptionDetails) throw new Error(`page: ${r.exceptionDetails.exception ? r.exceptionDetails.exception.description : r.exceptionDetails.text}`);
+      return r.result.value;
+    };
+    return { evaluate, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+/** Polls `expression` in a bare page until it is truthy. */
+export async function bareWaitFor(page, expression, timeoutMs, what) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    try {
+      if (await page.evaluate(expression)) return;
+    } catch (_) { /* page still loading */ }
+    await sleep(200);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what || expression}`);
 }

@@ -1,8 +1,10 @@
-// tickwire dashboard: a plain client of protocol.md over /ws, no dependencies.
+// tickwire dashboard, the page half: renders what the client worker
+// (dashboard-worker.js, which speaks protocol.md over /ws) reports.
 //
-// Messages only update in-memory state and mark it dirty; one render per animation
-// frame writes the DOM and the canvas. Every string from the server goes into the page
-// through textContent (never innerHTML).
+// The worker takes every WebSocket message off this thread and keeps the market state;
+// the page pulls one frame of changes at a time and renders it on requestAnimationFrame,
+// then pulls the next: one render per animation frame at most, however fast the market.
+// Every string from the server goes into the page through textContent (never innerHTML).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -29,9 +31,7 @@
   const DEPTHS = [5, 10, 20, 50];
   const CHART_SECONDS = 300; // the chart shows the last 5 minutes
   const TAPE_MAX = 50;
-  const LAT_SLOTS = 10; // seconds of browser latency kept
-  const BACKOFF_BASE_MS = 250;
-  const BACKOFF_CAP_MS = 10000;
+  const FLASH_MS = 350;
   const COLUMNS = [
     { key: "symbol", label: "symbol", cls: "c-sym" },
     { key: "bid", label: "bid", cls: "c-bid" },
@@ -46,21 +46,10 @@
   const pick = (v, allowed, dflt) => (allowed.includes(v) ? v : dflt);
   const savedSort = store.get("sort", null);
   const st = {
-    ws: null,
-    live: false,
-    everLive: false,
-    attempt: 0,
-    retryAt: 0,
-    retryTimer: 0,
-    downSince: 0,
-    lastRx: 0,
-    nextId: 1,
     serverSymbols: [],
     chosen: store.get("symbols", null), // null: every symbol the server has
     grid: [], // symbols shown, in server order
-    rows: new Map(), // symbol -> row state
-    subTicker: new Set(), // ticker subscriptions held on this connection
-    subDetail: null, // symbol whose trades + book are subscribed on this connection
+    rows: new Map(), // symbol -> row view
     sel: null,
     depth: pick(store.get("depth", 10), DEPTHS, 10),
     throttle: pick(store.get("throttle", 0), THROTTLES, 0),
@@ -68,101 +57,24 @@
     sortAt: 0,
     orderDirty: true,
     book: null,
-    tape: [], // the last TAPE_MAX trades (and gap marks) of the selected symbol, oldest first
-    tapeNo: 0, // numbers tape entries
-    tapeShown: 0, // the newest entry number on screen
-    tapeFmt: "", // the number format the rows on screen use
-    tradeSeq: 0,
+    tape: [], // entries on screen, oldest first
+    tapeNew: [], // entries to put on screen at the next render
+    tapeFmt: "",
+    series: { sym: null, points: [] },
     detailDirty: true,
     chartDirty: true,
     chartAt: 0,
     notes: [],
     notesDirty: false,
-    counters: { messages: 0, ticker: 0, trade: 0, book: 0, gaps: 0, resyncs: 0, reconnects: 0, renders: 0, errors: 0 },
-    rate: { at: performance.now(), messages: 0, perSec: 0 },
+    conn: null,
+    summary: null,
+    live: false,
   };
-
-  // ---- wall clock with sub-millisecond resolution ----------------------------------
-  // performance.now() is fine-grained; Date.now() is the wall clock in whole ms. Anchor
-  // one to the other on a millisecond edge, and re-anchor if they drift apart.
-  let clockOffset = 0;
-  function anchorClock() {
-    const start = Date.now();
-    let now = start;
-    const limit = performance.now() + 3;
-    while (now === start && performance.now() < limit) now = Date.now();
-    clockOffset = now - performance.now();
-  }
-  const wallMs = () => clockOffset + performance.now();
-  anchorClock();
-
-  // ---- browser latency: log-linear histogram (≈6 %), one per second, 10 s kept -----
-  const LAT_BUCKETS = 32 + 27 * 16;
-  const latSlots = Array.from({ length: LAT_SLOTS }, () => ({ sec: -1, n: 0, neg: 0, h: new Uint32Array(LAT_BUCKETS) }));
-  function latIndex(us) {
-    if (us < 32) return us;
-    const e = 31 - Math.clz32(us);
-    return Math.min(LAT_BUCKETS - 1, 32 + (e - 5) * 16 + ((us >>> (e - 4)) & 15));
-  }
-  function latValue(i) {
-    if (i < 32) return i + 0.5;
-    const e = ((i - 32) >> 4) + 5;
-    const sub = (i - 32) & 15;
-    return (16 + sub + 0.5) * 2 ** (e - 4);
-  }
-  function recordLatency(ingestTs, nowMs) {
-    if (typeof ingestTs !== "number" || ingestTs <= 0) return;
-    let us = Math.round((nowMs - ingestTs / 1e6) * 1000);
-    const sec = Math.floor(nowMs / 1000);
-    const slot = latSlots[sec % LAT_SLOTS];
-    if (slot.sec !== sec) {
-      slot.sec = sec;
-      slot.n = 0;
-      slot.neg = 0;
-      slot.h.fill(0);
-    }
-    slot.n++;
-    if (us < 0) {
-      slot.neg++;
-      us = 0;
-    }
-    slot.h[latIndex(Math.min(us, 0x7fffffff))]++;
-  }
-  function latencySummary(nowMs) {
-    const sec = Math.floor(nowMs / 1000);
-    const sum = new Float64Array(LAT_BUCKETS);
-    let n = 0;
-    let neg = 0;
-    for (const s of latSlots) {
-      if (s.sec < 0 || sec - s.sec >= LAT_SLOTS) continue;
-      n += s.n;
-      neg += s.neg;
-      for (let i = 0; i < LAT_BUCKETS; i++) sum[i] += s.h[i];
-    }
-    const q = (p) => {
-      const rank = Math.max(1, Math.ceil(p * n));
-      let acc = 0;
-      for (let i = 0; i < LAT_BUCKETS; i++) {
-        acc += sum[i];
-        if (acc >= rank) return latValue(i) / 1000;
-      }
-      return NaN;
-    };
-    return n === 0 ? { n: 0, neg: 0 } : { n, neg, p50: q(0.5), p99: q(0.99) };
-  }
+  // Counters: the worker's (messages by type, gaps, resyncs, reconnects, frames) and
+  // this thread's renders. Read by the tests through window.tickwire.
+  const counters = { messages: 0, ticker: 0, trade: 0, book: 0, gaps: 0, resyncs: 0, reconnects: 0, errors: 0, frames: 0, renders: 0 };
 
   // ---- number formatting -------------------------------------------------------------
-  function decimals(v) {
-    const s = String(v);
-    const e = s.indexOf("e-");
-    if (e >= 0) {
-      const dot = s.indexOf(".");
-      const mant = dot >= 0 && dot < e ? e - dot - 1 : 0;
-      return mant + Number(s.slice(e + 2));
-    }
-    const dot = s.indexOf(".");
-    return dot < 0 ? 0 : s.length - dot - 1;
-  }
   const fmtFixed = (v, d) => (v === null || v === undefined ? "" : v.toFixed(Math.min(d, 12)));
   function fmtVolume(v) {
     if (v === null || v === undefined) return "";
@@ -189,165 +101,94 @@
   };
   const fmtMs = (ms) => (ms < 1 ? ms.toFixed(3) : ms < 100 ? ms.toFixed(2) : ms.toFixed(0));
 
+  // ---- the worker ------------------------------------------------------------------
+  const worker = new Worker("/dashboard-worker.js");
+  const tell = (msg) => worker.postMessage(msg);
+  let pullOutstanding = false;
+  function pull() {
+    if (!pullOutstanding) {
+      pullOutstanding = true;
+      tell({ cmd: "pull" });
+    }
+  }
+  worker.onerror = (e) => {
+    note(`dashboard worker error: ${e.message || "unknown"}`);
+    console.error("dashboard worker:", e.message, e.filename, e.lineno);
+  };
+
+  worker.onmessage = (ev) => {
+    const f = ev.data;
+    pullOutstanding = false;
+    Object.assign(counters, f.counters, { renders: counters.renders });
+    if (f.conn) {
+      st.conn = f.conn;
+      st.live = f.conn.state === "live";
+    }
+    if (f.symbols) {
+      st.serverSymbols = f.symbols;
+      renderPicker();
+    }
+    if (f.grid) setGrid(f.grid);
+    if (f.rows) {
+      for (const u of f.rows) {
+        const r = st.rows.get(u.sym);
+        if (!r) continue;
+        for (const k of ["bid", "ask", "last", "open", "vol", "ups", "dec", "sdec"]) r[k] = u[k];
+        for (const k of ["bid", "ask", "last"]) if (u.moves[k]) r.moves[k] = u.moves[k];
+        r.dirty = true;
+        if (u.sym === st.sel) st.detailDirty = true;
+      }
+    }
+    if (f.book && f.book.sym === st.sel) {
+      st.book = f.book;
+      st.detailDirty = true;
+    }
+    if (f.tape && f.tape.sym === st.sel) {
+      if (f.tape.reset) {
+        st.tape = [];
+        st.tapeNew = [];
+        st.tapeFmt = ""; // clears the rows on screen
+      }
+      for (const t of f.tape.add) st.tapeNew.push(t);
+      if (st.tapeNew.length > TAPE_MAX) st.tapeNew.splice(0, st.tapeNew.length - TAPE_MAX);
+      st.detailDirty = true;
+    }
+    if (f.series && f.series.sym === st.sel) {
+      st.series = f.series;
+      st.chartDirty = true;
+    }
+    if (f.notes) for (const n of f.notes) note(n.text, n.at);
+    if (f.summary) st.summary = f.summary;
+    schedule();
+  };
+
   // ---- notes (gaps, resyncs, reconnects, errors) ----------------------------------
-  function note(text) {
-    st.notes.unshift({ at: Date.now(), text });
+  function note(text, at) {
+    st.notes.unshift({ at: at || Date.now(), text });
     if (st.notes.length > 4) st.notes.length = 4;
     st.notesDirty = true;
     schedule();
   }
 
-  // ---- connection ----------------------------------------------------------------------
-  function send(obj) {
-    if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return false;
-    obj.id = st.nextId++;
-    st.ws.send(JSON.stringify(obj));
-    return true;
-  }
-
-  function connect() {
-    clearTimeout(st.retryTimer);
-    st.retryTimer = 0;
-    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch (e) {
-      scheduleReconnect();
-      return;
-    }
-    st.ws = ws;
-    setConn(st.everLive ? "down" : "connecting", st.attempt ? `connecting… (attempt ${st.attempt + 1})` : "connecting…");
-    ws.onopen = () => {
-      st.live = true;
-      st.lastRx = performance.now();
-      st.subTicker.clear();
-      st.subDetail = null;
-      if (st.everLive) {
-        st.counters.reconnects++;
-        note(`reconnected after ${((performance.now() - st.downSince) / 1000).toFixed(1)} s; resubscribed`);
-        if (st.tape.length) tapePush({ gap: "reconnected: trades while disconnected are not shown" });
-      }
-      st.everLive = true;
-      st.downSince = 0;
-      setConn("live", "live");
-      send({ op: "symbols" });
-    };
-    ws.onmessage = onMessage;
-    ws.onclose = (ev) => {
-      if (st.ws !== ws) return;
-      lost(`connection closed (${ev.code || "no code"}${ev.reason ? ": " + ev.reason : ""})`);
-    };
-    ws.onerror = () => { /* onclose follows */ };
-  }
-
-  function lost(why) {
-    const ws = st.ws;
-    st.ws = null;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-      try { ws.close(); } catch (_) { /* already closed */ }
-    }
-    if (st.live) note(why + "; reconnecting");
-    if (!st.downSince) st.downSince = performance.now();
-    st.live = false;
-    scheduleReconnect();
-  }
-
-  // Exponential backoff with jitter, capped: 250 ms, 500 ms, 1 s, … 10 s, each drawn
-  // uniformly from [half, full] of its step.
-  function scheduleReconnect() {
-    if (st.retryTimer) return;
-    st.attempt++;
-    const step = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(st.attempt - 1, 16));
-    const delay = step / 2 + Math.random() * (step / 2);
-    st.retryAt = performance.now() + delay;
-    st.retryTimer = setTimeout(connect, delay);
-    updateConnCountdown();
-  }
-
-  function setConn(state, text) {
-    const el = $("conn");
-    el.dataset.state = state;
-    el.textContent = text;
-  }
-  function updateConnCountdown() {
-    if (st.live || !st.retryTimer) return;
-    const left = Math.max(0, st.retryAt - performance.now()) / 1000;
-    setConn("down", `reconnecting in ${left.toFixed(1)} s (attempt ${st.attempt})`);
-  }
-
-  window.addEventListener("online", () => {
-    if (!st.live && st.retryTimer) connect();
-  });
-
-  // ---- subscriptions -----------------------------------------------------------------
-  function syncTicker() {
-    const want = new Set(st.grid);
-    const add = st.grid.filter((s) => !st.subTicker.has(s));
-    const drop = [...st.subTicker].filter((s) => !want.has(s));
-    if (drop.length && send({ op: "unsubscribe", channels: ["ticker"], symbols: drop })) {
-      for (const s of drop) st.subTicker.delete(s);
-    }
-    if (add.length) subscribeTicker(add);
-  }
-  function subscribeTicker(symbols) {
-    if (!symbols.length) return;
-    if (send({ op: "subscribe", channels: ["ticker"], symbols, throttle_ms: st.throttle })) {
-      for (const s of symbols) {
-        st.subTicker.add(s);
-        const r = st.rows.get(s);
-        if (r) r.fresh = true; // the first ticker is the subscribe snapshot
-      }
-    }
-  }
-  function syncDetail() {
-    if (st.subDetail && st.subDetail !== st.sel) {
-      send({ op: "unsubscribe", channels: ["trades", "book"], symbols: [st.subDetail] });
-      st.subDetail = null;
-    }
-    if (st.sel && st.subDetail !== st.sel) {
-      if (send({ op: "subscribe", channels: ["trades", "book"], symbols: [st.sel], depth: st.depth, throttle_ms: st.throttle })) {
-        st.subDetail = st.sel;
-        st.book.awaiting = true;
-        st.tradeSeq = 0;
-      }
-    }
-  }
-  function resubscribeBook() {
-    if (!st.sel || st.subDetail !== st.sel) return;
-    if (send({ op: "subscribe", channels: ["book"], symbols: [st.sel], depth: st.depth, throttle_ms: st.throttle })) {
-      st.book.awaiting = true;
-    }
-  }
-
-  // ---- state ---------------------------------------------------------------------------
-  function newBook(sym) {
-    return { sym, seq: 0, ready: false, awaiting: true, bids: new Map(), asks: new Map(), resyncs: 0, lastResync: "" };
-  }
+  // ---- grid and selection ------------------------------------------------------------
   function newRow(sym) {
-    return {
-      sym, dec: 0, sdec: 0, bid: null, ask: null, last: null, open: null, vol: null,
-      n: 0, ups: 0, fresh: true, dirty: true, moves: { bid: 0, ask: 0, last: 0 }, series: [], el: null,
-    };
+    return { sym, dec: 0, sdec: 0, bid: null, ask: null, last: null, open: null, vol: null, ups: 0, dirty: true, moves: { bid: 0, ask: 0, last: 0 }, el: null };
   }
 
-  function setGrid() {
-    const server = st.serverSymbols;
-    const chosen = st.chosen === null ? null : new Set(st.chosen);
-    st.grid = chosen === null ? server.slice() : server.filter((s) => chosen.has(s));
-    const keep = new Set(st.grid);
+  function setGrid(grid) {
+    st.grid = grid;
+    const keep = new Set(grid);
     for (const [s, r] of st.rows) {
       if (!keep.has(s)) {
         if (r.el) r.el.tr.remove();
         st.rows.delete(s);
       }
     }
-    for (const s of st.grid) if (!st.rows.has(s)) st.rows.set(s, newRow(s));
+    for (const s of grid) if (!st.rows.has(s)) st.rows.set(s, newRow(s));
     if (!st.sel || !keep.has(st.sel)) {
       const hashSym = symbolFromHash();
       const saved = store.get("selected", null);
-      select(keep.has(hashSym) ? hashSym : keep.has(saved) ? saved : st.grid[0] || null);
+      select(keep.has(hashSym) ? hashSym : keep.has(saved) ? saved : grid[0] || null);
     }
     st.orderDirty = true;
     renderPicker();
@@ -355,12 +196,13 @@
   }
 
   function select(sym) {
-    if (sym === st.sel && st.book) return;
+    if (sym === st.sel) return;
     st.sel = sym;
-    st.book = newBook(sym);
+    st.book = null;
     st.tape = [];
-    st.tapeFmt = ""; // clears the rows on screen
-    st.tradeSeq = 0;
+    st.tapeNew = [];
+    st.tapeFmt = "";
+    st.series = { sym, points: [] };
     st.detailDirty = st.chartDirty = true;
     if (sym) {
       store.set("selected", sym);
@@ -368,7 +210,7 @@
       if (location.hash !== hash) history.replaceState(null, "", hash);
     }
     for (const r of st.rows.values()) if (r.el) r.el.tr.classList.toggle("selected", r.sym === sym);
-    syncDetail();
+    tell({ cmd: "select", symbol: sym });
     schedule();
   }
   function symbolFromHash() {
@@ -383,157 +225,6 @@
     if (s && st.rows.has(s)) select(s);
   });
 
-  function addPoint(r, price, nowMs) {
-    const t = Math.floor(nowMs / 1000);
-    const s = r.series;
-    const p = s.length ? s[s.length - 1] : null;
-    if (p && p.t === t) {
-      p.c = price;
-      if (price > p.h) p.h = price;
-      if (price < p.l) p.l = price;
-    } else {
-      s.push({ t, c: price, h: price, l: price });
-      if (s.length > CHART_SECONDS + 2) s.splice(0, s.length - CHART_SECONDS - 2);
-    }
-    if (r.sym === st.sel) st.chartDirty = true;
-  }
-
-  function move(r, field, v) {
-    const old = r[field];
-    if (v === null || v === undefined || v === old) return;
-    if (old !== null) r.moves[field] = v > old ? 1 : -1;
-    r[field] = v;
-    const d = decimals(v);
-    if (d > r.dec) r.dec = d;
-  }
-
-  // ---- messages ------------------------------------------------------------------------
-  function onMessage(ev) {
-    const now = wallMs();
-    st.lastRx = performance.now();
-    let m;
-    try {
-      m = JSON.parse(ev.data);
-    } catch (_) {
-      return;
-    }
-    st.counters.messages++;
-    switch (m.type) {
-      case "ticker": return onTicker(m, now);
-      case "trade": return onTrade(m, now);
-      case "book": return onBook(m, now);
-      case "gap": return onGap(m);
-      case "symbols": return onSymbols(m);
-      case "error":
-        st.counters.errors++;
-        note(`server error ${m.code}: ${m.message}`);
-        return;
-      default: return; // subscribed, unsubscribed, pong
-    }
-  }
-
-  function onSymbols(m) {
-    if (!Array.isArray(m.symbols)) return;
-    st.attempt = 0; // the server answers: the connection is good
-    st.serverSymbols = m.symbols.filter((s) => typeof s === "string");
-    setGrid();
-    syncTicker();
-    syncDetail();
-  }
-
-  function onTicker(m, now) {
-    st.counters.ticker++;
-    const r = st.rows.get(m.symbol);
-    if (!r) return;
-    if (r.fresh) r.fresh = false; // a snapshot: its ingest_ts may be old
-    else recordLatency(m.ingest_ts, now);
-    r.n++;
-    move(r, "bid", m.bid);
-    move(r, "ask", m.ask);
-    if (m.last !== null && m.last !== undefined) {
-      if (r.open === null) r.open = m.last;
-      move(r, "last", m.last);
-      addPoint(r, m.last, now);
-    }
-    r.vol = m.volume;
-    if (m.bid_size !== null) r.sdec = Math.max(r.sdec, decimals(m.bid_size));
-    r.dirty = true;
-    if (m.symbol === st.sel) st.detailDirty = true;
-    schedule();
-  }
-
-  function onTrade(m, now) {
-    st.counters.trade++;
-    recordLatency(m.ingest_ts, now);
-    if (m.symbol !== st.sel) return;
-    if (st.tradeSeq && m.seq !== st.tradeSeq + 1) {
-      note(`${m.symbol}: trade seq jumped ${st.tradeSeq} → ${m.seq} without a gap message`);
-    }
-    st.tradeSeq = m.seq;
-    tapePush({ ts: m.ts, price: m.price, size: m.size, side: m.side });
-    const r = st.rows.get(m.symbol);
-    if (r) {
-      const d = decimals(m.price);
-      if (d > r.dec) r.dec = d;
-      const sd = decimals(m.size);
-      if (sd > r.sdec) r.sdec = sd;
-      addPoint(r, m.price, now);
-    }
-    st.detailDirty = true;
-    schedule();
-  }
-
-  function tapePush(entry) {
-    entry.no = ++st.tapeNo;
-    st.tape.push(entry);
-    if (st.tape.length > TAPE_MAX) st.tape.splice(0, st.tape.length - TAPE_MAX);
-  }
-
-  function onGap(m) {
-    st.counters.gaps++;
-    const n = m.to_seq - m.from_seq + 1;
-    note(`${m.symbol}: ${m.channel} gap, seqs ${m.from_seq}–${m.to_seq} skipped (${n}, ${m.reason})`);
-    if (m.channel === "trades" && m.symbol === st.sel) {
-      tapePush({ gap: `gap: ${n} trades skipped (${m.reason})` });
-      st.tradeSeq = m.to_seq;
-      st.detailDirty = true;
-    }
-  }
-
-  function onBook(m, now) {
-    st.counters.book++;
-    const b = st.book;
-    if (!b || m.symbol !== b.sym) return;
-    if (m.snapshot) {
-      if (b.awaiting) b.awaiting = false; // the reply to our subscribe: may be old
-      else recordLatency(m.ingest_ts, now);
-      b.bids.clear();
-      b.asks.clear();
-      for (const [p, s] of m.bids) b.bids.set(p, s);
-      for (const [p, s] of m.asks) b.asks.set(p, s);
-      b.seq = m.seq;
-      b.ready = true;
-    } else {
-      recordLatency(m.ingest_ts, now);
-      if (b.awaiting || !b.ready) return; // a fresh snapshot is on its way
-      if (m.seq !== b.seq + 1) {
-        b.resyncs++;
-        st.counters.resyncs++;
-        b.lastResync = `seq ${b.seq} → ${m.seq}`;
-        note(`${m.symbol}: book seq gap (${b.lastResync}); resubscribed for a fresh snapshot`);
-        b.ready = false;
-        resubscribeBook();
-        st.detailDirty = true;
-        return;
-      }
-      for (const [p, s] of m.bids) (s === 0 ? b.bids.delete(p) : b.bids.set(p, s));
-      for (const [p, s] of m.asks) (s === 0 ? b.asks.delete(p) : b.asks.set(p, s));
-      b.seq = m.seq;
-    }
-    st.detailDirty = true;
-    schedule();
-  }
-
   // ---- rendering -------------------------------------------------------------------
   let rafPending = false;
   function schedule() {
@@ -543,9 +234,9 @@
     }
   }
 
-  function render(ts) {
+  function render() {
     rafPending = false;
-    st.counters.renders++;
+    counters.renders++;
     const now = performance.now();
     renderGrid(now);
     if (st.detailDirty) renderDetail();
@@ -554,6 +245,13 @@
       else schedule();
     }
     if (st.notesDirty) renderNotes();
+    if (st.conn) {
+      const el = $("conn");
+      if (el.dataset.state !== st.conn.state) el.dataset.state = st.conn.state;
+      setText(el, st.conn.text);
+    }
+    if (st.summary) renderSummary(st.summary);
+    pull(); // ready for the next frame of changes
   }
 
   function setText(el, text) {
@@ -605,8 +303,8 @@
     venue.textContent = colon >= 0 ? r.sym.slice(0, colon + 1) : "";
     cells.symbol.appendChild(venue);
     cells.symbol.appendChild(document.createTextNode(colon >= 0 ? r.sym.slice(colon + 1) : r.sym));
-    cells.symbol.classList.add("sym");
     cells.symbol.title = r.sym;
+    cells.symbol.classList.add("sym");
     tr.addEventListener("click", () => select(r.sym));
     tr.addEventListener("keydown", (e) => {
       if (e.key === "Enter" || e.key === " ") {
@@ -621,13 +319,12 @@
   function sortValue(r, key) {
     switch (key) {
       case "chg": return r.open && r.last !== null ? (r.last - r.open) / r.open : null;
-      case "vol": return r.vol;
-      case "ups": return r.ups;
       default: return r[key];
     }
   }
 
-  const FLASH_MS = 350;
+  // Flashes are a class held for FLASH_MS, not a CSS animation: a cell is painted when
+  // it changes, not on every frame.
   const flashing = new Map(); // cell -> {field, until}
   let flashTimer = 0;
 
@@ -656,7 +353,7 @@
         i++;
       }
       while (body.children.length > rows.length) body.lastChild.remove();
-      $("grid-empty").hidden = rows.length > 0;
+      $("grid-empty").hidden = rows.length > 0 || !st.serverSymbols.length;
     }
     for (const s of st.grid) {
       const r = st.rows.get(s);
@@ -668,7 +365,8 @@
       setText(c.last, fmtFixed(r.last, r.dec));
       const chg = r.open !== null && r.last !== null ? r.last - r.open : null;
       setText(c.chg, fmtPct(chg, r.open));
-      c.chg.className = "c-chg" + (chg > 0 ? " pos" : chg < 0 ? " neg" : "");
+      const chgCls = "c-chg" + (chg > 0 ? " pos" : chg < 0 ? " neg" : "");
+      if (c.chg.className !== chgCls) c.chg.className = chgCls;
       setText(c.vol, fmtVolume(r.vol));
       setText(c.ups, r.ups ? (r.ups < 10 ? r.ups.toFixed(1) : Math.round(r.ups).toString()) : "0");
       for (const f of ["bid", "ask", "last"]) {
@@ -681,8 +379,6 @@
         flashing.get(c[f]).until = now + FLASH_MS;
       }
     }
-    // Flashes are a class held for FLASH_MS, not a CSS animation: a cell is painted when
-    // it changes, not on every frame.
     let next = Infinity;
     for (const [cell, fl] of flashing) {
       if (fl.until <= now) {
@@ -728,8 +424,9 @@
     while (el.children.length > depth) el.lastChild.remove();
     const dec = r ? r.dec : 2;
     const sdec = r ? Math.min(r.sdec, 8) : 0;
-    const bids = b && b.ready ? [...b.bids].sort((x, y) => y[0] - x[0]).slice(0, depth) : [];
-    const asks = b && b.ready ? [...b.asks].sort((x, y) => x[0] - y[0]).slice(0, depth) : [];
+    const fits = b && b.ready && b.depth === depth;
+    const bids = fits ? b.bids : [];
+    const asks = fits ? b.asks : [];
     let max = 0;
     for (const l of bids) if (l[1] > max) max = l[1];
     for (const l of asks) if (l[1] > max) max = l[1];
@@ -749,8 +446,8 @@
       if (ab.style.transform !== aw) ab.style.transform = aw;
     }
     let info = "";
-    if (!b || !st.sel) info = "";
-    else if (!b.ready) info = b.resyncs ? `resyncing (${b.lastResync})…` : "waiting for the snapshot…";
+    if (!st.sel) info = "";
+    else if (!fits) info = b && b.resyncs ? `resyncing (${b.lastResync})…` : "waiting for the snapshot…";
     else if (bids.length && asks.length) {
       const spread = asks[0][0] - bids[0][0];
       const mid = (asks[0][0] + bids[0][0]) / 2;
@@ -767,15 +464,16 @@
     const dec = r ? r.dec : 2;
     const sdec = r ? Math.min(r.sdec, 8) : 0;
     const fmt = dec + "/" + sdec;
+    let add = st.tapeNew;
+    st.tapeNew = [];
     if (st.tapeFmt !== fmt) {
       el.textContent = "";
-      st.tapeShown = 0;
       st.tapeFmt = fmt;
+      add = st.tape.concat(add); // redraw what was on screen in the new format
+      st.tape = [];
     }
-    let first = st.tape.length;
-    while (first > 0 && st.tape[first - 1].no > st.tapeShown) first--;
-    for (let i = first; i < st.tape.length; i++) {
-      const t = st.tape[i];
+    if (add.length > TAPE_MAX) add = add.slice(add.length - TAPE_MAX);
+    for (const t of add) {
       let row;
       if (el.childElementCount >= TAPE_MAX) row = el.lastElementChild;
       else {
@@ -783,9 +481,9 @@
         row.innerHTML = '<span class="t"></span><span class="p"></span><span class="s"></span>';
       }
       const [ct, cp, cs] = row.children;
-      if (t.gap) {
-        row.className = "trow gap";
-        ct.textContent = t.gap;
+      if (t.mark) {
+        row.className = "trow mark";
+        ct.textContent = t.mark;
         cp.textContent = "";
         cs.textContent = "";
       } else {
@@ -795,8 +493,9 @@
         cs.textContent = fmtFixed(t.size, sdec);
       }
       el.insertBefore(row, el.firstChild);
-      st.tapeShown = t.no;
+      st.tape.push(t);
     }
+    if (st.tape.length > TAPE_MAX) st.tape.splice(0, st.tape.length - TAPE_MAX);
   }
 
   function renderNotes() {
@@ -813,12 +512,21 @@
     }
   }
 
+  function renderSummary(s) {
+    st.summary = null;
+    setText($("rate"), s.live ? `${Math.round(s.msgPerSec).toLocaleString("en-US")} msg/s` : "");
+    const lat = s.lat;
+    setText($("lat-p50"), lat.n ? fmtMs(lat.p50) : "—");
+    setText($("lat-p99"), lat.n ? fmtMs(lat.p99) : "—");
+    setText($("lat-n"), lat.n.toLocaleString("en-US"));
+  }
+
   // ---- chart ---------------------------------------------------------------------------
   let colors = null;
   function readColors() {
     const cs = getComputedStyle(document.documentElement);
     const v = (n) => cs.getPropertyValue(n).trim();
-    colors = { line: v("--accent"), fill: v("--accent-fill"), grid: v("--grid-line"), text: v("--muted"), fg: v("--fg"), panel: v("--panel") };
+    colors = { line: v("--accent"), fill: v("--accent-fill"), grid: v("--grid-line"), text: v("--muted"), panel: v("--panel") };
     st.chartDirty = true;
     schedule();
   }
@@ -851,8 +559,8 @@
     const dpr = window.devicePixelRatio || 1;
     ctx.clearRect(0, 0, W, H);
     const r = st.sel ? st.rows.get(st.sel) : null;
-    const nowS = wallMs() / 1000;
-    const pts = r ? r.series.filter((p) => p.t >= nowS - CHART_SECONDS) : [];
+    const nowS = Date.now() / 1000;
+    const pts = r && st.series.sym === st.sel ? st.series.points.filter((p) => p.t >= nowS - CHART_SECONDS) : [];
     c.dataset.points = String(pts.length);
     ctx.font = `${11 * dpr}px system-ui, sans-serif`;
     if (!pts.length) {
@@ -863,7 +571,7 @@
       return;
     }
     const dec = r.dec;
-    const t1 = nowS;
+    const t1 = Math.max(nowS, pts[pts.length - 1].t + 1);
     const t0 = Math.min(pts[0].t, t1 - 30);
     let lo = Infinity;
     let hi = -Infinity;
@@ -871,7 +579,7 @@
       if (p.l < lo) lo = p.l;
       if (p.h > hi) hi = p.h;
     }
-    if (hi - lo < Math.abs(hi) * 1e-5 || hi === lo) {
+    if (hi - lo < Math.abs(hi) * 1e-5) {
       const pad = Math.max(Math.abs(hi) * 1e-4, 10 ** -dec);
       hi += pad;
       lo -= pad;
@@ -964,9 +672,7 @@
     const all = symbols.length === st.serverSymbols.length;
     st.chosen = all ? null : symbols;
     store.set("symbols", st.chosen); // null (all) is stored as absent: new symbols join
-    setGrid();
-    syncTicker();
-    syncDetail();
+    tell({ cmd: "choose", symbols: st.chosen });
   }
   function onPick() {
     const boxes = $("pick-list").querySelectorAll("input");
@@ -978,63 +684,37 @@
     const p = $("picker");
     if (p.open && !p.contains(e.target)) p.open = false;
   });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") $("picker").open = false;
+  });
 
   // ---- controls --------------------------------------------------------------------
   $("throttle").value = String(st.throttle);
   $("throttle").addEventListener("change", (e) => {
     st.throttle = pick(Number(e.target.value), THROTTLES, 0);
     store.set("throttle", st.throttle);
-    subscribeTicker(st.grid); // replaces the options, sends fresh snapshots
-    resubscribeBook();
+    tell({ cmd: "throttle", throttle: st.throttle });
   });
   $("depth").value = String(st.depth);
   $("depth").addEventListener("change", (e) => {
     st.depth = pick(Number(e.target.value), DEPTHS, 10);
     store.set("depth", st.depth);
-    resubscribeBook();
+    tell({ cmd: "depth", depth: st.depth });
     st.detailDirty = true;
     schedule();
   });
-
-  // ---- once a second: rates, latency, connection countdown, heartbeat ---------------
-  let lastTick = performance.now();
-  setInterval(() => {
-    const now = performance.now();
-    const dt = Math.max(0.001, (now - lastTick) / 1000);
-    lastTick = now;
-    for (const r of st.rows.values()) {
-      const ups = r.n / dt;
-      r.n = 0;
-      if (ups !== r.ups) {
-        r.ups = ups;
-        r.dirty = true;
-      }
-    }
-    const msgs = st.counters.messages - st.rate.messages;
-    st.rate.messages = st.counters.messages;
-    st.rate.perSec = msgs / dt;
-    setText($("rate"), st.live ? `${Math.round(st.rate.perSec).toLocaleString("en-US")} msg/s` : "");
-    const lat = latencySummary(wallMs());
-    setText($("lat-p50"), lat.n ? fmtMs(lat.p50) : "—");
-    setText($("lat-p99"), lat.n ? fmtMs(lat.p99) : "—");
-    setText($("lat-n"), lat.n.toLocaleString("en-US"));
-    updateConnCountdown();
-    // heartbeat: ask when quiet, give up on a connection silent for 20 s
-    if (st.live) {
-      const quiet = now - st.lastRx;
-      if (quiet > 20000) lost("no data for 20 s");
-      else if (quiet > 5000) send({ op: "ping" });
-    }
-    if (Math.abs(Date.now() - wallMs()) > 2) anchorClock();
-    st.chartDirty = true; // the time axis moves
-    schedule();
-  }, 1000);
 
   const loopback = /^(127\.|localhost$|\[::1\]$)/.test(location.hostname);
   setText($("lat-note"), (loopback
     ? "Server on this machine: one clock, no clock difference in these figures."
     : "Server is remote: these figures include the difference between its clock and this one.")
     + " With a throttle they also include the time a state waited for its interval.");
+
+  // The chart's time axis moves even when the price does not.
+  setInterval(() => {
+    st.chartDirty = true;
+    schedule();
+  }, 1000);
 
   // ---- engine stage percentiles from /stats ------------------------------------------
   let prevTicks = null;
@@ -1065,8 +745,7 @@
       const h = win[name] || {};
       const count = h.count || 0;
       setText(tr.cells[1], count.toLocaleString("en-US"));
-      const cols = ["p50", "p90", "p99", "p999", "max"];
-      cols.forEach((k, i) => setText(tr.cells[i + 2], count ? fmtUs(h[k]) : "—"));
+      ["p50", "p90", "p99", "p999", "max"].forEach((k, i) => setText(tr.cells[i + 2], count ? fmtUs(h[k]) : "—"));
     }
     const feeds = Array.isArray(s.feeds) ? s.feeds : [];
     const ticks = feeds.reduce((a, f) => a + (f.ticks || 0), 0);
@@ -1086,21 +765,27 @@
   if (window.ResizeObserver) new ResizeObserver(sizeCanvas).observe($("chart-wrap"));
   else window.addEventListener("resize", sizeCanvas);
   sizeCanvas();
-  connect();
+  tell({
+    cmd: "init",
+    url: (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws",
+    chosen: st.chosen,
+    sel: null, // chosen once the symbols are known
+    depth: st.depth,
+    throttle: st.throttle,
+  });
+  pull();
   pollStats();
 
   // A read-only view for tests and the curious: counters and a summary.
   window.tickwire = Object.freeze({
-    counters: st.counters,
+    counters,
     state: () => ({
       live: st.live,
-      attempt: st.attempt,
       grid: st.grid.slice(),
       selected: st.sel,
       depth: st.depth,
       throttle: st.throttle,
       bookSeq: st.book ? st.book.seq : 0,
-      msgPerSec: st.rate.perSec,
     }),
   });
 })();

@@ -263,6 +263,11 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
             "text/javascript; charset=utf-8",
             http::DASHBOARD_JS,
         ),
+        "/dashboard-worker.js" => text(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            http::DASHBOARD_WORKER_JS,
+        ),
         "/dashboard.css" => text(
             StatusCode::OK,
             "text/css; charset=utf-8",
