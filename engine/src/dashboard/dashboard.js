@@ -86,7 +86,8 @@
   function fmtPct(chg, open) {
     if (chg === null || !open) return "";
     const p = (chg / open) * 100;
-    return (p > 0 ? "+" : p < 0 ? "−" : "") + Math.abs(p).toFixed(2) + "%";
+    if (Math.abs(p) < 0.005) return "0.00%";
+    return (p > 0 ? "+" : "−") + Math.abs(p).toFixed(2) + "%";
   }
   const pad = (n, w) => String(n).padStart(w, "0");
   function fmtClock(ms, withMs) {
@@ -600,6 +601,7 @@
     ctx.fillStyle = colors.text;
     ctx.textAlign = "left";
     ctx.textBaseline = "middle";
+    const tagY = y(pts[pts.length - 1].c); // the last price's tag: no axis label under it
     for (let i = 0; i <= 3; i++) {
       const v = lo + ((hi - lo) * i) / 3;
       const yy = Math.round(y(v)) + 0.5;
@@ -607,7 +609,7 @@
       ctx.moveTo(left, yy);
       ctx.lineTo(right, yy);
       ctx.stroke();
-      ctx.fillText(v.toFixed(dec), right + 6 * dpr, yy);
+      if (Math.abs(yy - tagY) > 15 * dpr) ctx.fillText(v.toFixed(dec), right + 6 * dpr, yy);
     }
     // time labels
     ctx.textBaseline = "alphabetic";
