@@ -31,7 +31,7 @@ before(async () => {
   port = await freePort();
   engine = await startEngine(port, SIM_RATE);
   browser = await launchBrowser();
-});
+}, { timeout: 60000 });
 
 after(async () => {
   try {
@@ -39,7 +39,7 @@ after(async () => {
   } finally {
     await stopAllEngines();
   }
-});
+}, { timeout: 30000 });
 
 async function openDashboard(p, viewport = { width: 1280, height: 800 }) {
   const pg = await browser.context.newPage();
@@ -112,7 +112,7 @@ function chartLinePixels(pg) {
   });
 }
 
-test("grid, detail (book, chart, tape), latency panel, picker, sorting; screenshots", { timeout: 90000 }, async () => {
+test("grid, detail (book, chart, tape), latency panel, picker, sorting; screenshots", { timeout: 60000 }, async () => {
   page = await openDashboard(port);
   // All default symbols (the simulator's 16), every row priced.
   await waitGridFilled(page, 16);
@@ -205,7 +205,7 @@ test("grid, detail (book, chart, tape), latency panel, picker, sorting; screensh
   assert.deepEqual(pageErrors, []);
 });
 
-test("reconnects and resumes after the engine restarts on the same port", { timeout: 60000 }, async () => {
+test("reconnects and resumes after the engine restarts on the same port", { timeout: 40000 }, async () => {
   assert.ok(page, "the first test opened the page");
   await page.waitForSelector('#conn[data-state="live"]');
   await page.evaluate(() => { window.__noReload = true; });
@@ -232,7 +232,7 @@ test("reconnects and resumes after the engine restarts on the same port", { time
 
 // Measured in a Chromium driven over a bare DevTools pipe (see launchBare): under
 // Playwright, DevTools would copy every WebSocket frame to this process.
-test(`main-thread blocking at ${LOAD_RATE} events/s (reported, loosely checked)`, { timeout: 90000 }, async () => {
+test(`main-thread blocking at ${LOAD_RATE} events/s (reported, loosely checked)`, { timeout: 75000 }, async () => {
   if (page) await page.close();
   await stopEngine(engine);
   const loadPort = await freePort();
