@@ -26,6 +26,23 @@ fi
 
 say "smoke: the tickwire binary with a Python websockets client"
 cargo build -p tickwire
-python3 tests/smoke.py target/debug/tickwire
+bin="${CARGO_TARGET_DIR:-target}/debug/tickwire"
+python3 tests/smoke.py "$bin"
+
+# The dashboard in Debian's Chromium, headless, driven by playwright-core (npm, pinned
+# in tests/browser/package-lock.json; it downloads no browser of its own).
+say "browser: the dashboard in headless Chromium"
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing Debian's chromium"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+  say "installing the browser tests' npm packages (npm ci)"
+  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+TICKWIRE_BIN="$bin" node --test tests/browser/
 
 say "all tests passed"

@@ -30,8 +30,20 @@ pub struct EngineShared {
     pub started: Instant,
 }
 
-/// The page served at `/` (a minimal live view; the full dashboard is its own work).
-pub const INDEX_HTML: &str = include_str!("index.html");
+/// The dashboard served at `/` (see `docs/dashboard.md`); its scripts and style sheet are
+/// [`DASHBOARD_JS`], [`DASHBOARD_WORKER_JS`] and [`DASHBOARD_CSS`], all embedded in the
+/// binary.
+pub const INDEX_HTML: &str = include_str!("dashboard/index.html");
+
+/// The dashboard's script, served at `/dashboard.js`.
+pub const DASHBOARD_JS: &str = include_str!("dashboard/dashboard.js");
+
+/// The dashboard's client worker (the WebSocket client and market state), served at
+/// `/dashboard-worker.js`.
+pub const DASHBOARD_WORKER_JS: &str = include_str!("dashboard/dashboard-worker.js");
+
+/// The dashboard's style sheet, served at `/dashboard.css`.
+pub const DASHBOARD_CSS: &str = include_str!("dashboard/dashboard.css");
 
 /// `(healthy, reason)`: healthy while every feed is live.
 pub fn health(shared: &EngineShared) -> (bool, String) {

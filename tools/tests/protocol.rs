@@ -375,6 +375,16 @@ async fn http_endpoints_answer() {
     let (status, body) = http_get(addr, "/").await;
     assert_eq!(status, 200);
     assert!(body.contains("<html"));
+    assert!(body.contains("/dashboard.js") && body.contains("/dashboard.css"));
+    let (status, body) = http_get(addr, "/dashboard.js").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"/ws\"") && body.contains("/dashboard-worker.js"));
+    let (status, body) = http_get(addr, "/dashboard-worker.js").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("new WebSocket"));
+    let (status, body) = http_get(addr, "/dashboard.css").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("prefers-color-scheme"));
     let (status, _) = http_get(addr, "/nope").await;
     assert_eq!(status, 404);
     engine.shutdown();

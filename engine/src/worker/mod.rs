@@ -258,6 +258,21 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let shared = &ctx.shared;
     match path.as_str() {
         "/" => text(StatusCode::OK, "text/html; charset=utf-8", http::INDEX_HTML),
+        "/dashboard.js" => text(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            http::DASHBOARD_JS,
+        ),
+        "/dashboard-worker.js" => text(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            http::DASHBOARD_WORKER_JS,
+        ),
+        "/dashboard.css" => text(
+            StatusCode::OK,
+            "text/css; charset=utf-8",
+            http::DASHBOARD_CSS,
+        ),
         "/health" => {
             let (ok, reason) = http::health(shared);
             let status = if ok {

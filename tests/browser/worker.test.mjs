@@ -1,0 +1,197 @@
+// The dashboard's protocol client (engine/src/dashboard/dashboard-worker.js) in Node,
+// with a scripted WebSocket: subscriptions, the book kept from snapshot + updates (size
+// 0 removes, a seq gap resubscribes for a fresh snapshot), trade gaps, reconnects.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { test } from "node:test";
+import vm from "node:vm";
+
+import { repoRoot, sleep } from "./lib.mjs";
+
+const SOURCE = fs.readFileSync(path.join(repoRoot, "engine", "src", "dashboard", "dashboard-worker.js"), "utf8");
+
+function load() {
+  const sockets = [];
+  const frames = [];
+  class FakeWebSocket {
+    static OPEN = 1;
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      sockets.push(this);
+    }
+    send(data) {
+      this.sent.push(JSON.parse(data));
+    }
+    close() {
+      this.readyState = 3;
+    }
+    // test side
+    open() {
+      this.readyState = 1;
+      this.onopen();
+    }
+    deliver(msg) {
+      this.onmessage({ data: JSON.stringify(msg) });
+    }
+    drop(code = 1006) {
+      this.readyState = 3;
+      this.onclose({ code, reason: "" });
+    }
+    take() {
+      const s = this.sent;
+      this.sent = [];
+      return s.map(({ id, ...rest }) => rest); // ids are the client's business
+    }
+  }
+  const self = { addEventListener() {} };
+  const ctx = vm.createContext({
+    self,
+    postMessage: (m) => frames.push(structuredClone(m)),
+    WebSocket: FakeWebSocket,
+    setTimeout,
+    clearTimeout,
+    setInterval: () => 0, // the once-a-second housekeeping is not under test here
+    performance,
+    console,
+  });
+  vm.runInContext(SOURCE, ctx, { filename: "dashboard-worker.js" });
+  const tell = (msg) => self.onmessage({ data: msg });
+  // Asks for a frame and returns it (frames are posted on a timer, at most every 16 ms).
+  const pull = async () => {
+    const before = frames.length;
+    tell({ cmd: "pull" });
+    for (let i = 0; i < 50 && frames.length === before; i++) await sleep(5);
+    assert.ok(frames.length > before, "a frame was posted");
+    return frames[frames.length - 1];
+  };
+  return { sockets, frames, tell, pull };
+}
+
+const A = "sim:AAA-USD";
+const B = "sim:BBB-USD";
+
+async function started(w, depth = 5) {
+  w.tell({ cmd: "init", url: "ws://127.0.0.1:1/ws", chosen: null, sel: null, depth, throttle: 0 });
+  const ws = w.sockets[0];
+  ws.open();
+  assert.deepEqual(ws.take(), [{ op: "symbols" }]);
+  ws.deliver({ type: "symbols", id: 1, symbols: [A, B] });
+  assert.deepEqual(ws.take(), [{ op: "subscribe", channels: ["ticker"], symbols: [A, B], throttle_ms: 0 }]);
+  w.tell({ cmd: "select", symbol: A });
+  assert.deepEqual(ws.take(), [{ op: "subscribe", channels: ["trades", "book"], symbols: [A], depth, throttle_ms: 0 }]);
+  return ws;
+}
+
+const book = (seq, bids, asks, snapshot = false) =>
+  ({ type: "book", symbol: A, seq, snapshot, bids, asks, ts: 1, ingest_ts: 1 });
+
+test("book: snapshot replaces, updates apply (size 0 removes), a seq gap resubscribes", async () => {
+  const w = load();
+  const ws = await started(w);
+  ws.deliver(book(10, [[100, 1], [99, 2]], [[101, 1], [102, 4]], true));
+  let f = await w.pull();
+  assert.deepEqual(f.book.bids, [[100, 1], [99, 2]]);
+  assert.deepEqual(f.book.asks, [[101, 1], [102, 4]]);
+  assert.equal(f.book.seq, 10);
+
+  ws.deliver(book(11, [[100, 0], [98, 3]], [[101, 2.5]]));
+  ws.deliver(book(12, [], [[100.5, 1]]));
+  f = await w.pull();
+  assert.deepEqual(f.book.bids, [[99, 2], [98, 3]]);
+  assert.deepEqual(f.book.asks, [[100.5, 1], [101, 2.5], [102, 4]]);
+  assert.equal(f.book.seq, 12);
+  assert.deepEqual(ws.take(), []);
+
+  // seq 13 is missing: resubscribe the book for a fresh snapshot, drop updates until it comes
+  ws.deliver(book(14, [[97, 1]], []));
+  assert.deepEqual(ws.take(), [{ op: "subscribe", channels: ["book"], symbols: [A], depth: 5, throttle_ms: 0 }]);
+  ws.deliver(book(15, [[96, 1]], []));
+  f = await w.pull();
+  assert.equal(f.book.ready, false);
+  assert.equal(f.book.resyncs, 1);
+  assert.ok(f.notes.some((n) => n.text.includes("book seq gap (seq 12 → 14)")), JSON.stringify(f.notes));
+  ws.deliver(book(16, [[100, 1]], [[101, 1]], true));
+  ws.deliver(book(17, [[99.5, 2]], []));
+  f = await w.pull();
+  assert.equal(f.book.ready, true);
+  assert.deepEqual(f.book.bids, [[100, 1], [99.5, 2]]);
+  assert.deepEqual(f.book.asks, [[101, 1]]);
+  assert.equal(f.book.seq, 17);
+
+  // another depth: resubscribe with it; the page sees at most that many levels
+  w.tell({ cmd: "depth", depth: 1 });
+  assert.deepEqual(ws.take(), [{ op: "subscribe", channels: ["book"], symbols: [A], depth: 1, throttle_ms: 0 }]);
+  ws.deliver(book(18, [[100, 1]], [[101, 1]], true));
+  f = await w.pull();
+  assert.deepEqual([f.book.bids, f.book.asks, f.book.depth], [[[100, 1]], [[101, 1]], 1]);
+
+  // other symbols' books are not mixed in
+  ws.deliver({ ...book(19, [[1, 1]], [], true), symbol: B });
+  ws.deliver(book(19, [], [[101, 0], [102, 3]]));
+  f = await w.pull();
+  assert.deepEqual([f.book.bids, f.book.asks], [[[100, 1]], [[102, 3]]]);
+});
+
+test("trades: tape with gap marks; ticker rows carry their moves", async () => {
+  const w = load();
+  const ws = await started(w);
+  const trade = (seq, price, side) =>
+    ({ type: "trade", symbol: A, seq, price, size: 0.5, side, trade_id: String(seq), ts: 1e18, ingest_ts: 1e18 });
+  ws.deliver(trade(1, 100, "buy"));
+  ws.deliver(trade(2, 99.5, "sell"));
+  ws.deliver({ type: "gap", symbol: A, channel: "trades", from_seq: 3, to_seq: 7, reason: "slow_consumer" });
+  ws.deliver(trade(8, 99.75, "buy"));
+  let f = await w.pull();
+  assert.equal(f.tape.sym, A);
+  assert.deepEqual(f.tape.add.map((t) => t.mark || t.price), [100, 99.5, "gap: 5 trades skipped (slow_consumer)", 99.75]);
+  assert.ok(f.notes.some((n) => n.text.includes("trades gap, seqs 3–7 skipped")));
+  assert.ok(!f.notes.some((n) => n.text.includes("jumped")));
+
+  const tick = (bid, ask, last) => ({
+    type: "ticker", symbol: B, seq: 1, bid, bid_size: 1, ask, ask_size: 1, last, last_size: 1, volume: 3, ts: 1, ingest_ts: 1,
+  });
+  ws.deliver(tick(10, 11, 10.5)); // the subscribe snapshot
+  ws.deliver(tick(10.25, 11, 10.75));
+  f = await w.pull();
+  const row = f.rows.find((r) => r.sym === B);
+  assert.deepEqual([row.bid, row.ask, row.last, row.open, row.dec], [10.25, 11, 10.75, 10.5, 2]);
+  assert.deepEqual(row.moves, { bid: 1, ask: 0, last: 1 });
+});
+
+test("reconnect: backoff, then symbols, ticker and detail subscriptions again", async () => {
+  const w = load();
+  const ws = await started(w);
+  ws.drop();
+  let f = await w.pull();
+  assert.equal(f.conn.state, "down");
+  assert.match(f.conn.text, /reconnecting in/);
+  for (let i = 0; i < 100 && w.sockets.length < 2; i++) await sleep(10); // first step: 125–250 ms
+  assert.equal(w.sockets.length, 2, "a new connection within the first backoff step");
+  const ws2 = w.sockets[1];
+  ws2.open();
+  assert.deepEqual(ws2.take(), [{ op: "symbols" }]);
+  ws2.deliver({ type: "symbols", id: 1, symbols: [A, B] });
+  assert.deepEqual(ws2.take(), [
+    { op: "subscribe", channels: ["ticker"], symbols: [A, B], throttle_ms: 0 },
+    { op: "subscribe", channels: ["trades", "book"], symbols: [A], depth: 5, throttle_ms: 0 },
+  ]);
+  f = await w.pull();
+  assert.equal(f.conn.state, "live");
+  assert.equal(f.counters.reconnects, 1);
+
+  // throttle: ticker and book resubscribed with it (trades are never throttled)
+  w.tell({ cmd: "throttle", throttle: 250 });
+  assert.deepEqual(ws2.take(), [
+    { op: "subscribe", channels: ["ticker"], symbols: [A, B], throttle_ms: 250 },
+    { op: "subscribe", channels: ["book"], symbols: [A], depth: 5, throttle_ms: 250 },
+  ]);
+  // picking symbols: unsubscribe what left; the detail follows the page's selection
+  w.tell({ cmd: "choose", symbols: [B] });
+  assert.deepEqual(ws2.take(), [
+    { op: "unsubscribe", channels: ["ticker"], symbols: [A] },
+    { op: "unsubscribe", channels: ["trades", "book"], symbols: [A] },
+  ]);
+});
