@@ -103,6 +103,10 @@ struct ServeArgs {
     /// Seed of the simulator [default: 1].
     #[arg(long)]
     sim_seed: Option<u64>,
+    /// Simulate one symbol, sim:BTC-USD, whose every event is one trade: exactly
+    /// --sim-rate trades per second (the stream `tickwire bench compare` serves).
+    #[arg(long)]
+    sim_trades_only: bool,
     /// Do not pin threads to cores.
     #[arg(long)]
     no_pin: bool,
@@ -123,6 +127,7 @@ struct SimFile {
     symbols: Option<usize>,
     rate: Option<u64>,
     seed: Option<u64>,
+    trades_only: Option<bool>,
 }
 
 fn main() -> Result<ExitCode> {
@@ -183,16 +188,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     let feed: Box<dyn Feed> = match feed_name.as_str() {
         "sim" => {
             let defaults = SimConfig::default();
+            let trades_only = args.sim_trades_only || file.sim.trades_only.unwrap_or(false);
             Box::new(SimFeed::new(SimConfig {
+                // Trades only means one symbol unless told otherwise (then refused).
                 symbols: args
                     .sim_symbols
                     .or(file.sim.symbols)
-                    .unwrap_or(defaults.symbols),
+                    .unwrap_or(if trades_only { 1 } else { defaults.symbols }),
                 rate_per_s: args
                     .sim_rate
                     .or(file.sim.rate)
                     .unwrap_or(defaults.rate_per_s),
                 seed: args.sim_seed.or(file.sim.seed).unwrap_or(defaults.seed),
+                trades_only,
                 ..defaults
             }))
         }
