@@ -1,5 +1,5 @@
 //! The `tickwire` binary: `serve` (the default) runs the engine; `bench` runs the load
-//! generator against one.
+//! generator against one, `bench compare` the comparison with the peers.
 
 mod bench;
 
@@ -44,7 +44,7 @@ enum Command {
     /// Serve market data over WebSocket and HTTP (the default).
     Serve(ServeArgs),
     /// Load-test an engine: many WebSocket clients, latency and delivery checks.
-    Bench(bench::BenchArgs),
+    Bench(bench::BenchCommand),
     /// Live view of a running engine's /stats in the terminal.
     Stats(StatsArgs),
     /// Write an HTML latency report (and .hgrm files) from an engine or saved files.
