@@ -74,6 +74,10 @@ struct CompareArgs {
     /// Core the load generator is pinned to [default: 1, or 0 on a 1-core machine].
     #[arg(long)]
     load_core: Option<usize>,
+    /// Before each run, wait up to this long for the machine to be under 15% busy
+    /// (other work) [default: 90s, 0s with --quick].
+    #[arg(long, value_parser = parse_duration)]
+    quiet_wait: Option<Duration>,
 }
 
 /// Exit codes: 0 ok; 1 the run could not happen (invalid settings, unresolvable host,
@@ -181,6 +185,11 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         out: args.out.clone(),
         server_core: args.server_core,
         load_core: args.load_core.unwrap_or(if nproc > 1 { 1 } else { 0 }),
+        quiet_wait: args.quiet_wait.unwrap_or(if args.quick {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(90)
+        }),
         command_line: std::iter::once("tickwire".to_owned())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()

@@ -44,7 +44,7 @@ enum Command {
     /// Serve market data over WebSocket and HTTP (the default).
     Serve(ServeArgs),
     /// Load-test an engine: many WebSocket clients, latency and delivery checks.
-    Bench(bench::BenchCommand),
+    Bench(Box<bench::BenchCommand>),
     /// Live view of a running engine's /stats in the terminal.
     Stats(StatsArgs),
     /// Write an HTML latency report (and .hgrm files) from an engine or saved files.
@@ -139,7 +139,7 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve(args)?,
-        Some(Command::Bench(args)) => return bench::run(args),
+        Some(Command::Bench(args)) => return bench::run(*args),
         Some(Command::Stats(args)) => stats_view::run(
             &args.url,
             std::time::Duration::from_millis(args.interval_ms),

@@ -148,6 +148,30 @@ pub fn render(res: &Results) -> String {
         res.rounds,
         res.wall_s,
     );
+    let all: Vec<&Run> = res
+        .s1
+        .iter()
+        .flat_map(|g| g.runs.iter())
+        .chain(res.s2.iter())
+        .chain(res.s3.iter())
+        .chain(res.s4.iter())
+        .collect();
+    if !all.is_empty() {
+        let others: Vec<f64> = all.iter().map(|r| r.others_cores).collect();
+        let noisy = others.iter().filter(|&&x| x >= 0.25).count();
+        let _ = writeln!(
+            w,
+            "Other processes on the machine during the runs (CPU that was neither the server's \
+             nor the generator's, in cores): median {:.2}, max {:.2}; {noisy} of {} runs had \
+             ≥ 0.25 (marked in the notes). Each run first waited up to {:.0} s for the \
+             machine to be under {:.0}% busy.\n",
+            median(others.clone()).unwrap_or(0.0),
+            others.iter().copied().fold(0.0, f64::max),
+            all.len(),
+            res.quiet_wait_s,
+            super::QUIET * 100.0
+        );
+    }
     for (peer, why) in &res.skipped {
         let _ = writeln!(w, "- **{peer} not compared**: {why}");
     }
@@ -312,9 +336,10 @@ pub fn render(res: &Results) -> String {
         );
         let _ = writeln!(
             w,
-            "Each server's ladder stops at its first step that loses or gaps a trade, \
-             delivers under {:.0}% of the rate, or saturates the server's core or the \
-             generator's (≥ {:.0}% busy). Deliveries per server CPU-second = trades received \
+            "Each server's ladder stops at its first step that loses or gaps a trade or \
+             delivers under {:.0}% of the rate to a client; saturation (a core ≥ {:.0}% \
+             busy, server's or generator's) is noted but stops nothing, as a saturated \
+             core may still deliver everything. Deliveries per server CPU-second = trades received \
              by all clients / the server's CPU seconds over the run. *passed* = rounds \
              passing / rounds run.\n",
             super::FULL_RATE_SHARE * 100.0,

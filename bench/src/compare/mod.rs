@@ -2,6 +2,9 @@
 //! `ws`, naive Rust), serving the same synthetic trades, measured per server CPU-second.
 //!
 //! Method (also in `bench/README.md`):
+//! - **Quiet machine.** Before each run, `compare` waits (up to
+//!   [`CompareConfig::quiet_wait`]) for the machine to be under [`QUIET`] busy, and each
+//!   run records the CPU other processes used while it ran.
 //! - **Servers.** tickwire runs `serve --sim-trades-only --sim-rate R --workers 1
 //!   --no-pin`; each peer runs its `server.js` / binary with `--port` and `--rate R`. All
 //!   serve `sim:BTC-USD` trades of the same shape and size, `seq` from 1, `ingest_ts` in
@@ -16,7 +19,7 @@
 //! - **Rounds.** Every scenario step runs each server in turn, tickwire first, then
 //!   each peer (A B C D, A B C D, ...), `rounds` times; figures are medians over rounds.
 //! - **Scenarios** ([`Scenario`]): S1 lossless fan-out (a rate ladder, stopping at the
-//!   first gap, loss or CPU saturation), S2 latency at 25/50/75% of the best peer's S1
+//!   first step with a gap or a loss; CPU saturation is recorded), S2 latency at 25/50/75% of the best peer's S1
 //!   maximum, S3 memory per idle connection, S4 10% slow clients, S5/S6 criterion.
 //!
 //! Bounded: every load run has a fixed duration and a hard timeout, every child process
@@ -219,6 +222,9 @@ pub struct CompareConfig {
     pub load_core: usize,
     /// The command line, for the record.
     pub command_line: String,
+    /// Longest wait, before each run, for the machine to be under [`QUIET`] busy (it
+    /// runs anyway after, and the run records the load it had).
+    pub quiet_wait: Duration,
 }
 
 /// One server measured under one load.
@@ -280,6 +286,13 @@ pub struct Run {
     pub slab_before_kib: u64,
     /// Highest machine-wide slab sampled during the run, KiB.
     pub slab_max_kib: u64,
+    /// Share of the machine's CPU busy (all cores, 0..1) in the 0.5 s (quick: 0.2 s) before the server
+    /// started, after waiting for it to fall under [`QUIET`] (at most
+    /// [`CompareConfig::quiet_wait`]).
+    pub machine_busy_before: f64,
+    /// CPU seconds that neither the server nor the generator used during the run, per
+    /// wall second: other processes' load (0 on a quiet machine; 1 = a whole core).
+    pub others_cores: f64,
     /// Fast clients all lossless and at the full rate.
     pub lossless: bool,
     /// Why not lossless, or saturated.
@@ -287,11 +300,18 @@ pub struct Run {
 }
 
 impl Run {
-    /// Lossless, and neither the server's core nor the generator saturated.
+    /// An S1 step passes when it is lossless. Saturation (server or generator core
+    /// ≥ [`SATURATED`] busy) is recorded in `note` but does not fail a step that still
+    /// delivered everything: on loopback, cost per message falls as the rate rises
+    /// (more messages per write and per read), so a core busy at one rate can carry the
+    /// next; the first lossy step is where a server's ceiling shows.
     pub fn passes_s1(&self) -> bool {
-        self.lossless && self.server_busy < SATURATED && self.generator_busy < SATURATED
+        self.lossless
     }
 }
+
+/// The machine counts as quiet when less than this share of its CPU is busy.
+pub const QUIET: f64 = 0.15;
 
 /// CPU busy share counted as saturation.
 pub const SATURATED: f64 = 0.9;
@@ -332,7 +352,7 @@ impl Plan {
                 s1: vec![(20, vec![200, 400], 0.2, 1.2)],
                 s2: (20, 1.2),
                 s3: (vec![20, 50], 1),
-                s4: (20, 0.1, 1.5),
+                s4: (20, 0.1, 1.2),
                 drain_s: 0.2,
             }
         } else {
@@ -371,6 +391,8 @@ pub struct Results {
     pub cores: (usize, usize),
     /// Rounds.
     pub rounds: usize,
+    /// Longest wait for a quiet machine before each run, s.
+    pub quiet_wait_s: f64,
     /// Quick (smoke) sizes.
     pub quick: bool,
     /// The sizes used.
@@ -548,6 +570,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
         versions: versions(cfg, &peers),
         cores: (cfg.server_core, cfg.load_core),
         rounds: cfg.rounds,
+        quiet_wait_s: cfg.quiet_wait.as_secs_f64(),
         quick: cfg.quick,
         plan: plan.clone(),
         servers: servers.iter().map(|s| s.name().to_owned()).collect(),
@@ -749,11 +772,12 @@ impl Measurer<'_> {
         match self.try_measure(server, round, load, label) {
             Ok(run) => {
                 log(&format!(
-                    "  {} deliveries/CPU-s {:.0}, server busy {:.2}, generator busy {:.2}, fast p99 {:.0} µs{}",
+                    "  {} deliveries/CPU-s {:.0}, server busy {:.2}, generator busy {:.2}, others {:.2}, fast p99 {:.0} µs{}",
                     if run.lossless { "lossless," } else { "LOSSY," },
                     run.deliveries_per_cpu_s,
                     run.server_busy,
                     run.generator_busy,
+                    run.others_cores,
                     run.fast_latency_us[2],
                     if run.note.is_empty() { String::new() } else { format!(" ({})", run.note) }
                 ));
@@ -778,6 +802,27 @@ impl Measurer<'_> {
         let dir = cfg.out.join("runs").join(label);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Other work on a shared machine skews every figure: wait for a quiet moment.
+        let quiet_until = Instant::now() + cfg.quiet_wait;
+        let (window, settle) = if cfg.quick {
+            (Duration::from_millis(200), Duration::from_millis(200))
+        } else {
+            (Duration::from_millis(500), Duration::from_millis(500))
+        };
+        let mut busy_before = procfs::machine_busy(window).unwrap_or(0.0);
+        let mut waited = false;
+        while busy_before >= QUIET && Instant::now() < quiet_until {
+            if !waited {
+                log(&format!(
+                    "  machine {:.0}% busy with other work; waiting up to {:?}",
+                    busy_before * 100.0,
+                    cfg.quiet_wait
+                ));
+                waited = true;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            busy_before = procfs::machine_busy(window).unwrap_or(0.0);
+        }
         let port = procfs::free_port().map_err(|e| format!("no free port: {e}"))?;
         let log_file = |name: &str| {
             std::fs::File::create(dir.join(name))
@@ -793,10 +838,11 @@ impl Measurer<'_> {
         let pid = srv.pid();
         procfs::wait_listening(port, &mut srv, Duration::from_secs(15))?;
         // Let the server's timers and (for tickwire) the feed settle.
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(settle);
         let rss_before = procfs::rss_kib(pid).unwrap_or(0);
         let slab_before = procfs::slab_kib().unwrap_or(0);
         let cpu_before = procfs::cpu_seconds(pid).ok_or("no /proc/PID/stat")?;
+        let machine_before = procfs::machine_cpu_seconds().unwrap_or((0.0, 0.0));
 
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         let mut gen_cmd = Command::new(&cfg.tickwire_exe);
@@ -835,6 +881,7 @@ impl Measurer<'_> {
         };
         let wall_s = started.elapsed().as_secs_f64();
         let cpu_after = procfs::cpu_seconds(pid).ok_or("the server died during the run")?;
+        let machine_after = procfs::machine_cpu_seconds().unwrap_or((0.0, 0.0));
         let hwm = procfs::hwm_kib(pid).unwrap_or(0);
         let server_alive = srv.exited().is_none();
         srv.stop();
@@ -857,6 +904,12 @@ impl Measurer<'_> {
         run.hwm_kib = hwm;
         run.slab_before_kib = slab_before;
         run.slab_max_kib = slab_max;
+        run.machine_busy_before = busy_before;
+        let generator_cpu_s = s["generator"]["cpu_user_s"].as_f64().unwrap_or(0.0)
+            + s["generator"]["cpu_sys_s"].as_f64().unwrap_or(0.0);
+        run.others_cores =
+            ((machine_after.0 - machine_before.0) - run.server_cpu_s - generator_cpu_s).max(0.0)
+                / wall_s.max(1e-9);
         let mut notes = Vec::new();
         if run.exit_code == 4 {
             notes.push("no client connected".to_owned());
@@ -879,6 +932,12 @@ impl Measurer<'_> {
         }
         if run.generator_busy >= SATURATED {
             notes.push(format!("generator saturated ({:.2})", run.generator_busy));
+        }
+        if run.others_cores >= 0.25 {
+            notes.push(format!(
+                "other processes used {:.2} cores during the run",
+                run.others_cores
+            ));
         }
         run.note = notes.join("; ");
         Ok(run)

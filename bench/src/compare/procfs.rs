@@ -160,6 +160,32 @@ pub fn slab_kib() -> Option<u64> {
     kib_field("/proc/meminfo", "Slab")
 }
 
+/// Busy and total CPU seconds of the whole machine so far (all cores), from the `cpu`
+/// line of `/proc/stat`: busy = user + nice + system + irq + softirq + steal.
+pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    let total = busy + get(3) + get(4);
+    let tick = clock_ticks();
+    Some((busy / tick, total / tick))
+}
+
+/// Share of the machine's CPU (0..1, all cores) busy over `window`.
+pub fn machine_busy(window: Duration) -> Option<f64> {
+    let (b0, t0) = machine_cpu_seconds()?;
+    std::thread::sleep(window);
+    let (b1, t1) = machine_cpu_seconds()?;
+    (t1 > t0).then(|| (b1 - b0) / (t1 - t0))
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
