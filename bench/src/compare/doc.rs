@@ -88,9 +88,10 @@ fn step(g: &S1Group, server: &str, rate: u64) -> Option<Step> {
     })
 }
 
-/// Per-connection memory of one S3 run, KiB: (server RSS delta, kernel share estimate).
+/// Per-connection memory of one S3 run, KiB: (server RSS delta, kernel share estimate),
+/// over the clients that connected.
 fn per_conn_kib(r: &Run) -> (f64, f64) {
-    let n = r.clients.max(1) as f64;
+    let n = r.connected.max(1) as f64;
     let rss = r.rss_max_kib.saturating_sub(r.rss_before_kib) as f64 / n;
     // Both ends of a loopback connection are in this kernel; half is the server's.
     let kernel = r.slab_max_kib.saturating_sub(r.slab_before_kib) as f64 / (2.0 * n);
@@ -429,8 +430,8 @@ pub fn render(res: &Results) -> String {
              work moves it).\n",
             res.plan.s3.1
         );
-        let _ = writeln!(w, "| server | clients | RSS before (MiB) | RSS delta KiB/conn | kernel KiB/conn | total KiB/conn |");
-        let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(w, "| server | clients | connected | RSS before (MiB) | RSS delta KiB/conn | kernel KiB/conn | total KiB/conn |");
+        let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for &n in &sizes {
             for s in &res.servers {
                 let runs = || res.s3.iter().filter(|r| &r.server == s && r.clients == n);

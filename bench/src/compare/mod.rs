@@ -274,6 +274,8 @@ pub struct Run {
     pub slow_trades_skipped: u64,
     /// Connection errors and closes, all clients.
     pub errors: u64,
+    /// Clients that connected.
+    pub connected: usize,
     /// Clients that stayed to the end.
     pub finished: usize,
     /// Server RSS before the clients, KiB.
@@ -358,8 +360,8 @@ impl Plan {
         } else {
             Plan {
                 s1: vec![
-                    (1_000, vec![250, 500, 1_000, 2_000, 4_000, 8_000], 1.0, 4.0),
-                    (10_000, vec![25, 50, 100, 200, 400], 4.0, 8.0),
+                    (1_000, vec![250, 500, 1_000, 2_000, 4_000], 1.0, 4.0),
+                    (10_000, vec![25, 50, 100, 200], 5.0, 9.0),
                 ],
                 s2: (1_000, 5.0),
                 s3: (vec![1_000, 5_000, 9_000], 1),
@@ -981,6 +983,7 @@ fn from_summary(s: &Value, load: &Load) -> Run {
         slow_gaps: u(&sc["gaps"]),
         slow_trades_skipped: u(&sc["trades_skipped"]),
         errors: u(&fast["errors"]["total"]) + u(&slow["errors"]["total"]),
+        connected: (u(&fast["connected"]) + u(&slow["connected"])) as usize,
         finished: (u(&fast["finished"]) + u(&slow["finished"])) as usize,
         ..Run::default()
     }
