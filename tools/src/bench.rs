@@ -71,6 +71,10 @@ struct CompareArgs {
     /// Core the servers are pinned to.
     #[arg(long, default_value_t = 0)]
     server_core: usize,
+    /// Run nothing: render the Markdown again from a saved compare.json (after a change
+    /// to the tables), into --doc as usual.
+    #[arg(long, value_name = "COMPARE_JSON")]
+    render: Option<PathBuf>,
     /// Core the load generator is pinned to [default: 1, or 0 on a 1-core machine].
     #[arg(long)]
     load_core: Option<usize>,
@@ -195,10 +199,15 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(" "),
     };
-    let results = compare::run(&cfg).map_err(anyhow::Error::msg)?;
+    let results = match &args.render {
+        Some(json) => compare::load_results(json).map_err(anyhow::Error::msg)?,
+        None => compare::run(&cfg).map_err(anyhow::Error::msg)?,
+    };
     let section = compare::doc::render(&results);
     println!("{section}");
-    println!("wrote {}", args.out.join("compare.json").display());
+    if args.render.is_none() {
+        println!("wrote {}", args.out.join("compare.json").display());
+    }
     if !args.no_doc {
         let doc = args.doc.unwrap_or_else(|| repo.join("docs/benchmarks.md"));
         compare::doc::splice(&doc, &section)?;

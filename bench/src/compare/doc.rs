@@ -88,23 +88,42 @@ fn step(g: &S1Group, server: &str, rate: u64) -> Option<Step> {
     })
 }
 
+/// ` (lossy)` when most of a server's runs at `rate` lost trades, clients or rate:
+/// its latency then covers fewer messages and is not comparable.
+fn lossy_mark(runs: &[Run], server: &str, rate: u64) -> &'static str {
+    let mine: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.server == server && r.rate == rate)
+        .collect();
+    if !mine.is_empty() && 2 * mine.iter().filter(|r| !r.lossless).count() > mine.len() {
+        " (lossy)"
+    } else {
+        ""
+    }
+}
+
 /// Per-connection memory of one S3 run, KiB: (server RSS delta, kernel share estimate),
 /// over the clients that connected.
 fn per_conn_kib(r: &Run) -> (f64, f64) {
-    let n = r.connected.max(1) as f64;
+    let n = r.connected_clients().max(1) as f64;
     let rss = r.rss_max_kib.saturating_sub(r.rss_before_kib) as f64 / n;
     // Both ends of a loopback connection are in this kernel; half is the server's.
     let kernel = r.slab_max_kib.saturating_sub(r.slab_before_kib) as f64 / (2.0 * n);
     (rss, kernel)
 }
 
-/// The highest rate of the ladder that both servers passed in every round they ran it.
+/// Whether a server passed a step in most of the rounds that ran it.
+fn passed_mostly(g: &S1Group, server: &str, rate: u64) -> bool {
+    step(g, server, rate).is_some_and(|st| st.rounds > 0 && 2 * st.passed > st.rounds)
+}
+
+/// The highest rate of the ladder that both servers passed in most rounds that ran it.
 fn common_rate(g: &S1Group, a: &str, b: &str) -> Option<u64> {
-    g.rates.iter().copied().rev().find(|&rate| {
-        [a, b]
-            .iter()
-            .all(|s| step(g, s, rate).is_some_and(|st| st.passed == st.rounds && st.rounds > 0))
-    })
+    g.rates
+        .iter()
+        .copied()
+        .rev()
+        .find(|&rate| passed_mostly(g, a, rate) && passed_mostly(g, b, rate))
 }
 
 /// Renders the generated section (markers included).
@@ -198,6 +217,11 @@ pub fn render(res: &Results) -> String {
         "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"
     );
     for g in &res.s1 {
+        let first = g.rates.first().copied().unwrap_or(0);
+        let max_text = |m: Option<u64>| match m {
+            Some(0) => format!("< {first}"),
+            m => opt(m.map(|x| x as f64), fmt_rate),
+        };
         let ours_max = g.max_rate("tickwire", res.rounds);
         for p in &peers {
             let peer_max = g.max_rate(p, res.rounds);
@@ -205,8 +229,8 @@ pub fn render(res: &Results) -> String {
                 w,
                 "| S1 | {} | ladder | {p} | highest lossless rate | {} | {} | {} | |",
                 g.clients,
-                opt(ours_max.map(|x| x as f64), fmt_rate),
-                opt(peer_max.map(|x| x as f64), fmt_rate),
+                max_text(ours_max),
+                max_text(peer_max),
                 ratio(ours_max.map(|x| x as f64), peer_max.map(|x| x as f64)),
             );
             if let Some(rate) = common_rate(g, "tickwire", p) {
@@ -238,10 +262,11 @@ pub fn render(res: &Results) -> String {
         for p in &peers {
             let _ = writeln!(
                 w,
-                "| S2 | {} | {rate} | {p} | fast p99 latency | {} | {} | {} | {} / {} |",
+                "| S2 | {} | {rate} | {p} | fast p99 latency | {} | {}{} | {} | {} / {} |",
                 res.plan.s2.0,
                 opt(at("tickwire", |r| r.fast_latency_us[2]), fmt_us),
                 opt(at(p, |r| r.fast_latency_us[2]), fmt_us),
+                lossy_mark(&res.s2, p, rate),
                 ratio(
                     at("tickwire", |r| r.fast_latency_us[2]),
                     at(p, |r| r.fast_latency_us[2])
@@ -290,10 +315,11 @@ pub fn render(res: &Results) -> String {
         for p in &peers {
             let _ = writeln!(
                 w,
-                "| S4 | {} | {rate} | {p} | fast p99 with 10% slow | {} | {} | {} | {} / {} |",
+                "| S4 | {} | {rate} | {p} | fast p99 with 10% slow | {} | {}{} | {} | {} / {} |",
                 res.plan.s4.0,
                 opt(s4("tickwire", true, |r| r.fast_latency_us[2]), fmt_us),
                 opt(s4(p, true, |r| r.fast_latency_us[2]), fmt_us),
+                lossy_mark(&res.s4, p, rate),
                 ratio(
                     s4("tickwire", true, |r| r.fast_latency_us[2]),
                     s4(p, true, |r| r.fast_latency_us[2])
@@ -440,7 +466,10 @@ pub fn render(res: &Results) -> String {
                 }
                 let _ = writeln!(
                     w,
-                    "| {s} | {n} | {} | {} | {} | {} |",
+                    "| {s} | {n} | {} | {} | {} | {} | {} |",
+                    opt(med(runs(), |r| r.connected_clients() as f64), |x| format!(
+                        "{x:.0}"
+                    )),
                     opt(med(runs(), |r| r.rss_before_kib as f64), |x| format!(
                         "{:.1}",
                         x / 1024.0
@@ -598,10 +627,33 @@ pub fn verdicts(res: &Results) -> Vec<String> {
                 g.max_rate("tickwire", res.rounds),
                 g.max_rate(peer, res.rounds),
             );
+            // The lowest step, which both ran: what each delivered per CPU-second there,
+            // the peer losing trades or clients.
+            let low = g.rates.first().copied().unwrap_or(0);
+            let (sa, sb) = (step(g, "tickwire", low), step(g, peer, low));
+            let at_low = match (
+                sa.as_ref().and_then(|s| s.per_cpu_s),
+                sb.as_ref().and_then(|s| s.per_cpu_s),
+            ) {
+                (Some(x), Some(y)) if y > 0.0 => format!(
+                    "; at the lowest step, {low} trades/s, where {peer} was lossy ({}), {:.2}× per server CPU-second ({} vs {}), {}",
+                    sb.as_ref().map_or(String::new(), |s| s.notes.first().cloned().unwrap_or_default()),
+                    x / y,
+                    fmt_rate(x),
+                    fmt_rate(y),
+                    if x / y >= factor { "**met** there" } else { "**missed** there" }
+                ),
+                _ => String::new(),
+            };
             return format!(
-                "no rate both passed (highest lossless: tickwire {}, {peer} {}); not comparable per CPU-second",
+                "no rate both passed (highest lossless: tickwire {}, {peer} {}: {} per CPU-second at the same rate){at_low}",
                 opt(a.map(|x| x as f64), fmt_rate),
-                opt(b.map(|x| x as f64), fmt_rate)
+                opt(b.map(|x| x as f64), |x| if x == 0.0 {
+                    format!("none, below the first step of {low}")
+                } else {
+                    fmt_rate(x)
+                }),
+                "not comparable"
             );
         };
         let a = step(g, "tickwire", rate).and_then(|s| s.per_cpu_s);
@@ -667,16 +719,44 @@ pub fn verdicts(res: &Results) -> Vec<String> {
                 |r| r.fast_latency_us[2],
             )
         };
+        // A peer that lost trades or clients at this rate served fewer messages, so its
+        // latency is not comparable: the best peer is the best lossless one.
+        let lossless_mostly = |s: &str| {
+            let runs: Vec<&Run> = res
+                .s2
+                .iter()
+                .filter(|r| r.server == s && r.rate == rate)
+                .collect();
+            !runs.is_empty() && 2 * runs.iter().filter(|r| r.lossless).count() > runs.len()
+        };
+        let lossy: Vec<&str> = res
+            .servers
+            .iter()
+            .skip(1)
+            .filter(|s| p99(s).is_some() && !lossless_mostly(s))
+            .map(String::as_str)
+            .collect();
         let best = res
             .servers
             .iter()
             .skip(1)
+            .filter(|s| lossless_mostly(s))
             .filter_map(|s| Some((p99(s)?, s.as_str())))
             .min_by(|a, b| a.0.total_cmp(&b.0));
+        let excluded = if lossy.is_empty() {
+            String::new()
+        } else {
+            format!("; not counted, lossy at this rate: {}", lossy.join(", "))
+        };
+        if best.is_none() {
+            out.push(format!(
+                "S2 p99 ≤ 0.5× the best peer's at {rate} trades/s: not comparable (no peer lossless{excluded})"
+            ));
+        }
         if let (Some(ours), Some((peer, name))) = (p99("tickwire"), best) {
             let r = ours / peer.max(1e-9);
             out.push(format!(
-                "S2 p99 ≤ 0.5× the best peer's at {rate} trades/s: {} — {} vs {name}'s {} ({:.2}×{})",
+                "S2 p99 ≤ 0.5× the best lossless peer's at {rate} trades/s: {} — {} vs {name}'s {} ({:.2}×{}{excluded})",
                 if r <= 0.5 { "**met**" } else { "**missed**" },
                 fmt_us(ours),
                 fmt_us(peer),

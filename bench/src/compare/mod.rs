@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::load::report::{machine, Machine};
@@ -154,7 +154,7 @@ fn command_output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 /// A scenario of the comparison.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Scenario {
     /// Lossless fan-out: rate ladder at 1k (and 10k) clients on one topic.
     S1,
@@ -228,7 +228,8 @@ pub struct CompareConfig {
 }
 
 /// One server measured under one load.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Run {
     /// Server name.
     pub server: String,
@@ -302,6 +303,15 @@ pub struct Run {
 }
 
 impl Run {
+    /// Clients that connected; where a saved result predates the field, all of them.
+    pub fn connected_clients(&self) -> usize {
+        if self.connected == 0 {
+            self.clients
+        } else {
+            self.connected
+        }
+    }
+
     /// An S1 step passes when it is lossless. Saturation (server or generator core
     /// ≥ [`SATURATED`] busy) is recorded in `note` but does not fail a step that still
     /// delivered everything: on loopback, cost per message falls as the rate rises
@@ -332,7 +342,7 @@ struct Load {
 }
 
 /// Sizes of the scenarios, full or quick.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
     /// S1: (clients, rate ladder, ramp s, duration s).
     pub s1: Vec<(usize, Vec<u64>, f64, f64)>,
@@ -372,8 +382,9 @@ impl Plan {
     }
 }
 
-/// Everything a comparison measured, written to `compare.json` and the doc.
-#[derive(Clone, Debug, Serialize)]
+/// Everything a comparison measured, written to `compare.json` and the doc (which
+/// [`load_results`] reads back to render it again).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Results {
     /// The command that ran.
     pub command: String,
@@ -394,6 +405,7 @@ pub struct Results {
     /// Rounds.
     pub rounds: usize,
     /// Longest wait for a quiet machine before each run, s.
+    #[serde(default)]
     pub quiet_wait_s: f64,
     /// Quick (smoke) sizes.
     pub quick: bool,
@@ -424,7 +436,7 @@ pub struct Results {
 }
 
 /// S1 at one client count.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct S1Group {
     /// Clients.
     pub clients: usize,
@@ -455,6 +467,12 @@ impl S1Group {
             .collect();
         median(per_round).map(|m| m as u64)
     }
+}
+
+/// Reads a `compare.json` written by [`run`].
+pub fn load_results(path: &Path) -> Result<Results, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Median of the values (the mean of the middle two for an even count).

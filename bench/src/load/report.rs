@@ -123,7 +123,7 @@ pub struct Params {
 }
 
 /// The machine.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Machine {
     /// Cores available to this process.
     pub nproc: usize,
