@@ -13,6 +13,10 @@
 //! - **Blocking.** `run` owns its thread. At a positive rate it generates the events due
 //!   in 1 ms steps and sleeps in between: that paces a synthetic source, it waits for no
 //!   one. At rate 0 it never sleeps.
+//! - **Trades only** ([`SimConfig::trades_only`]): one symbol, `sim:BTC-USD`, whose every
+//!   event is one trade at the best bid or ask (the book stays as seeded), so that a
+//!   client subscribed to `trades` gets exactly `rate_per_s` trades a second. This is the
+//!   stream `tickwire bench compare` serves, the same as its peers' (`bench/peers/`).
 //! - **Overload.** When the thread falls more than a second behind its rate (a stalled
 //!   machine, a rate beyond what one thread generates), it forgets the backlog instead of
 //!   bursting to catch up; the feed's publisher never waits for consumers either way.
@@ -56,6 +60,9 @@ pub struct SimConfig {
     pub seed: u64,
     /// Levels each side of a book keeps at most, 1 to [`MAX_BOOK_LEVELS`]. Default 50.
     pub book_levels: usize,
+    /// Every event is one trade of `sim:BTC-USD` and nothing else (no book updates, no
+    /// mid moves): the benchmark stream. Needs `symbols` = 1. Default false.
+    pub trades_only: bool,
 }
 
 impl Default for SimConfig {
@@ -65,6 +72,7 @@ impl Default for SimConfig {
             rate_per_s: 1_000,
             seed: 1,
             book_levels: 50,
+            trades_only: false,
         }
     }
 }
@@ -83,6 +91,12 @@ impl SimConfig {
             problems.push(format!(
                 "book_levels = {} is outside 1..={MAX_BOOK_LEVELS}",
                 self.book_levels
+            ));
+        }
+        if self.trades_only && self.symbols != 1 {
+            problems.push(format!(
+                "trades_only needs symbols = 1, not {}",
+                self.symbols
             ));
         }
         if problems.is_empty() {
@@ -307,6 +321,8 @@ struct Market {
     levels: usize,
     /// Scratch: the changes of the event being generated.
     changes: Vec<Change>,
+    /// Every event is a trade of the first symbol, the book left alone.
+    trades_only: bool,
 }
 
 impl Market {
@@ -375,6 +391,7 @@ impl Market {
             pick,
             levels: config.book_levels,
             changes,
+            trades_only: config.trades_only,
         })
     }
 
@@ -395,6 +412,9 @@ impl Market {
 
     /// Generates and publishes one event (not flushed).
     fn step(&mut self, publisher: &mut Publisher) {
+        if self.trades_only {
+            return self.trade_only_step(publisher);
+        }
         let Some(sym) = self.symbols.get_mut(self.pick.sample(&mut self.rng)) else {
             return;
         };
@@ -419,6 +439,34 @@ impl Market {
             }
             publisher.end_book();
         }
+    }
+}
+
+impl Market {
+    /// One trade of the first symbol at its best bid or ask, a size of one lot to the
+    /// typical size (at most the level's), the book unchanged.
+    fn trade_only_step(&mut self, publisher: &mut Publisher) {
+        let Some(sym) = self.symbols.first_mut() else {
+            return;
+        };
+        let aggressor = if self.rng.gen() {
+            Aggressor::Buy
+        } else {
+            Aggressor::Sell
+        };
+        let side = match aggressor {
+            Aggressor::Buy => BookSide::Ask,
+            Aggressor::Sell => BookSide::Bid,
+        };
+        let Some(top) = sym.book.side(side).first().copied() else {
+            return;
+        };
+        let lots = self.rng.gen_range(1..=sym.typical_lots.max(1));
+        let size = lots.saturating_mul(sym.lot).min(top.size).max(1);
+        let trade_id = sym.next_trade_id;
+        sym.next_trade_id = trade_id.saturating_add(1);
+        let ts = Some(publisher.begin_message());
+        publisher.trade(sym.id, ts, top.price, size, Some(aggressor), trade_id);
     }
 }
 

@@ -5,21 +5,89 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
-use clap::Args;
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use tickwire_bench::compare::{self, CompareConfig, Scenario, Server};
 use tickwire_bench::load::{self, parse_duration, LoadConfig};
 
-/// Exit codes: 0 ok; 1 the run could not happen (invalid settings, unresolvable host,
-/// output not writable); 2 clap's usage errors; 3 trade or book sequence violations were
-/// found; 4 no client could connect.
+/// `tickwire bench [FLAGS]` runs the load generator; `tickwire bench compare` the
+/// comparison with the peers.
 #[derive(Args, Debug)]
 #[command(
+    args_conflicts_with_subcommands = true,
     after_help = "Exit codes: 0 ok; 1 the run could not happen (invalid settings, \
 output not writable); 2 usage error; 3 trade or book sequence violations were found; 4 no \
 client could connect.\n\
 Writes DIR/summary.json, DIR/latency-fast.hgrm, DIR/latency-slow.hgrm, DIR/connect.hgrm \
 (percentile distributions in µs, HdrHistogram's text format)."
 )]
+pub struct BenchCommand {
+    #[command(subcommand)]
+    sub: Option<BenchSub>,
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchSub {
+    /// tickwire against Bun, Node (ws) and naive Rust, per server CPU-second; writes the
+    /// tables into docs/benchmarks.md.
+    Compare(CompareArgs),
+}
+
+/// `tickwire bench compare`.
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// Rounds: each server runs once per round and step (A B C D, A B C D, ...).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// The smoke version: 20 clients, ~1 s runs, 1 round unless --rounds is given,
+    /// criterion with short times.
+    #[arg(long)]
+    quick: bool,
+    /// Peers, comma separated: bun, node, naive-rust; `none` for tickwire alone.
+    #[arg(long, value_delimiter = ',', default_value = "bun,node,naive-rust")]
+    peers: Vec<String>,
+    /// Scenarios, comma separated: s1..s6.
+    #[arg(long, value_delimiter = ',', default_value = "s1,s2,s3,s4,s5,s6")]
+    scenarios: Vec<String>,
+    /// Directory for compare.json, each run's files and the servers' logs.
+    #[arg(long, default_value = "bench-out/compare")]
+    out: PathBuf,
+    /// The Markdown file whose `<!-- compare:begin -->`..`<!-- compare:end -->` section
+    /// is replaced [default: REPO/docs/benchmarks.md].
+    #[arg(long)]
+    doc: Option<PathBuf>,
+    /// Write no Markdown.
+    #[arg(long)]
+    no_doc: bool,
+    /// Do not install missing peers (bench/peers/install.sh); skip them instead.
+    #[arg(long)]
+    no_install: bool,
+    /// The repository (bench/peers, cargo bench) [default: where this binary was built
+    /// from].
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    /// Core the servers are pinned to.
+    #[arg(long, default_value_t = 0)]
+    server_core: usize,
+    /// Run nothing: render the Markdown again from a saved compare.json (after a change
+    /// to the tables), into --doc as usual.
+    #[arg(long, value_name = "COMPARE_JSON")]
+    render: Option<PathBuf>,
+    /// Core the load generator is pinned to [default: 1, or 0 on a 1-core machine].
+    #[arg(long)]
+    load_core: Option<usize>,
+    /// Before each run, wait up to this long for the machine to be under 15% busy
+    /// (other work) [default: 90s, 0s with --quick].
+    #[arg(long, value_parser = parse_duration)]
+    quiet_wait: Option<Duration>,
+}
+
+/// Exit codes: 0 ok; 1 the run could not happen (invalid settings, unresolvable host,
+/// output not writable); 2 clap's usage errors; 3 trade or book sequence violations were
+/// found; 4 no client could connect.
+#[derive(Args, Debug)]
 pub struct BenchArgs {
     /// WebSocket URL of the engine.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
@@ -63,9 +131,94 @@ pub struct BenchArgs {
     quiet: bool,
 }
 
+/// Runs `tickwire bench` or `tickwire bench compare`.
+pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
+    match cmd.sub {
+        Some(BenchSub::Compare(args)) => run_compare(args),
+        None => run_load(cmd.args),
+    }
+}
+
+fn run_compare(args: CompareArgs) -> Result<ExitCode> {
+    let repo = args.repo.unwrap_or_else(|| {
+        // tools/ of the tree this binary was built from.
+        let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        built.parent().unwrap_or(built).to_path_buf()
+    });
+    let mut peers = Vec::new();
+    for p in &args.peers {
+        match p.as_str() {
+            "none" => {}
+            name => match Server::peer_from_name(name) {
+                Some(s) => peers.push(s),
+                None => bail!("--peers: unknown peer {name:?} (bun, node, naive-rust, none)"),
+            },
+        }
+    }
+    let mut scenarios = Vec::new();
+    for s in &args.scenarios {
+        match Scenario::from_name(s) {
+            Some(s) => scenarios.push(s),
+            None => bail!("--scenarios: unknown scenario {s:?} (s1..s6)"),
+        }
+    }
+    scenarios.sort();
+    scenarios.dedup();
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rounds_given = std::env::args().any(|a| a == "--rounds" || a.starts_with("--rounds="));
+    let cfg = CompareConfig {
+        tickwire_exe: std::env::current_exe()?,
+        tickwire_build: if cfg!(debug_assertions) {
+            "debug (unoptimised: its figures are not the engine's)".into()
+        } else {
+            "release".into()
+        },
+        repo: repo.clone(),
+        peers,
+        scenarios,
+        rounds: if args.quick && !rounds_given {
+            1
+        } else {
+            args.rounds
+        },
+        quick: args.quick,
+        install: !args.no_install,
+        out: args.out.clone(),
+        server_core: args.server_core,
+        load_core: args.load_core.unwrap_or(if nproc > 1 { 1 } else { 0 }),
+        quiet_wait: args.quiet_wait.unwrap_or(if args.quick {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(90)
+        }),
+        command_line: std::iter::once("tickwire".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let results = match &args.render {
+        Some(json) => compare::load_results(json).map_err(anyhow::Error::msg)?,
+        None => compare::run(&cfg).map_err(anyhow::Error::msg)?,
+    };
+    let section = compare::doc::render(&results);
+    println!("{section}");
+    if args.render.is_none() {
+        println!("wrote {}", args.out.join("compare.json").display());
+    }
+    if !args.no_doc {
+        let doc = args.doc.unwrap_or_else(|| repo.join("docs/benchmarks.md"));
+        compare::doc::splice(&doc, &section)?;
+        println!("wrote {}", doc.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs the load test, prints the summary, writes the files; the exit code says how it
-/// went (see [`BenchArgs`]).
-pub fn run(args: BenchArgs) -> Result<ExitCode> {
+/// went (see [`BenchCommand`]).
+fn run_load(args: BenchArgs) -> Result<ExitCode> {
     let config = LoadConfig {
         url: args.url,
         clients: args.clients,

@@ -1,5 +1,5 @@
 //! The `tickwire` binary: `serve` (the default) runs the engine; `bench` runs the load
-//! generator against one.
+//! generator against one, `bench compare` the comparison with the peers.
 
 mod bench;
 
@@ -44,7 +44,7 @@ enum Command {
     /// Serve market data over WebSocket and HTTP (the default).
     Serve(ServeArgs),
     /// Load-test an engine: many WebSocket clients, latency and delivery checks.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchCommand>),
     /// Live view of a running engine's /stats in the terminal.
     Stats(StatsArgs),
     /// Write an HTML latency report (and .hgrm files) from an engine or saved files.
@@ -103,6 +103,10 @@ struct ServeArgs {
     /// Seed of the simulator [default: 1].
     #[arg(long)]
     sim_seed: Option<u64>,
+    /// Simulate one symbol, sim:BTC-USD, whose every event is one trade: exactly
+    /// --sim-rate trades per second (the stream `tickwire bench compare` serves).
+    #[arg(long)]
+    sim_trades_only: bool,
     /// Do not pin threads to cores.
     #[arg(long)]
     no_pin: bool,
@@ -123,6 +127,7 @@ struct SimFile {
     symbols: Option<usize>,
     rate: Option<u64>,
     seed: Option<u64>,
+    trades_only: Option<bool>,
 }
 
 fn main() -> Result<ExitCode> {
@@ -134,7 +139,7 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve(args)?,
-        Some(Command::Bench(args)) => return bench::run(args),
+        Some(Command::Bench(args)) => return bench::run(*args),
         Some(Command::Stats(args)) => stats_view::run(
             &args.url,
             std::time::Duration::from_millis(args.interval_ms),
@@ -183,16 +188,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     let feed: Box<dyn Feed> = match feed_name.as_str() {
         "sim" => {
             let defaults = SimConfig::default();
+            let trades_only = args.sim_trades_only || file.sim.trades_only.unwrap_or(false);
             Box::new(SimFeed::new(SimConfig {
+                // Trades only means one symbol unless told otherwise (then refused).
                 symbols: args
                     .sim_symbols
                     .or(file.sim.symbols)
-                    .unwrap_or(defaults.symbols),
+                    .unwrap_or(if trades_only { 1 } else { defaults.symbols }),
                 rate_per_s: args
                     .sim_rate
                     .or(file.sim.rate)
                     .unwrap_or(defaults.rate_per_s),
                 seed: args.sim_seed.or(file.sim.seed).unwrap_or(defaults.seed),
+                trades_only,
                 ..defaults
             }))
         }

@@ -123,7 +123,7 @@ pub struct Params {
 }
 
 /// The machine.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Machine {
     /// Cores available to this process.
     pub nproc: usize,
@@ -465,7 +465,7 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
 }
 
 /// nproc, CPU model, kernel, memory, from /proc where it exists.
-fn machine() -> Machine {
+pub fn machine() -> Machine {
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let field = |text: &Option<String>, key: &str| {
         text.as_ref()?.lines().find_map(|l| {

@@ -440,3 +440,48 @@ fn an_idle_feed_still_serves_resyncs() {
         "the snapshot is in the state"
     );
 }
+
+#[test]
+fn trades_only_publishes_nothing_but_contiguous_trades_of_one_symbol() {
+    let config = SimConfig {
+        symbols: 1,
+        trades_only: true,
+        ..flat_out(1)
+    };
+    let snapshot = snapshot_ticks(&config);
+    let run = run_until(config, snapshot + 5_000);
+    let mut expect_seq = 1;
+    for tick in &run.ticks[snapshot..] {
+        assert_eq!(tick.symbol.index(), 0);
+        match tick.event {
+            Event::Trade {
+                seq,
+                price,
+                size,
+                side,
+                trade_id,
+            } => {
+                assert_eq!((seq, trade_id), (expect_seq, expect_seq));
+                assert!(price > 0 && size > 0 && side.is_some(), "{tick:?}");
+                expect_seq += 1;
+            }
+            // The publisher's ticker follows each trade; nothing of the book moves.
+            Event::Level { .. } => panic!("a book event in trades-only mode: {tick:?}"),
+            _ => {}
+        }
+    }
+    assert!(expect_seq > 5_000 / 2, "{expect_seq}");
+}
+
+#[test]
+fn trades_only_needs_one_symbol() {
+    let mut feed = SimFeed::new(SimConfig {
+        trades_only: true,
+        ..SimConfig::default()
+    });
+    let err = feed
+        .register(&mut SymbolRegistryBuilder::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trades_only"), "{err}");
+}

@@ -1,0 +1,1060 @@
+//! `tickwire bench compare`: tickwire against its peers (`bench/peers/`: Bun, Node with
+//! `ws`, naive Rust), serving the same synthetic trades, measured per server CPU-second.
+//!
+//! Method (also in `bench/README.md`):
+//! - **Quiet machine.** Before each run, `compare` waits (up to
+//!   [`CompareConfig::quiet_wait`]) for the machine to be under [`QUIET`] busy, and each
+//!   run records the CPU other processes used while it ran.
+//! - **Servers.** tickwire runs `serve --sim-trades-only --sim-rate R --workers 1
+//!   --no-pin`; each peer runs its `server.js` / binary with `--port` and `--rate R`. All
+//!   serve `sim:BTC-USD` trades of the same shape and size, `seq` from 1, `ingest_ts` in
+//!   ns. A fresh server process per measurement.
+//! - **Cores.** The server is pinned to [`CompareConfig::server_core`], the load
+//!   generator (`tickwire bench`, one thread) to [`CompareConfig::load_core`].
+//! - **CPU.** The server's `utime + stime` from `/proc/PID/stat` before and after the load
+//!   run; deliveries (trades received by all clients, drain included) divided by those
+//!   CPU seconds give *deliveries per server CPU-second*.
+//! - **Memory.** `VmRSS` sampled every 100 ms during the run (max) against the value
+//!   before it; `VmHWM` at the end; the kernel's slab memory (machine-wide) likewise.
+//! - **Rounds.** Every scenario step runs each server in turn, tickwire first, then
+//!   each peer (A B C D, A B C D, ...), `rounds` times; figures are medians over rounds.
+//! - **Scenarios** ([`Scenario`]): S1 lossless fan-out (a rate ladder, stopping at the
+//!   first step with a gap or a loss; CPU saturation is recorded), S2 latency at 25/50/75% of the best peer's S1
+//!   maximum, S3 memory per idle connection, S4 10% slow clients, S5/S6 criterion.
+//!
+//! Bounded: every load run has a fixed duration and a hard timeout, every child process
+//! is stopped when its guard drops, and every socket is on 127.0.0.1.
+
+pub mod criterion;
+pub mod doc;
+pub mod procfs;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::load::report::{machine, Machine};
+use procfs::Child;
+
+/// A server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Server {
+    /// The engine (`tickwire serve --sim-trades-only`).
+    Tickwire,
+    /// `bench/peers/bun`: Bun.serve + server.publish.
+    Bun,
+    /// `bench/peers/node`: Node.js + ws.
+    Node,
+    /// `bench/peers/naive-rust`: tokio-tungstenite + tokio broadcast.
+    NaiveRust,
+}
+
+impl Server {
+    /// Every peer, in the order they run.
+    pub const PEERS: [Server; 3] = [Server::Bun, Server::Node, Server::NaiveRust];
+
+    /// The name used on the command line and in the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Tickwire => "tickwire",
+            Server::Bun => "bun",
+            Server::Node => "node",
+            Server::NaiveRust => "naive-rust",
+        }
+    }
+
+    /// A peer by its name.
+    pub fn peer_from_name(name: &str) -> Option<Server> {
+        Server::PEERS.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Why this server cannot run, if it cannot (files missing, `node` missing).
+    fn missing(self, cfg: &CompareConfig) -> Option<String> {
+        let peers = cfg.repo.join("bench/peers");
+        let need = |p: PathBuf| (!p.exists()).then(|| format!("{} is missing", p.display()));
+        match self {
+            Server::Tickwire => need(cfg.tickwire_exe.clone()),
+            Server::Bun => need(bun_binary(&peers)),
+            Server::Node => need(peers.join("node/node_modules/ws/package.json")).or_else(|| {
+                (!command_works("node", &["--version"])).then(|| "no `node` on PATH".into())
+            }),
+            Server::NaiveRust => need(naive_binary(&peers)),
+        }
+    }
+
+    /// The command serving `rate` trades/s on 127.0.0.1:`port`.
+    fn command(self, cfg: &CompareConfig, port: u16, rate: u64) -> Command {
+        let peers = cfg.repo.join("bench/peers");
+        let (port, rate) = (port.to_string(), rate.to_string());
+        let mut cmd = match self {
+            Server::Tickwire => {
+                let mut c = Command::new(&cfg.tickwire_exe);
+                c.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                    .args(["--sim-trades-only", "--sim-rate", &rate])
+                    .args(["--workers", "1", "--no-pin"])
+                    .env("RUST_LOG", "warn");
+                return c;
+            }
+            Server::Bun => {
+                let mut c = Command::new(bun_binary(&peers));
+                c.arg(peers.join("bun/server.js"));
+                c
+            }
+            Server::Node => {
+                let mut c = Command::new("node");
+                c.arg(peers.join("node/server.js"));
+                c
+            }
+            Server::NaiveRust => Command::new(naive_binary(&peers)),
+        };
+        cmd.args(["--port", &port, "--rate", &rate]);
+        cmd
+    }
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn bun_binary(peers: &Path) -> PathBuf {
+    peers.join("bun/node_modules/@oven/bun-linux-x64/bin/bun")
+}
+
+fn naive_binary(peers: &Path) -> PathBuf {
+    peers.join("naive-rust/target/release/tickwire-peer-naive-rust")
+}
+
+fn command_works(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A scenario of the comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Scenario {
+    /// Lossless fan-out: rate ladder at 1k (and 10k) clients on one topic.
+    S1,
+    /// Tick-to-client latency at 25/50/75% of the best peer's S1 maximum.
+    S2,
+    /// Memory per idle subscribed connection.
+    S3,
+    /// 10% slow clients: fast clients' latency and delivery with and without them.
+    S4,
+    /// Ring hand-off (criterion).
+    S5,
+    /// Decode and encode (criterion).
+    S6,
+}
+
+impl Scenario {
+    /// All of them.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::S1,
+        Scenario::S2,
+        Scenario::S3,
+        Scenario::S4,
+        Scenario::S5,
+        Scenario::S6,
+    ];
+
+    /// `s1` ... `s6`.
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL
+            .into_iter()
+            .find(|s| s.to_string().eq_ignore_ascii_case(name))
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// What a comparison runs.
+#[derive(Clone, Debug)]
+pub struct CompareConfig {
+    /// The `tickwire` binary: it serves, and its `bench` subcommand is the load generator.
+    pub tickwire_exe: PathBuf,
+    /// Describes that binary's build, e.g. `release`.
+    pub tickwire_build: String,
+    /// The repository root (`bench/peers/`, `cargo bench`).
+    pub repo: PathBuf,
+    /// Peers to compare against (none: tickwire alone).
+    pub peers: Vec<Server>,
+    /// Scenarios to run.
+    pub scenarios: Vec<Scenario>,
+    /// Rounds (each server once per round and step).
+    pub rounds: usize,
+    /// The smoke version: a few clients, short runs, no 10k step.
+    pub quick: bool,
+    /// Install missing peers with `bench/peers/install.sh`.
+    pub install: bool,
+    /// Where per-run summaries, server logs and `compare.json` go.
+    pub out: PathBuf,
+    /// Core the servers are pinned to.
+    pub server_core: usize,
+    /// Core the load generator is pinned to.
+    pub load_core: usize,
+    /// The command line, for the record.
+    pub command_line: String,
+    /// Longest wait, before each run, for the machine to be under [`QUIET`] busy (it
+    /// runs anyway after, and the run records the load it had).
+    pub quiet_wait: Duration,
+}
+
+/// One server measured under one load.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Run {
+    /// Server name.
+    pub server: String,
+    /// Round, from 1.
+    pub round: usize,
+    /// Trades per second served.
+    pub rate: u64,
+    /// Clients.
+    pub clients: usize,
+    /// Slow clients among them.
+    pub slow_clients: usize,
+    /// Where the generator's files are.
+    pub dir: String,
+    /// The generator's exit code (0 ok, 3 violations, 4 no connection).
+    pub exit_code: i64,
+    /// Wall seconds of the load run.
+    pub wall_s: f64,
+    /// Server CPU seconds during it.
+    pub server_cpu_s: f64,
+    /// Server CPU seconds / wall seconds (1.0 = its core saturated).
+    pub server_busy: f64,
+    /// The generator's cores busy (1 thread: near 1.0 means it was the bottleneck).
+    pub generator_busy: f64,
+    /// Trades received by all clients, drain included.
+    pub deliveries: u64,
+    /// `deliveries / server_cpu_s`.
+    pub deliveries_per_cpu_s: f64,
+    /// Fast clients' messages per second each (measured phase).
+    pub fast_msgs_per_s_per_client: f64,
+    /// Bytes per message read by fast clients (framing included).
+    pub bytes_per_msg: f64,
+    /// Fast clients' latency, µs: p50, p90, p99, p99.9, max.
+    pub fast_latency_us: [f64; 5],
+    /// Slow clients' latency (their staleness), µs: p50, p90, p99, p99.9, max.
+    pub slow_latency_us: [f64; 5],
+    /// Fast clients: trade violations + gaps + trades named by gaps.
+    pub fast_losses: u64,
+    /// Slow clients: trade violations (unannounced gaps).
+    pub slow_violations: u64,
+    /// Slow clients: gaps announced and trades they named.
+    pub slow_gaps: u64,
+    /// Slow clients: trades named by gaps.
+    pub slow_trades_skipped: u64,
+    /// Connection errors and closes, all clients.
+    pub errors: u64,
+    /// Clients that connected.
+    pub connected: usize,
+    /// Clients that stayed to the end.
+    pub finished: usize,
+    /// Server RSS before the clients, KiB.
+    pub rss_before_kib: u64,
+    /// Highest server RSS sampled during the run, KiB.
+    pub rss_max_kib: u64,
+    /// Server `VmHWM` at the end, KiB.
+    pub hwm_kib: u64,
+    /// Machine-wide slab before the clients, KiB.
+    pub slab_before_kib: u64,
+    /// Highest machine-wide slab sampled during the run, KiB.
+    pub slab_max_kib: u64,
+    /// Share of the machine's CPU busy (all cores, 0..1) in the 0.5 s (quick: 0.2 s) before the server
+    /// started, after waiting for it to fall under [`QUIET`] (at most
+    /// [`CompareConfig::quiet_wait`]).
+    pub machine_busy_before: f64,
+    /// CPU seconds that neither the server nor the generator used during the run, per
+    /// wall second: other processes' load (0 on a quiet machine; 1 = a whole core).
+    pub others_cores: f64,
+    /// Fast clients all lossless and at the full rate.
+    pub lossless: bool,
+    /// Why not lossless, or saturated.
+    pub note: String,
+}
+
+impl Run {
+    /// Clients that connected; where a saved result predates the field, all of them.
+    pub fn connected_clients(&self) -> usize {
+        if self.connected == 0 {
+            self.clients
+        } else {
+            self.connected
+        }
+    }
+
+    /// An S1 step passes when it is lossless. Saturation (server or generator core
+    /// ≥ [`SATURATED`] busy) is recorded in `note` but does not fail a step that still
+    /// delivered everything: on loopback, cost per message falls as the rate rises
+    /// (more messages per write and per read), so a core busy at one rate can carry the
+    /// next; the first lossy step is where a server's ceiling shows.
+    pub fn passes_s1(&self) -> bool {
+        self.lossless
+    }
+}
+
+/// The machine counts as quiet when less than this share of its CPU is busy.
+pub const QUIET: f64 = 0.15;
+
+/// CPU busy share counted as saturation.
+pub const SATURATED: f64 = 0.9;
+/// Fast clients must receive at least this share of the rate to count as lossless.
+pub const FULL_RATE_SHARE: f64 = 0.95;
+
+/// The load of one measurement.
+#[derive(Clone, Debug)]
+struct Load {
+    clients: usize,
+    rate: u64,
+    slow_fraction: f64,
+    duration: Duration,
+    ramp: Duration,
+    drain: Duration,
+}
+
+/// Sizes of the scenarios, full or quick.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    /// S1: (clients, rate ladder, ramp s, duration s).
+    pub s1: Vec<(usize, Vec<u64>, f64, f64)>,
+    /// S2: clients, duration s.
+    pub s2: (usize, f64),
+    /// S3: client counts, and the idle rate (trades/s).
+    pub s3: (Vec<usize>, u64),
+    /// S4: clients, slow share, duration s.
+    pub s4: (usize, f64, f64),
+    /// Drain after every run, s.
+    pub drain_s: f64,
+}
+
+impl Plan {
+    /// The plan for a full or a quick comparison.
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                s1: vec![(20, vec![200, 400], 0.2, 1.2)],
+                s2: (20, 1.2),
+                s3: (vec![20, 50], 1),
+                s4: (20, 0.1, 1.2),
+                drain_s: 0.2,
+            }
+        } else {
+            Plan {
+                s1: vec![
+                    (1_000, vec![250, 500, 1_000, 2_000, 4_000], 1.0, 4.0),
+                    (10_000, vec![25, 50, 100, 200], 5.0, 9.0),
+                ],
+                s2: (1_000, 5.0),
+                s3: (vec![1_000, 5_000, 9_000], 1),
+                s4: (1_000, 0.1, 8.0),
+                drain_s: 1.0,
+            }
+        }
+    }
+}
+
+/// Everything a comparison measured, written to `compare.json` and the doc (which
+/// [`load_results`] reads back to render it again).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    /// The command that ran.
+    pub command: String,
+    /// When it started, seconds since the epoch.
+    pub started_unix_s: u64,
+    /// Wall time of the whole comparison, s.
+    pub wall_s: f64,
+    /// The machine.
+    pub machine: Machine,
+    /// 1-minute load average before the first run.
+    pub load_average_before: Option<f64>,
+    /// The tickwire build.
+    pub tickwire_build: String,
+    /// Versions of the peers' runtimes and packages.
+    pub versions: Vec<(String, String)>,
+    /// Cores: server, load generator.
+    pub cores: (usize, usize),
+    /// Rounds.
+    pub rounds: usize,
+    /// Longest wait for a quiet machine before each run, s.
+    #[serde(default)]
+    pub quiet_wait_s: f64,
+    /// Quick (smoke) sizes.
+    pub quick: bool,
+    /// The sizes used.
+    pub plan: Plan,
+    /// Servers compared (tickwire first).
+    pub servers: Vec<String>,
+    /// Peers left out, and why.
+    pub skipped: Vec<(String, String)>,
+    /// Scenarios run.
+    pub scenarios: Vec<Scenario>,
+    /// S1 runs, by clients.
+    pub s1: Vec<S1Group>,
+    /// The rate S2 and S4 are based on, and where it came from.
+    pub base_rate: Option<(u64, String)>,
+    /// S2 runs.
+    pub s2: Vec<Run>,
+    /// S3 runs.
+    pub s3: Vec<Run>,
+    /// S4 runs (without slow clients, then with).
+    pub s4: Vec<Run>,
+    /// S5 lines (criterion), or why not.
+    pub s5: Result<Vec<criterion::BenchLine>, String>,
+    /// S6 lines (criterion), or why not.
+    pub s6: Result<Vec<criterion::BenchLine>, String>,
+    /// Problems met on the way (a run that failed to start, ...).
+    pub problems: Vec<String>,
+}
+
+/// S1 at one client count.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct S1Group {
+    /// Clients.
+    pub clients: usize,
+    /// The ladder.
+    pub rates: Vec<u64>,
+    /// Every step run (a server's ladder stops at its first failing step).
+    pub runs: Vec<Run>,
+}
+
+impl S1Group {
+    /// Median over rounds of a server's highest passing rate (0 when none passed).
+    pub fn max_rate(&self, server: &str, rounds: usize) -> Option<u64> {
+        let per_round: Vec<f64> = (1..=rounds)
+            .filter_map(|r| {
+                let runs: Vec<&Run> = self
+                    .runs
+                    .iter()
+                    .filter(|x| x.server == server && x.round == r)
+                    .collect();
+                (!runs.is_empty()).then(|| {
+                    runs.iter()
+                        .filter(|x| x.passes_s1())
+                        .map(|x| x.rate)
+                        .max()
+                        .unwrap_or(0) as f64
+                })
+            })
+            .collect();
+        median(per_round).map(|m| m as u64)
+    }
+}
+
+/// Reads a `compare.json` written by [`run`].
+pub fn load_results(path: &Path) -> Result<Results, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Median of the values (the mean of the middle two for an even count).
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn log(msg: &str) {
+    eprintln!("[compare] {msg}");
+}
+
+/// Installs missing peers (when allowed) and returns the peers that can run, and those
+/// that cannot with the reason.
+fn ready_peers(cfg: &CompareConfig) -> (Vec<Server>, Vec<(String, String)>) {
+    let mut ready = Vec::new();
+    let mut skipped = Vec::new();
+    for &peer in &cfg.peers {
+        let mut why = peer.missing(cfg);
+        if why.is_some() && cfg.install {
+            log(&format!(
+                "installing {peer} (bench/peers/install.sh {peer})"
+            ));
+            let script = cfg.repo.join("bench/peers/install.sh");
+            let status = Command::new("bash")
+                .arg(&script)
+                .arg(peer.name())
+                .stdin(Stdio::null())
+                .status();
+            why = match status {
+                Ok(s) if s.success() => peer.missing(cfg),
+                Ok(s) => Some(format!("install.sh {peer} failed: {s}")),
+                Err(e) => Some(format!("install.sh {peer}: {e}")),
+            };
+        }
+        match why {
+            None => ready.push(peer),
+            Some(why) => {
+                log(&format!("skipping {peer}: {why}"));
+                skipped.push((peer.name().to_owned(), why));
+            }
+        }
+    }
+    (ready, skipped)
+}
+
+fn versions(cfg: &CompareConfig, peers: &[Server]) -> Vec<(String, String)> {
+    let mut v = vec![("rustc".to_owned(), command_output("rustc", &["--version"]))];
+    let dir = cfg.repo.join("bench/peers");
+    for p in peers {
+        match p {
+            Server::Bun => v.push((
+                "bun".into(),
+                command_output(&bun_binary(&dir).to_string_lossy(), &["--version"]),
+            )),
+            Server::Node => {
+                v.push(("node".into(), command_output("node", &["--version"])));
+                let ws = std::fs::read_to_string(dir.join("node/node_modules/ws/package.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .and_then(|j| j["version"].as_str().map(str::to_owned));
+                v.push(("ws".into(), ws));
+            }
+            Server::NaiveRust => {
+                let lock =
+                    std::fs::read_to_string(dir.join("naive-rust/Cargo.lock")).unwrap_or_default();
+                for krate in ["tokio", "tokio-tungstenite"] {
+                    let needle = format!("name = \"{krate}\"\nversion = \"");
+                    let ver = lock.find(&needle).map(|at| {
+                        lock[at + needle.len()..]
+                            .split('"')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned()
+                    });
+                    v.push((krate.into(), ver));
+                }
+            }
+            Server::Tickwire => {}
+        }
+    }
+    v.into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_else(|| "?".into())))
+        .collect()
+}
+
+/// Runs the comparison; the results are also written to `out/compare.json`.
+pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    if let Some(why) = Server::Tickwire.missing(cfg) {
+        return Err(why);
+    }
+    let (peers, skipped) = ready_peers(cfg);
+    let mut servers = vec![Server::Tickwire];
+    servers.extend(&peers);
+    let plan = Plan::new(cfg.quick);
+    let mut res = Results {
+        command: cfg.command_line.clone(),
+        started_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        wall_s: 0.0,
+        machine: machine(),
+        load_average_before: procfs::load_average(),
+        tickwire_build: cfg.tickwire_build.clone(),
+        versions: versions(cfg, &peers),
+        cores: (cfg.server_core, cfg.load_core),
+        rounds: cfg.rounds,
+        quiet_wait_s: cfg.quiet_wait.as_secs_f64(),
+        quick: cfg.quick,
+        plan: plan.clone(),
+        servers: servers.iter().map(|s| s.name().to_owned()).collect(),
+        skipped,
+        scenarios: cfg.scenarios.clone(),
+        s1: Vec::new(),
+        base_rate: None,
+        s2: Vec::new(),
+        s3: Vec::new(),
+        s4: Vec::new(),
+        s5: Err("not run".into()),
+        s6: Err("not run".into()),
+        problems: Vec::new(),
+    };
+    let mut m = Measurer {
+        cfg,
+        drain: Duration::from_secs_f64(plan.drain_s),
+        problems: Vec::new(),
+    };
+    let wants = |s: Scenario| cfg.scenarios.contains(&s);
+
+    if wants(Scenario::S1) {
+        for (clients, rates, ramp, duration) in &plan.s1 {
+            let mut group = S1Group {
+                clients: *clients,
+                rates: rates.clone(),
+                runs: Vec::new(),
+            };
+            for round in 1..=cfg.rounds {
+                for &server in &servers {
+                    for &rate in rates {
+                        let load = Load {
+                            clients: *clients,
+                            rate,
+                            slow_fraction: 0.0,
+                            duration: Duration::from_secs_f64(*duration),
+                            ramp: Duration::from_secs_f64(*ramp),
+                            drain: m.drain,
+                        };
+                        let label = format!("s1-{clients}c-{server}-{rate}r-round{round}");
+                        let Some(run) = m.measure(server, round, &load, &label) else {
+                            break;
+                        };
+                        let pass = run.passes_s1();
+                        group.runs.push(run);
+                        if !pass {
+                            break;
+                        }
+                    }
+                }
+            }
+            res.s1.push(group);
+        }
+    }
+
+    // S2 and S4 load: the best peer's S1 maximum at the first client count.
+    res.base_rate = base_rate(&res, &peers, cfg.rounds, &plan);
+    let base = res.base_rate.as_ref().map_or(plan.s1[0].1[0], |b| b.0);
+
+    if wants(Scenario::S2) {
+        let (clients, duration) = plan.s2;
+        for round in 1..=cfg.rounds {
+            for pct in [25, 50, 75] {
+                let rate = (base * pct / 100).max(1);
+                for &server in &servers {
+                    let load = Load {
+                        clients,
+                        rate,
+                        slow_fraction: 0.0,
+                        duration: Duration::from_secs_f64(duration),
+                        ramp: Duration::from_secs_f64(plan.s1[0].2),
+                        drain: m.drain,
+                    };
+                    let label = format!("s2-{pct}pct-{server}-round{round}");
+                    if let Some(run) = m.measure(server, round, &load, &label) {
+                        res.s2.push(run);
+                    }
+                }
+            }
+        }
+    }
+
+    if wants(Scenario::S3) {
+        let (sizes, rate) = &plan.s3;
+        for round in 1..=cfg.rounds {
+            for &clients in sizes {
+                // About 3k connections a second on this kind of machine, and 2 s held.
+                let ramp = if cfg.quick {
+                    0.2
+                } else {
+                    (clients as f64 / 3_000.0).max(1.0)
+                };
+                for &server in &servers {
+                    let load = Load {
+                        clients,
+                        rate: *rate,
+                        slow_fraction: 0.0,
+                        duration: Duration::from_secs_f64(ramp + if cfg.quick { 0.6 } else { 2.0 }),
+                        ramp: Duration::from_secs_f64(ramp),
+                        drain: Duration::from_millis(100),
+                    };
+                    let label = format!("s3-{clients}c-{server}-round{round}");
+                    if let Some(run) = m.measure(server, round, &load, &label) {
+                        res.s3.push(run);
+                    }
+                }
+            }
+        }
+    }
+
+    if wants(Scenario::S4) {
+        let (clients, slow, duration) = plan.s4;
+        let rate = (base / 2).max(1);
+        for round in 1..=cfg.rounds {
+            for &server in &servers {
+                for slow_fraction in [0.0, slow] {
+                    let load = Load {
+                        clients,
+                        rate,
+                        slow_fraction,
+                        duration: Duration::from_secs_f64(duration),
+                        ramp: Duration::from_secs_f64(plan.s1[0].2),
+                        drain: m.drain,
+                    };
+                    let label = format!(
+                        "s4-{}slow-{server}-round{round}",
+                        (slow_fraction * 100.0).round()
+                    );
+                    if let Some(run) = m.measure(server, round, &load, &label) {
+                        res.s4.push(run);
+                    }
+                }
+            }
+        }
+    }
+
+    if wants(Scenario::S5) {
+        log("S5: cargo bench --bench ring");
+        res.s5 = criterion::run(&cfg.repo, "ring", cfg.quick);
+    }
+    if wants(Scenario::S6) {
+        log("S6: cargo bench --bench decode");
+        res.s6 = criterion::run(&cfg.repo, "decode", cfg.quick);
+    }
+    res.problems = m.problems;
+    res.wall_s = started.elapsed().as_secs_f64();
+    let json = serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?;
+    let path = cfg.out.join("compare.json");
+    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(res)
+}
+
+/// The best peer's S1 maximum at the first client count; without peers (or when none
+/// passed a step), tickwire's own; `None` when S1 did not run or nothing passed.
+fn base_rate(res: &Results, peers: &[Server], rounds: usize, plan: &Plan) -> Option<(u64, String)> {
+    let group = res.s1.iter().find(|g| g.clients == plan.s1[0].0)?;
+    let best_peer = peers
+        .iter()
+        .filter_map(|p| Some((group.max_rate(p.name(), rounds)?, p.name())))
+        .filter(|(r, _)| *r > 0)
+        .max();
+    if let Some((rate, peer)) = best_peer {
+        return Some((
+            rate,
+            format!("{peer}'s S1 maximum at {} clients", group.clients),
+        ));
+    }
+    let ours = group.max_rate("tickwire", rounds).filter(|r| *r > 0)?;
+    Some((
+        ours,
+        format!(
+            "tickwire's own S1 maximum at {} clients (no peer passed a step)",
+            group.clients
+        ),
+    ))
+}
+
+/// Runs measurements and keeps the problems met.
+struct Measurer<'a> {
+    cfg: &'a CompareConfig,
+    drain: Duration,
+    problems: Vec<String>,
+}
+
+impl Measurer<'_> {
+    /// One server, freshly started, under one load; `None` (and a problem noted) when it
+    /// could not be measured.
+    fn measure(&mut self, server: Server, round: usize, load: &Load, label: &str) -> Option<Run> {
+        log(&format!(
+            "{label}: {} clients, {} trades/s{}",
+            load.clients,
+            load.rate,
+            if load.slow_fraction > 0.0 {
+                format!(", {:.0}% slow", load.slow_fraction * 100.0)
+            } else {
+                String::new()
+            }
+        ));
+        match self.try_measure(server, round, load, label) {
+            Ok(run) => {
+                log(&format!(
+                    "  {} deliveries/CPU-s {:.0}, server busy {:.2}, generator busy {:.2}, others {:.2}, fast p99 {:.0} µs{}",
+                    if run.lossless { "lossless," } else { "LOSSY," },
+                    run.deliveries_per_cpu_s,
+                    run.server_busy,
+                    run.generator_busy,
+                    run.others_cores,
+                    run.fast_latency_us[2],
+                    if run.note.is_empty() { String::new() } else { format!(" ({})", run.note) }
+                ));
+                Some(run)
+            }
+            Err(e) => {
+                log(&format!("  failed: {e}"));
+                self.problems.push(format!("{label}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn try_measure(
+        &mut self,
+        server: Server,
+        round: usize,
+        load: &Load,
+        label: &str,
+    ) -> Result<Run, String> {
+        let cfg = self.cfg;
+        let dir = cfg.out.join("runs").join(label);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Other work on a shared machine skews every figure: wait for a quiet moment.
+        let quiet_until = Instant::now() + cfg.quiet_wait;
+        let (window, settle) = if cfg.quick {
+            (Duration::from_millis(200), Duration::from_millis(200))
+        } else {
+            (Duration::from_millis(500), Duration::from_millis(500))
+        };
+        let mut busy_before = procfs::machine_busy(window).unwrap_or(0.0);
+        let mut waited = false;
+        while busy_before >= QUIET && Instant::now() < quiet_until {
+            if !waited {
+                log(&format!(
+                    "  machine {:.0}% busy with other work; waiting up to {:?}",
+                    busy_before * 100.0,
+                    cfg.quiet_wait
+                ));
+                waited = true;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            busy_before = procfs::machine_busy(window).unwrap_or(0.0);
+        }
+        let port = procfs::free_port().map_err(|e| format!("no free port: {e}"))?;
+        let log_file = |name: &str| {
+            std::fs::File::create(dir.join(name))
+                .map(Stdio::from)
+                .map_err(|e| format!("{name}: {e}"))
+        };
+        let mut cmd = server.command(cfg, port, load.rate);
+        cmd.stdin(Stdio::null())
+            .stdout(log_file("server.log")?)
+            .stderr(log_file("server.err")?);
+        let mut srv = Child::spawn(&mut cmd, Some(cfg.server_core))
+            .map_err(|e| format!("starting {server}: {e}"))?;
+        let pid = srv.pid();
+        procfs::wait_listening(port, &mut srv, Duration::from_secs(15))?;
+        // Let the server's timers and (for tickwire) the feed settle.
+        std::thread::sleep(settle);
+        let rss_before = procfs::rss_kib(pid).unwrap_or(0);
+        let slab_before = procfs::slab_kib().unwrap_or(0);
+        let cpu_before = procfs::cpu_seconds(pid).ok_or("no /proc/PID/stat")?;
+        let machine_before = procfs::machine_cpu_seconds().unwrap_or((0.0, 0.0));
+
+        let secs = |d: Duration| format!("{}ms", d.as_millis());
+        let mut gen_cmd = Command::new(&cfg.tickwire_exe);
+        gen_cmd
+            .arg("bench")
+            .args(["--url", &format!("ws://127.0.0.1:{port}/ws")])
+            .args(["--symbols", "sim:BTC-USD", "--channels", "trades"])
+            .args(["--clients", &load.clients.to_string()])
+            .args(["--duration", &secs(load.duration)])
+            .args(["--ramp", &secs(load.ramp)])
+            .args(["--drain", &secs(load.drain)])
+            .args(["--slow-fraction", &load.slow_fraction.to_string()])
+            .args(["--threads", "1", "--quiet"])
+            .arg("--out")
+            .arg(&dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file("bench.txt")?)
+            .stderr(log_file("bench.err")?);
+        let started = Instant::now();
+        let mut generator = Child::spawn(&mut gen_cmd, Some(cfg.load_core))
+            .map_err(|e| format!("starting the load generator: {e}"))?;
+        // Its own bound is duration + drain + /stats fetches (2 × 2 s); a margin on top.
+        let limit = load.duration + load.drain + Duration::from_secs(20);
+        let (mut rss_max, mut slab_max) = (rss_before, slab_before);
+        let status = loop {
+            if let Some(status) = generator.wait_for(Duration::from_millis(100)) {
+                break status;
+            }
+            rss_max = rss_max.max(procfs::rss_kib(pid).unwrap_or(0));
+            slab_max = slab_max.max(procfs::slab_kib().unwrap_or(0));
+            if started.elapsed() > limit {
+                generator.stop();
+                return Err(format!("the load generator overran {limit:?}; stopped"));
+            }
+        };
+        let wall_s = started.elapsed().as_secs_f64();
+        let cpu_after = procfs::cpu_seconds(pid).ok_or("the server died during the run")?;
+        let machine_after = procfs::machine_cpu_seconds().unwrap_or((0.0, 0.0));
+        let hwm = procfs::hwm_kib(pid).unwrap_or(0);
+        let server_alive = srv.exited().is_none();
+        srv.stop();
+        if !server_alive {
+            return Err(format!("{server} exited during the run"));
+        }
+        let text = std::fs::read_to_string(dir.join("summary.json"))
+            .map_err(|e| format!("no summary.json ({e}); generator {status}"))?;
+        let s: Value = serde_json::from_str(&text).map_err(|e| format!("summary.json: {e}"))?;
+        let mut run = from_summary(&s, load);
+        run.server = server.name().to_owned();
+        run.round = round;
+        run.dir = dir.display().to_string();
+        run.wall_s = wall_s;
+        run.server_cpu_s = cpu_after - cpu_before;
+        run.server_busy = run.server_cpu_s / wall_s.max(1e-9);
+        run.deliveries_per_cpu_s = run.deliveries as f64 / run.server_cpu_s.max(0.01);
+        run.rss_before_kib = rss_before;
+        run.rss_max_kib = rss_max;
+        run.hwm_kib = hwm;
+        run.slab_before_kib = slab_before;
+        run.slab_max_kib = slab_max;
+        run.machine_busy_before = busy_before;
+        let generator_cpu_s = s["generator"]["cpu_user_s"].as_f64().unwrap_or(0.0)
+            + s["generator"]["cpu_sys_s"].as_f64().unwrap_or(0.0);
+        run.others_cores =
+            ((machine_after.0 - machine_before.0) - run.server_cpu_s - generator_cpu_s).max(0.0)
+                / wall_s.max(1e-9);
+        let mut notes = Vec::new();
+        if run.exit_code == 4 {
+            notes.push("no client connected".to_owned());
+        }
+        if run.fast_losses > 0 {
+            notes.push(format!("{} trades lost or gapped", run.fast_losses));
+        }
+        if run.errors > 0 {
+            notes.push(format!("{} connection errors", run.errors));
+        }
+        if run.fast_msgs_per_s_per_client < FULL_RATE_SHARE * load.rate as f64 {
+            notes.push(format!(
+                "fast clients got {:.0}/s of {}/s",
+                run.fast_msgs_per_s_per_client, load.rate
+            ));
+        }
+        run.lossless = notes.is_empty();
+        if run.server_busy >= SATURATED {
+            notes.push(format!("server core saturated ({:.2})", run.server_busy));
+        }
+        if run.generator_busy >= SATURATED {
+            notes.push(format!("generator saturated ({:.2})", run.generator_busy));
+        }
+        if run.others_cores >= 0.25 {
+            notes.push(format!(
+                "other processes used {:.2} cores during the run",
+                run.others_cores
+            ));
+        }
+        run.note = notes.join("; ");
+        Ok(run)
+    }
+}
+
+/// The figures of one `summary.json`.
+fn from_summary(s: &Value, load: &Load) -> Run {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let u = |v: &Value| v.as_u64().unwrap_or(0);
+    let (fast, slow) = (&s["classes"]["fast"], &s["classes"]["slow"]);
+    let lat = |c: &Value| {
+        let l = &c["latency_us"];
+        [
+            f(&l["p50"]),
+            f(&l["p90"]),
+            f(&l["p99"]),
+            f(&l["p999"]),
+            f(&l["max"]),
+        ]
+    };
+    let (fc, sc) = (&fast["counts"], &slow["counts"]);
+    let fast_msgs = u(&fc["messages"]);
+    Run {
+        rate: load.rate,
+        clients: load.clients,
+        slow_clients: u(&s["params"]["slow_clients"]) as usize,
+        exit_code: s["exit_code"].as_i64().unwrap_or(-1),
+        generator_busy: f(&s["generator"]["cores_busy"]),
+        deliveries: u(&fc["trades"]) + u(&sc["trades"]),
+        fast_msgs_per_s_per_client: f(&fast["msgs_per_s_per_client"]),
+        bytes_per_msg: if fast_msgs > 0 {
+            u(&fc["bytes"]) as f64 / fast_msgs as f64
+        } else {
+            0.0
+        },
+        fast_latency_us: lat(fast),
+        slow_latency_us: lat(slow),
+        fast_losses: u(&fc["trade_violations"]) + u(&fc["gaps"]) + u(&fc["trades_skipped"]),
+        slow_violations: u(&sc["trade_violations"]),
+        slow_gaps: u(&sc["gaps"]),
+        slow_trades_skipped: u(&sc["trades_skipped"]),
+        errors: u(&fast["errors"]["total"]) + u(&slow["errors"]["total"]),
+        connected: (u(&fast["connected"]) + u(&slow["connected"])) as usize,
+        finished: (u(&fast["finished"]) + u(&slow["finished"])) as usize,
+        ..Run::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(Scenario::from_name("s3"), Some(Scenario::S3));
+        assert_eq!(Scenario::from_name("S6"), Some(Scenario::S6));
+        assert_eq!(Scenario::from_name("s7"), None);
+        assert_eq!(
+            Server::peer_from_name("naive-rust"),
+            Some(Server::NaiveRust)
+        );
+        assert_eq!(Server::peer_from_name("tickwire"), None);
+    }
+
+    #[test]
+    fn max_rate_is_the_median_of_each_rounds_highest_pass() {
+        let run = |server: &str, round, rate, lossless| Run {
+            server: server.into(),
+            round,
+            rate,
+            lossless,
+            ..Run::default()
+        };
+        let g = S1Group {
+            clients: 10,
+            rates: vec![1, 2, 4],
+            runs: vec![
+                run("a", 1, 1, true),
+                run("a", 1, 2, true),
+                run("a", 1, 4, false),
+                run("a", 2, 1, true),
+                run("a", 2, 2, false),
+                run("a", 3, 1, true),
+                run("a", 3, 2, true),
+                run("b", 1, 1, false),
+            ],
+        };
+        assert_eq!(g.max_rate("a", 3), Some(2));
+        assert_eq!(g.max_rate("b", 1), Some(0));
+        assert_eq!(g.max_rate("c", 1), None);
+    }
+}
