@@ -6,6 +6,8 @@
 //! per-symbol state, encodes each event once into a shared WebSocket frame, and writes
 //! each client's pending frames with one vectored write. See `docs/architecture.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod feed;
 pub mod fixed;

@@ -1,6 +1,8 @@
 //! The `tickwire` binary: `serve` (the default) runs the engine; `bench` runs the load
 //! generator against one, `bench compare` the comparison with the peers.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 
 mod fetch;
