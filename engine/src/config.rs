@@ -44,6 +44,11 @@ pub struct EngineConfig {
     /// A client that takes no bytes for this long while data is pending is closed with
     /// 1008, ms. Default 30,000.
     pub idle_timeout_ms: u64,
+    /// Latency budget of write coalescing, µs: under load a worker gathers a client's
+    /// frames for up to this long and writes them with one system call; lightly loaded,
+    /// it writes at once (see `docs/architecture.md`, "Write path"). 0 disables
+    /// coalescing. Default 4,000.
+    pub flush_budget_us: u64,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +69,7 @@ impl Default for EngineConfig {
             ping_interval_ms: 15_000,
             pong_timeout_ms: 45_000,
             idle_timeout_ms: 30_000,
+            flush_budget_us: 4_000,
         }
     }
 }
@@ -109,6 +115,12 @@ impl EngineConfig {
         }
         if self.idle_timeout_ms == 0 {
             problems.push("idle_timeout_ms = 0: use at least 1".into());
+        }
+        if self.flush_budget_us > 1_000_000 {
+            problems.push(format!(
+                "flush_budget_us = {}: use 0 (no coalescing) to 1000000",
+                self.flush_budget_us
+            ));
         }
         if problems.is_empty() {
             Ok(())

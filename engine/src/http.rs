@@ -124,6 +124,11 @@ pub fn stats_json(shared: &EngineShared) -> String {
                 "ring_laps": load(&w.ring_laps),
                 "ring_missed": load(&w.ring_missed),
                 "peak_outbox_bytes": load(&w.peak_outbox_bytes),
+                "writes": load(&w.writes),
+                "flush_rounds": load(&w.flush_rounds),
+                "coalesce_window_us": load(&w.coalesce_window_us),
+                "pongs_dropped": load(&w.pongs_dropped),
+                "stale_conflations": load(&w.stale_conflations),
             })
         })
         .collect();
@@ -143,6 +148,10 @@ pub fn stats_json(shared: &EngineShared) -> String {
             "trades_skipped": sum(shared, |w| load(&w.trades_skipped)),
             "snapshots_resent": sum(shared, |w| load(&w.snapshots_resent)),
             "errors_sent": sum(shared, |w| load(&w.errors_sent)),
+            "writes": sum(shared, |w| load(&w.writes)),
+            "flush_rounds": sum(shared, |w| load(&w.flush_rounds)),
+            "pongs_dropped": sum(shared, |w| load(&w.pongs_dropped)),
+            "stale_conflations": sum(shared, |w| load(&w.stale_conflations)),
             "peak_outbox_bytes": shared.workers.iter().map(|w| load(&w.peak_outbox_bytes)).max().unwrap_or(0),
             "closed": closed,
         },
@@ -294,6 +303,24 @@ pub fn metrics_text(shared: &EngineShared) -> String {
             "Book snapshots resent to resynchronise clients.",
             "counter",
             &|w| load(&w.snapshots_resent),
+        ),
+        total(
+            "tickwire_writes_total",
+            "Vectored write calls to client sockets.",
+            "counter",
+            &|w| load(&w.writes),
+        ),
+        total(
+            "tickwire_flush_rounds_total",
+            "Write rounds (every pending client written once).",
+            "counter",
+            &|w| load(&w.flush_rounds),
+        ),
+        total(
+            "tickwire_stale_conflations_total",
+            "Subscriptions conflated for passing the staleness limit.",
+            "counter",
+            &|w| load(&w.stale_conflations),
         ),
         total(
             "tickwire_ring_laps_total",

@@ -6,7 +6,13 @@
 //! there is none (see `docs/flow-control.md`), so an outbox never grows past its budget
 //! (a single frame larger than the whole budget is let through when the outbox is empty,
 //! or it could never be sent). Writing gathers up to [`MAX_IOVECS`] frames into one
-//! vectored write. The queue's capacity grows to its working size and is then reused.
+//! vectored write. The queue's capacity grows to its working size and is then reused;
+//! an outbox that never queued anything holds no heap memory.
+//!
+//! Besides the queue, one *pong slot* holds at most one pong frame outside the budget:
+//! it is written at the next frame boundary, ahead of the queue, and a newer pong
+//! replaces one not yet started (RFC 6455 §5.5.3 allows answering only the most recent
+//! ping). So a client that floods pings without reading costs one pong, never a queue.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -28,6 +34,11 @@ pub struct Outbox {
     budget_bytes: usize,
     peak_bytes: usize,
     frames_written: u64,
+    /// The pending pong, and how much of it is written.
+    pong: Option<FrameId>,
+    pong_written: usize,
+    /// Vectored write calls made.
+    writes: u64,
 }
 
 /// What a [`Outbox::write_to`] call achieved.
@@ -43,12 +54,15 @@ impl Outbox {
     /// An empty outbox with a byte budget.
     pub fn new(budget_bytes: usize) -> Self {
         Self {
-            queue: VecDeque::with_capacity(16),
+            queue: VecDeque::new(),
             head_written: 0,
             pending_bytes: 0,
             budget_bytes,
             peak_bytes: 0,
             frames_written: 0,
+            pong: None,
+            pong_written: 0,
+            writes: 0,
         }
     }
 
@@ -85,9 +99,39 @@ impl Outbox {
         self.budget_bytes
     }
 
-    /// Whether nothing is queued.
+    /// Whether nothing is queued (pong slot included).
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && self.pong.is_none()
+    }
+
+    /// When the oldest frame still queued was queued (ns since the epoch).
+    pub fn oldest_queued_ns(&self) -> Option<u64> {
+        self.queue.front().map(|&(_, t)| t)
+    }
+
+    /// Vectored write calls made so far.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Heap bytes held by the queue (memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.queue.capacity() * std::mem::size_of::<(FrameId, u64)>()
+    }
+
+    /// Puts a pong frame in the pong slot, taking a reference to it. A pong already
+    /// there and not yet started is replaced; one partly written stays, and the new one
+    /// is dropped (returns false).
+    pub fn set_pong(&mut self, frames: &mut FrameSlab, id: FrameId) -> bool {
+        if let Some(old) = self.pong {
+            if self.pong_written > 0 {
+                return false;
+            }
+            frames.release(old);
+        }
+        frames.retain(id);
+        self.pong = Some(id);
+        true
     }
 
     /// Writes as much as `write` takes, in vectored writes of up to [`MAX_IOVECS`] frames,
@@ -99,19 +143,36 @@ impl Outbox {
         mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
         mut on_written: impl FnMut(u64, u64),
     ) -> io::Result<WriteOutcome> {
-        while !self.queue.is_empty() {
+        while !self.is_empty() {
+            // Where the pong goes in this write: first when the queue is at a frame
+            // boundary (or the pong was started), else right after the started frame.
+            let pong_at = match self.pong {
+                None => None,
+                Some(_) if self.head_written == 0 || self.pong_written > 0 => Some(0),
+                Some(_) => Some(1),
+            };
             let written = {
                 let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut n = 0;
-                for (i, &(id, _)) in self.queue.iter().take(MAX_IOVECS).enumerate() {
+                if let (Some(0), Some(p)) = (pong_at, self.pong) {
+                    iov[0] = IoSlice::new(&frames.bytes(p)[self.pong_written..]);
+                    n = 1;
+                }
+                let take = if pong_at == Some(1) { 1 } else { MAX_IOVECS - n };
+                for (i, &(id, _)) in self.queue.iter().take(take).enumerate() {
                     let bytes = frames.bytes(id);
-                    iov[i] = IoSlice::new(if i == 0 {
+                    iov[n] = IoSlice::new(if i == 0 {
                         &bytes[self.head_written..]
                     } else {
                         bytes
                     });
                     n += 1;
                 }
+                if let (Some(1), Some(p)) = (pong_at, self.pong) {
+                    iov[n] = IoSlice::new(frames.bytes(p));
+                    n += 1;
+                }
+                self.writes += 1;
                 match write(&iov[..n]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(w) => w,
@@ -122,9 +183,40 @@ impl Outbox {
                     Err(e) => return Err(e),
                 }
             };
-            self.consume(frames, written, &mut on_written);
+            let mut written = written;
+            if pong_at == Some(1) {
+                let head_left = self
+                    .queue
+                    .front()
+                    .map_or(0, |&(id, _)| frames.len(id) - self.head_written);
+                let q = written.min(head_left);
+                self.consume(frames, q, &mut on_written);
+                written -= q;
+            }
+            if pong_at.is_some() && (pong_at == Some(0) || written > 0) {
+                written = self.consume_pong(frames, written);
+            }
+            if pong_at != Some(1) {
+                self.consume(frames, written, &mut on_written);
+            }
         }
         Ok(WriteOutcome::Drained)
+    }
+
+    /// Counts `written` bytes against the pong; returns what is left over.
+    fn consume_pong(&mut self, frames: &mut FrameSlab, written: usize) -> usize {
+        let Some(p) = self.pong else {
+            return written;
+        };
+        let left = frames.len(p) - self.pong_written;
+        if written < left {
+            self.pong_written += written;
+            return 0;
+        }
+        self.pong_written = 0;
+        self.pong = None;
+        frames.release(p);
+        written - left
     }
 
     fn consume(
@@ -160,6 +252,11 @@ impl Outbox {
             self.pending_bytes -= frames.len(id);
             frames.release(id);
         }
+        if self.pong_written == 0 {
+            if let Some(p) = self.pong.take() {
+                frames.release(p);
+            }
+        }
     }
 
     /// Releases every queued frame (the client is gone).
@@ -167,7 +264,12 @@ impl Outbox {
         for (id, _) in self.queue.drain(..) {
             frames.release(id);
         }
+        if let Some(p) = self.pong.take() {
+            frames.release(p);
+        }
+        self.queue = VecDeque::new();
         self.head_written = 0;
+        self.pong_written = 0;
         self.pending_bytes = 0;
     }
 }
@@ -277,6 +379,59 @@ mod tests {
         assert!(!out.has_room(2));
         out.clear(&mut slab);
         slab.release(a);
+        assert_eq!(slab.live(), 0);
+    }
+
+    /// One `write_to` whose socket takes at most `limit` bytes, then blocks.
+    fn write_at_most(out: &mut Outbox, slab: &mut FrameSlab, limit: usize, wire: &mut Vec<u8>) {
+        let mut left = limit;
+        let _ = out.write_to(
+            slab,
+            |iov| {
+                if left == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let mut n = 0;
+                for s in iov {
+                    let take = s.len().min(left);
+                    wire.extend_from_slice(&s[..take]);
+                    n += take;
+                    left -= take;
+                }
+                Ok(n)
+            },
+            |_, _| {},
+        );
+    }
+
+    #[test]
+    fn pong_flood_keeps_one_pong_which_jumps_the_queue_at_a_frame_boundary() {
+        let mut slab = FrameSlab::new();
+        let mut out = Outbox::new(100);
+        for text in [&b"DATA"[..], b"MORE"] {
+            let id = frame(&mut slab, text);
+            out.push(&mut slab, id, 0);
+            slab.release(id);
+        }
+        let mut wire = Vec::new();
+        write_at_most(&mut out, &mut slab, 2, &mut wire);
+        for i in 0..1000u32 {
+            let p = frame(&mut slab, &i.to_be_bytes());
+            assert!(out.set_pong(&mut slab, p), "an unstarted pong is replaced");
+            slab.release(p);
+        }
+        assert_eq!(slab.live(), 3, "two data frames and one pong, however many pings");
+        // The started frame finishes first; the pong goes at the boundary, before MORE.
+        write_at_most(&mut out, &mut slab, 4, &mut wire);
+        let p = frame(&mut slab, b"new");
+        assert!(!out.set_pong(&mut slab, p), "a started pong is not replaced");
+        slab.release(p);
+        write_at_most(&mut out, &mut slab, 100, &mut wire);
+        let mut expect = b"DATA".to_vec();
+        expect.extend_from_slice(&999u32.to_be_bytes());
+        expect.extend_from_slice(b"MORE");
+        assert_eq!(wire, expect);
+        assert!(out.is_empty());
         assert_eq!(slab.live(), 0);
     }
 }

@@ -100,6 +100,17 @@ pub struct WorkerStats {
     pub closed: [AtomicU64; 7],
     /// `error` replies sent.
     pub errors_sent: AtomicU64,
+    /// Vectored write calls to client sockets.
+    pub writes: AtomicU64,
+    /// Write rounds (every pending client written once).
+    pub flush_rounds: AtomicU64,
+    /// The write-coalescing window in force, µs (a gauge; 0 = write after every pass).
+    pub coalesce_window_us: AtomicU64,
+    /// Client pings left unanswered because a pong to that client was half written.
+    pub pongs_dropped: AtomicU64,
+    /// Subscriptions conflated because their oldest queued frame passed the staleness
+    /// limit (not the byte budget).
+    pub stale_conflations: AtomicU64,
     /// This worker's latency histograms (ingest_to_encode, tick_to_wire, outbox_wait).
     pub latency: crate::latency::LatencySlot,
 }
@@ -113,6 +124,11 @@ impl WorkerStats {
     /// Counts one closed connection.
     pub fn count_close(&self, reason: CloseReason) {
         self.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
     }
 
     /// Reads a counter.

@@ -7,9 +7,17 @@
 //! so an idle engine uses no CPU. A lapped worker asks the feed for its state and
 //! resynchronises every affected subscription; the feed never waits for it.
 
+pub mod clients;
+pub mod clock;
+pub mod conflate;
 pub mod core;
+pub mod fanout;
+pub mod flush;
+pub mod index;
+pub mod liveness;
 pub mod session;
 pub mod signal;
+pub mod write;
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -319,7 +327,7 @@ async fn fan_out(
         let mut resyncing = false;
         {
             let mut core = core.borrow_mut();
-            core.set_clock(crate::tick::now_ns());
+            core.begin_pass();
             for port in &mut ports {
                 if let Some(rx) = port.resync.as_mut() {
                     match rx.try_recv() {
@@ -362,8 +370,9 @@ async fn fan_out(
                 got += taken;
             }
             WorkerStats::add(&core.stats().ticks, got as u64);
-            core.flush_pending();
-            core.fire_timers(Instant::now());
+            core.flush_due();
+            let now = core.clock().now();
+            core.fire_timers(now);
         }
         if got > 0 {
             tokio::task::yield_now().await;
@@ -371,7 +380,17 @@ async fn fan_out(
             // The feed answers between its batches; poll for the reply.
             tokio::time::sleep(Duration::from_millis(1)).await;
         } else {
-            let next_timer = core.borrow().next_timer();
+            let (next_timer, round_due) = {
+                let core = core.borrow();
+                (core.next_timer(), core.flush_deadline())
+            };
+            if let Some(round_due) = round_due {
+                // A write round is pending: ticks that arrive meanwhile wait in the ring
+                // and go out with it, so the worker need not wake for each of them.
+                let wake = next_timer.map_or(round_due, |t| t.min(round_due));
+                tokio::time::sleep_until(wake.into()).await;
+                continue;
+            }
             let park = parker.park_until(|| ports.iter().any(|p| p.consumer.available() > 0));
             match next_timer {
                 Some(due) => {
@@ -386,45 +405,15 @@ async fn fan_out(
     }
 }
 
-/// Once per tick of a coarse timer: server pings, dead peers (1001), idle readers (1008).
+/// Once per sweep period: latency publication and the liveness sweep.
 async fn housekeep(core: Rc<RefCell<Core>>, cfg: Arc<EngineConfig>) {
-    let period = Duration::from_millis((cfg.idle_timeout_ms / 4).clamp(10, 1000))
-        .min(cfg.ping_interval() / 4)
-        .max(Duration::from_millis(10));
-    let mut timer = tokio::time::interval(period);
+    let mut timer = tokio::time::interval(liveness::sweep_period(&cfg));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         timer.tick().await;
-        let now = Instant::now();
-        core.borrow_mut().publish_latency(crate::tick::now_ns());
-        let keys = core.borrow().client_keys();
-        for key in keys {
-            let mut c = core.borrow_mut();
-            if c.is_closing(key) {
-                continue;
-            }
-            if let Some((heard, pinged)) = c.liveness(key) {
-                let silent = now.duration_since(heard);
-                if silent >= cfg.pong_timeout() {
-                    c.close_client(key, CloseReason::GoingAway, "no pong", true);
-                    continue;
-                }
-                if silent >= cfg.ping_interval()
-                    && pinged.is_none_or(|p| now.duration_since(p) >= cfg.ping_interval())
-                {
-                    c.send_ping_pong(key, true, b"tickwire");
-                }
-            }
-            if let Some((pending, progress)) = c.write_state(key) {
-                if pending && now.duration_since(progress) >= cfg.idle_timeout() {
-                    c.close_client(
-                        key,
-                        CloseReason::Policy,
-                        "client read nothing for the idle limit",
-                        true,
-                    );
-                }
-            }
-        }
+        let mut core = core.borrow_mut();
+        core.publish_latency(crate::tick::now_ns());
+        let now = core.clock().now();
+        core.sweep(now);
     }
 }

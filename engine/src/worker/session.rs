@@ -178,9 +178,9 @@ async fn write_loop(core: &Rc<RefCell<Core>>, key: ClientKey, signal: &LocalSign
             let flushed = core.borrow_mut().flush_client(key);
             match flushed {
                 Ok(true) if closing => {
-                    let mut c = core.borrow_mut();
-                    c.shutdown_write(key);
-                    c.remove_client(key);
+                    // Failing to shut down a socket that is going away changes nothing.
+                    let _ = socket2::SockRef::from(stream.as_ref()).shutdown(std::net::Shutdown::Write);
+                    core.borrow_mut().remove_client(key);
                     return;
                 }
                 Ok(true) => break,
@@ -242,7 +242,7 @@ async fn read_loop(
         let mut send = |f: fastwebsockets::Frame<'_>| {
             let mut c = sender.borrow_mut();
             match f.opcode {
-                OpCode::Pong => c.send_ping_pong(key, false, &f.payload),
+                OpCode::Pong => c.send_pong(key, &f.payload),
                 OpCode::Close => c.close_client(key, CloseReason::Client, "", false),
                 _ => {}
             }

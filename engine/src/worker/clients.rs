@@ -1,0 +1,278 @@
+//! The worker's client table: one [`Client`] per WebSocket connection, its outbox,
+//! subscriptions, catch-up queue, liveness and command limits.
+//!
+//! Owned by one worker thread. Slots are reused; a [`ClientKey`] carries the slot's
+//! generation so that a key kept by a timer or a task after its client left never
+//! reaches the slot's next occupant. A client costs its `Client` slot (a few hundred
+//! bytes, inline in the table) plus what its outbox and subscriptions hold; nothing is
+//! reserved for a client that is idle.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::outbox::Outbox;
+use crate::protocol::command::Channel;
+use crate::stats::CloseReason;
+use crate::symbol::SymbolId;
+
+use super::conflate::Subs;
+use super::signal::LocalSignal;
+
+/// Identifies a client slot; the generation guards against a reused slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKey {
+    index: u32,
+    generation: u32,
+}
+
+impl ClientKey {
+    /// A key for slot `index` at `generation`.
+    pub fn new(index: u32, generation: u32) -> ClientKey {
+        ClientKey { index, generation }
+    }
+}
+
+/// When a client was last heard from, pinged, and seen taking bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// Last time any frame arrived from the client.
+    pub last_heard: Instant,
+    /// When the last server ping went out.
+    pub last_ping: Option<Instant>,
+    /// Last time the socket took bytes, or had nothing pending.
+    pub last_progress: Instant,
+}
+
+/// A token bucket of commands per second (pings included).
+#[derive(Clone, Copy, Debug)]
+pub struct CommandLimiter {
+    tokens: f32,
+    refilled: Instant,
+}
+
+impl CommandLimiter {
+    /// A full bucket at `now`.
+    pub fn new(rate_per_s: u32, now: Instant) -> CommandLimiter {
+        CommandLimiter {
+            tokens: rate_per_s as f32,
+            refilled: now,
+        }
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    pub fn take(&mut self, rate_per_s: u32, now: Instant) -> bool {
+        let rate = rate_per_s as f32;
+        let refill = now.saturating_duration_since(self.refilled).as_secs_f32() * rate;
+        self.tokens = (self.tokens + refill).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `error` replies sent in the last 10 s.
+#[derive(Debug, Default)]
+pub struct ErrorWindow {
+    sent: VecDeque<Instant>,
+}
+
+impl ErrorWindow {
+    /// Notes an error at `now`; returns how many fall in the last 10 s, this one included.
+    pub fn note(&mut self, now: Instant) -> usize {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(10))
+        {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(now);
+        self.sent.len()
+    }
+}
+
+/// A connected WebSocket client, as the worker sees it.
+pub struct Client {
+    generation: u32,
+    /// The socket (shared with the connection task, which waits on its readiness).
+    pub stream: Rc<TcpStream>,
+    /// Frames waiting for the socket.
+    pub outbox: Outbox,
+    /// Subscriptions and their marks.
+    pub subs: Subs,
+    /// Symbol-channel pairs held.
+    pub pairs: u32,
+    /// Subscriptions holding an overload mark; 0 lets the fan-out skip the lookup.
+    pub marked: u32,
+    /// Throttled (symbol, channel) pairs; 0 lets the fan-out skip the lookup.
+    pub throttled: u32,
+    /// Marks waiting to be served, in the order they were made.
+    pub dirty: VecDeque<(SymbolId, Channel)>,
+    /// Already on the worker's list of clients to write.
+    pub in_flush_list: bool,
+    /// The socket is full; the connection task waits for writability.
+    pub blocked: bool,
+    /// Closing, and why; no data is queued any more.
+    pub closing: Option<CloseReason>,
+    /// Wakes the connection task (socket blocked, closing).
+    pub signal: Rc<LocalSignal>,
+    /// Liveness times.
+    pub liveness: Liveness,
+    /// Command rate limit.
+    pub limiter: CommandLimiter,
+    /// Recent `error` replies.
+    pub errors: ErrorWindow,
+}
+
+impl Client {
+    /// A new client at `now`.
+    pub fn new(
+        stream: Rc<TcpStream>,
+        signal: Rc<LocalSignal>,
+        budget_bytes: usize,
+        commands_per_s: u32,
+        now: Instant,
+    ) -> Client {
+        Client {
+            generation: 0,
+            stream,
+            outbox: Outbox::new(budget_bytes),
+            subs: Subs::default(),
+            pairs: 0,
+            marked: 0,
+            throttled: 0,
+            dirty: VecDeque::new(),
+            in_flush_list: false,
+            blocked: false,
+            closing: None,
+            signal,
+            liveness: Liveness {
+                last_heard: now,
+                last_ping: None,
+                last_progress: now,
+            },
+            limiter: CommandLimiter::new(commands_per_s, now),
+            errors: ErrorWindow::default(),
+        }
+    }
+
+    /// Heap bytes this client holds beyond its slot (memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.outbox.heap_bytes()
+            + self.subs.heap_bytes()
+            + self.dirty.capacity() * std::mem::size_of::<(SymbolId, Channel)>()
+    }
+}
+
+/// Every client of a worker, by slot.
+#[derive(Default)]
+pub struct Clients {
+    slots: Vec<Option<Client>>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Clients {
+    /// Puts a client in a free slot and returns its key.
+    pub fn insert(&mut self, mut client: Client) -> ClientKey {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.generations.push(0);
+            (self.slots.len() - 1) as u32
+        });
+        let generation = self.generations[index as usize].wrapping_add(1);
+        self.generations[index as usize] = generation;
+        client.generation = generation;
+        self.slots[index as usize] = Some(client);
+        self.len += 1;
+        ClientKey { index, generation }
+    }
+
+    /// Takes the client out of its slot.
+    pub fn remove(&mut self, key: ClientKey) -> Option<Client> {
+        self.get(key)?;
+        let client = self.slots[key.index as usize].take();
+        self.free.push(key.index);
+        self.len -= 1;
+        client
+    }
+
+    /// The client at `key`, if that slot still holds it.
+    pub fn get(&self, key: ClientKey) -> Option<&Client> {
+        self.slots
+            .get(key.index as usize)?
+            .as_ref()
+            .filter(|c| c.generation == key.generation)
+    }
+
+    /// The client at `key`, mutably, if that slot still holds it.
+    pub fn get_mut(&mut self, key: ClientKey) -> Option<&mut Client> {
+        self.slots
+            .get_mut(key.index as usize)?
+            .as_mut()
+            .filter(|c| c.generation == key.generation)
+    }
+
+    /// The client at `key` if it still takes data (not closing).
+    pub fn receiver(&mut self, key: ClientKey) -> Option<&mut Client> {
+        self.get_mut(key).filter(|c| c.closing.is_none())
+    }
+
+    /// Keys of every client.
+    pub fn keys(&self) -> Vec<ClientKey> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                c.as_ref().map(|c| ClientKey {
+                    index: i as u32,
+                    generation: c.generation,
+                })
+            })
+            .collect()
+    }
+
+    /// Clients connected.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_limiter_refills_at_the_rate_and_caps_at_one_second() {
+        let t0 = Instant::now();
+        let mut lim = CommandLimiter::new(4, t0);
+        assert!((0..4).all(|_| lim.take(4, t0)));
+        assert!(!lim.take(4, t0), "empty after the burst");
+        assert!(lim.take(4, t0 + Duration::from_millis(250)), "one token per 250 ms");
+        assert!(!lim.take(4, t0 + Duration::from_millis(260)));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| lim.take(4, later)).count(), 4, "capped");
+    }
+
+    #[test]
+    fn error_window_forgets_after_ten_seconds() {
+        let t0 = Instant::now();
+        let mut w = ErrorWindow::default();
+        assert_eq!(w.note(t0), 1);
+        assert_eq!(w.note(t0 + Duration::from_secs(5)), 2);
+        assert_eq!(w.note(t0 + Duration::from_secs(11)), 2);
+    }
+}

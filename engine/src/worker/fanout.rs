@@ -1,0 +1,465 @@
+//! The data path of a worker: a tick is applied to the symbol's state, encoded once per
+//! channel (once per depth group for books) into a pooled frame, and offered to every
+//! subscriber. An offer queues the shared frame when it fits the client's outbox, else
+//! marks the subscription (see [`super::conflate`]); marks are served, in order, as the
+//! client's socket drains, and throttle deadlines hand theirs back when they end.
+//!
+//! Runs on the worker thread inside a pass (see [`super::Core::begin_pass`]); allocates
+//! nothing in steady state; never waits for a socket. Clients that got frames join the
+//! worker's flush list, written when [`super::flush`] says (see [`super::write`]).
+
+use std::time::Instant;
+
+use crate::feed::ResyncReply;
+use crate::frames::FrameId;
+use crate::latency::Stage;
+use crate::protocol::command::Channel;
+use crate::protocol::encode;
+use crate::stats::WorkerStats;
+use crate::symbol::SymbolId;
+use crate::tick::{now_ns, BookSide, Event, Tick};
+
+use super::clients::{Client, ClientKey, Clients};
+use super::conflate::ThrottleDeadline;
+use super::core::Core;
+use super::flush::FlushPolicy;
+use super::index::window_diff;
+
+/// The client at `key` if it still takes data, put on the flush list since the caller
+/// is about to queue for it (split-borrow form over the `Core` fields it needs).
+fn receiver<'a>(
+    clients: &'a mut Clients,
+    flush_list: &mut Vec<ClientKey>,
+    flush: &mut FlushPolicy,
+    now: Instant,
+    key: ClientKey,
+) -> Option<&'a mut Client> {
+    let client = clients.receiver(key)?;
+    if !client.in_flush_list {
+        client.in_flush_list = true;
+        flush_list.push(key);
+        flush.pending(now);
+    }
+    Some(client)
+}
+
+impl Core {
+    /// Notes a live event frame: its ingest time (for tick-to-wire) and the encode latency.
+    fn encoded(&mut self, id: FrameId, ingest_ts: u64) {
+        self.frames.set_ingest_ts(id, ingest_ts);
+        self.latency
+            .record(Stage::IngestToEncode, now_ns().saturating_sub(ingest_ts));
+        WorkerStats::add(&self.stats.frames_encoded, 1);
+    }
+
+    /// Applies one tick from a ring and queues the frames it causes for the subscribers.
+    pub fn on_tick(&mut self, tick: &Tick) {
+        let symbol = tick.symbol;
+        let Some(slot) = self.symbols.get_mut(symbol.index()) else {
+            return;
+        };
+        let applied = slot.state.apply(tick);
+        if let Event::Trade {
+            seq,
+            price,
+            size,
+            side,
+            trade_id,
+        } = tick.event
+        {
+            if !slot.trade_subs.is_empty() {
+                let id = self.frames.text(|buf| {
+                    encode::trade(
+                        buf,
+                        self.registry.info(symbol),
+                        seq,
+                        price,
+                        size,
+                        side,
+                        trade_id,
+                        tick.ts,
+                        tick.ingest_ts,
+                    );
+                });
+                self.encoded(id, tick.ingest_ts);
+                for i in 0..self.symbols[symbol.index()].trade_subs.len() {
+                    let key = self.symbols[symbol.index()].trade_subs[i];
+                    self.offer_trade(key, symbol, seq, id);
+                }
+                self.frames.release(id);
+            }
+        }
+        if applied.book_done {
+            self.fan_out_book(symbol);
+        }
+        if applied.ticker {
+            let slot = &mut self.symbols[symbol.index()];
+            if let Some(old) = slot.ticker_frame.take() {
+                self.frames.release(old);
+            }
+            if !self.symbols[symbol.index()].ticker_subs.is_empty() {
+                let frame = self.ticker_frame(symbol);
+                self.encoded(frame, tick.ingest_ts);
+                for i in 0..self.symbols[symbol.index()].ticker_subs.len() {
+                    let key = self.symbols[symbol.index()].ticker_subs[i];
+                    self.offer(key, symbol, Channel::Ticker, frame);
+                }
+            }
+        }
+    }
+
+    fn fan_out_book(&mut self, symbol: SymbolId) {
+        for gi in 0..self.symbols[symbol.index()].book_groups.len() {
+            let id = {
+                let Core {
+                    registry,
+                    symbols,
+                    frames,
+                    diff_bids,
+                    diff_asks,
+                    ..
+                } = self;
+                let slot = &mut symbols[symbol.index()];
+                let state = &slot.state;
+                let group = &mut slot.book_groups[gi];
+                let d = usize::from(group.depth);
+                window_diff(
+                    BookSide::Bid,
+                    &mut group.bids,
+                    state.book.top(BookSide::Bid, d),
+                    diff_bids,
+                );
+                window_diff(
+                    BookSide::Ask,
+                    &mut group.asks,
+                    state.book.top(BookSide::Ask, d),
+                    diff_asks,
+                );
+                frames.text(|buf| {
+                    encode::book(
+                        buf,
+                        registry.info(symbol),
+                        state.book_seq,
+                        false,
+                        diff_bids,
+                        diff_asks,
+                        state.book_ts,
+                        state.book_ingest_ts,
+                    );
+                })
+            };
+            let ingest_ts = self.symbols[symbol.index()].state.book_ingest_ts;
+            self.encoded(id, ingest_ts);
+            for mi in 0..self.symbols[symbol.index()].book_groups[gi].members.len() {
+                let key = self.symbols[symbol.index()].book_groups[gi].members[mi];
+                self.offer(key, symbol, Channel::Book, id);
+            }
+            self.frames.release(id);
+        }
+    }
+
+    /// Offers a state frame (ticker or book) to a client: queued when it fits, else the
+    /// subscription is marked for a later catch-up.
+    pub(super) fn offer(&mut self, key: ClientKey, symbol: SymbolId, channel: Channel, id: FrameId) {
+        let len = self.frames.len(id);
+        let now = self.now;
+        let Some(client) = receiver(
+            &mut self.clients,
+            &mut self.flush_list,
+            &mut self.flush,
+            now,
+            key,
+        ) else {
+            return;
+        };
+        if client.marked == 0 && client.throttled == 0 && client.outbox.has_room(len) {
+            client.outbox.push(&mut self.frames, id, self.clock_ns);
+            self.flush.note_deliveries(1);
+            return;
+        }
+        let Some(sub) = client.subs.get_mut(symbol) else {
+            return;
+        };
+        let before = sub.marks();
+        let (marked, throttle_ms, next) = match channel {
+            Channel::Ticker => (
+                &mut sub.ticker_dirty,
+                sub.ticker_throttle_ms,
+                &mut sub.ticker_next,
+            ),
+            Channel::Book => (
+                &mut sub.book_stale,
+                sub.book_throttle_ms,
+                &mut sub.book_next,
+            ),
+            Channel::Trades => return,
+        };
+        let due = next.filter(|due| throttle_ms > 0 && *due > now);
+        if *marked {
+            WorkerStats::add(&self.stats.conflated, 1);
+        } else if let Some(due) = due {
+            // Throttled: hold the latest state until the interval ends.
+            *marked = true;
+            self.throttle.push(ThrottleDeadline {
+                due,
+                client: key,
+                symbol,
+                channel,
+            });
+            WorkerStats::add(&self.stats.conflated, 1);
+        } else if client.outbox.has_room(len) {
+            client.outbox.push(&mut self.frames, id, self.clock_ns);
+            self.flush.note_deliveries(1);
+            if throttle_ms > 0 {
+                *next = Some(now + std::time::Duration::from_millis(u64::from(throttle_ms)));
+            }
+        } else {
+            *marked = true;
+            client.dirty.push_back((symbol, channel));
+            WorkerStats::add(&self.stats.conflated, 1);
+            note_peak_bytes(&self.stats, client.outbox.peak_bytes());
+        }
+        client.marked = client.marked + sub.marks() as u32 - before as u32;
+    }
+
+    /// Offers a trade frame: queued when it fits and no gap is open, else the gap grows.
+    fn offer_trade(&mut self, key: ClientKey, symbol: SymbolId, seq: u64, id: FrameId) {
+        let len = self.frames.len(id);
+        let now = self.now;
+        let Some(client) = receiver(
+            &mut self.clients,
+            &mut self.flush_list,
+            &mut self.flush,
+            now,
+            key,
+        ) else {
+            return;
+        };
+        if client.marked == 0 && client.outbox.has_room(len) {
+            client.outbox.push(&mut self.frames, id, self.clock_ns);
+            self.flush.note_deliveries(1);
+            return;
+        }
+        let Some(sub) = client.subs.get_mut(symbol) else {
+            return;
+        };
+        match sub.gap.as_mut() {
+            Some((_, to)) => *to = seq,
+            None if client.outbox.has_room(len) => {
+                client.outbox.push(&mut self.frames, id, self.clock_ns);
+                self.flush.note_deliveries(1);
+            }
+            None => {
+                sub.gap = Some((seq, seq));
+                client.marked += 1;
+                client.dirty.push_back((symbol, Channel::Trades));
+                note_peak(&self.stats, client);
+            }
+        }
+    }
+
+    /// Serves a client's overload marks in order while its outbox has room.
+    pub(super) fn serve_marks(&mut self, key: ClientKey) {
+        loop {
+            let now = self.clock.now();
+            let Some(client) = self.clients.get_mut(key) else {
+                return;
+            };
+            let Some(&(symbol, channel)) = client.dirty.front() else {
+                return;
+            };
+            let Some(sub) = client.subs.get(symbol).copied() else {
+                client.dirty.pop_front();
+                continue;
+            };
+            let (throttle_ms, next) = sub.throttle(channel);
+            if let Some(due) = next.filter(|due| throttle_ms > 0 && *due > now) {
+                // Not yet: the throttle deadline serves it when the interval ends.
+                client.dirty.pop_front();
+                self.throttle.push(ThrottleDeadline {
+                    due,
+                    client: key,
+                    symbol,
+                    channel,
+                });
+                continue;
+            }
+            let frame = match channel {
+                Channel::Ticker if sub.ticker_dirty => {
+                    let f = self.ticker_frame(symbol);
+                    self.frames.retain(f);
+                    f
+                }
+                Channel::Book if sub.book_stale => self.book_snapshot_frame(symbol, sub.depth),
+                Channel::Trades => match sub.gap {
+                    Some((from, to)) => self.frames.text(|buf| {
+                        encode::gap(
+                            buf,
+                            self.registry.info(symbol),
+                            Channel::Trades,
+                            from,
+                            to,
+                            "slow_consumer",
+                        );
+                    }),
+                    None => {
+                        client.dirty.pop_front();
+                        continue;
+                    }
+                },
+                _ => {
+                    client.dirty.pop_front();
+                    continue;
+                }
+            };
+            let len = self.frames.len(frame);
+            let Some(client) = self.clients.get_mut(key) else {
+                self.frames.release(frame);
+                return;
+            };
+            if !client.outbox.has_room(len) {
+                self.frames.release(frame);
+                return;
+            }
+            client.outbox.push(&mut self.frames, frame, self.clock_ns);
+            self.frames.release(frame);
+            client.dirty.pop_front();
+            client.marked -= 1;
+            if let Some(sub) = client.subs.get_mut(symbol) {
+                match channel {
+                    Channel::Book => WorkerStats::add(&self.stats.snapshots_resent, 1),
+                    Channel::Trades => {
+                        if let Some((from, to)) = sub.gap {
+                            WorkerStats::add(&self.stats.gaps_sent, 1);
+                            WorkerStats::add(&self.stats.trades_skipped, to - from + 1);
+                        }
+                    }
+                    Channel::Ticker => {}
+                }
+                sub.served(channel, now);
+            }
+        }
+    }
+
+    /// Adopts a feed's authoritative state after this worker was lapped: every
+    /// subscription of the feed's symbols catches up (ticker latest, book snapshot, trade
+    /// gap covering what was missed).
+    pub fn resync(&mut self, reply: ResyncReply) {
+        for (symbol, state) in reply.states {
+            let Some(slot) = self.symbols.get_mut(symbol.index()) else {
+                continue;
+            };
+            let missed_from = slot.state.trade_seq + 1;
+            let missed_to = state.trade_seq;
+            slot.state = state;
+            if let Some(f) = slot.ticker_frame.take() {
+                self.frames.release(f);
+            }
+            slot.reset_windows();
+            let mut marks: Vec<(ClientKey, Channel)> = Vec::new();
+            marks.extend(slot.ticker_subs.iter().map(|k| (*k, Channel::Ticker)));
+            for g in &slot.book_groups {
+                marks.extend(g.members.iter().map(|k| (*k, Channel::Book)));
+            }
+            if missed_to >= missed_from {
+                marks.extend(slot.trade_subs.iter().map(|k| (*k, Channel::Trades)));
+            }
+            for (key, channel) in marks {
+                self.mark(key, symbol, channel, (missed_from, missed_to));
+            }
+        }
+        self.flush_all();
+    }
+
+    /// Marks one subscription for catch-up (`missed` is the trade range a gap covers).
+    pub(super) fn mark(
+        &mut self,
+        key: ClientKey,
+        symbol: SymbolId,
+        channel: Channel,
+        missed: (u64, u64),
+    ) {
+        let now = self.now;
+        let Some(client) = receiver(
+            &mut self.clients,
+            &mut self.flush_list,
+            &mut self.flush,
+            now,
+            key,
+        ) else {
+            return;
+        };
+        let Some(sub) = client.subs.get_mut(symbol) else {
+            return;
+        };
+        let before = sub.marks();
+        let fresh = match channel {
+            Channel::Ticker => !std::mem::replace(&mut sub.ticker_dirty, true),
+            Channel::Book => !std::mem::replace(&mut sub.book_stale, true),
+            Channel::Trades => match sub.gap.as_mut() {
+                Some((_, to)) => {
+                    *to = (*to).max(missed.1);
+                    false
+                }
+                None => {
+                    sub.gap = Some(missed);
+                    true
+                }
+            },
+        };
+        if fresh {
+            client.dirty.push_back((symbol, channel));
+        }
+        client.marked = client.marked + sub.marks() as u32 - before as u32;
+    }
+
+    /// Hands the throttled subscriptions whose interval has ended to their client's
+    /// catch-up queue and writes them.
+    pub fn fire_timers(&mut self, now: Instant) {
+        let mut fired = false;
+        while let Some(d) = self.throttle.pop_due(now) {
+            let Some(client) = self.clients.get_mut(d.client) else {
+                continue;
+            };
+            let still_marked = client
+                .subs
+                .get(d.symbol)
+                .is_some_and(|sub| d.channel != Channel::Trades && sub.is_marked(d.channel));
+            if still_marked {
+                client.dirty.push_back((d.symbol, d.channel));
+                if !client.in_flush_list {
+                    client.in_flush_list = true;
+                    self.flush_list.push(d.client);
+                }
+                fired = true;
+            }
+        }
+        if fired {
+            self.flush_all();
+        }
+    }
+
+    /// When the next throttle deadline is due, if any.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.throttle.next_due()
+    }
+}
+
+/// Publishes an outbox's peak to the worker's counter (when it is a new high).
+pub(super) fn note_peak(stats: &WorkerStats, client: &Client) {
+    note_peak_bytes(stats, client.outbox.peak_bytes());
+}
+
+/// [`note_peak`] for a peak already read.
+pub(super) fn note_peak_bytes(stats: &WorkerStats, peak: usize) {
+    let peak = peak as u64;
+    if peak
+        > stats
+            .peak_outbox_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        stats
+            .peak_outbox_bytes
+            .fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,65 @@
+//! Liveness sweeps: server pings after silence, dead peers closed with `1001`, clients
+//! that read nothing closed with `1008`.
+//!
+//! A sweep runs on the worker thread a few times per ping interval (see
+//! [`sweep_period`]) and reads time only through the worker's [`super::clock::Clock`],
+//! so tests run it on a manual clock. Any frame from the client counts as a sign of life
+//! (`Core::heard`); progress is the socket taking bytes, or having nothing to take.
+
+use std::time::{Duration, Instant};
+
+use crate::config::EngineConfig;
+use crate::stats::CloseReason;
+
+use super::core::Core;
+
+/// Payload of the server's pings.
+pub const PING_PAYLOAD: &[u8] = b"tickwire";
+
+/// How often a worker sweeps: a quarter of the shortest limit, between 10 ms and 1 s.
+pub fn sweep_period(cfg: &EngineConfig) -> Duration {
+    Duration::from_millis((cfg.idle_timeout_ms / 4).clamp(10, 1000))
+        .min(cfg.ping_interval() / 4)
+        .max(Duration::from_millis(10))
+}
+
+impl Core {
+    /// Pings silent clients, closes dead peers (`1001`) and idle readers (`1008`).
+    pub fn sweep(&mut self, now: Instant) {
+        let ping_interval = self.cfg.ping_interval();
+        let pong_timeout = self.cfg.pong_timeout();
+        let idle_timeout = self.cfg.idle_timeout();
+        for key in self.clients.keys() {
+            let Some(c) = self.clients.get(key) else {
+                continue;
+            };
+            if c.closing.is_some() {
+                continue;
+            }
+            let live = c.liveness;
+            let silent = now.saturating_duration_since(live.last_heard);
+            if silent >= pong_timeout {
+                self.close_client(key, CloseReason::GoingAway, "no pong", true);
+                continue;
+            }
+            let stalled = !c.outbox.is_empty()
+                && now.saturating_duration_since(live.last_progress) >= idle_timeout;
+            if stalled {
+                self.close_client(
+                    key,
+                    CloseReason::Policy,
+                    "client read nothing for the idle limit",
+                    true,
+                );
+                continue;
+            }
+            let ping_due = silent >= ping_interval
+                && live
+                    .last_ping
+                    .is_none_or(|p| now.saturating_duration_since(p) >= ping_interval);
+            if ping_due {
+                self.send_ping(key, PING_PAYLOAD);
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Writing clients: a *round* writes every client on the flush list with one vectored
+//! write each (more when a client has over [`crate::outbox::MAX_IOVECS`] frames), and
+//! serves overload marks as outboxes drain.
+//!
+//! Runs on the worker thread. Every write is non-blocking: a socket that takes less than
+//! offered marks its client blocked and wakes its connection task, which waits for
+//! writability and calls [`Core::flush_client`] again; the worker never waits for a
+//! client. When rounds run is [`super::flush`]'s decision: [`Core::flush_due`] at the end
+//! of each fan-out pass. Replies to a client's own command are written at once
+//! ([`Core::write_now`]), outside rounds.
+
+use std::io;
+use std::time::Instant;
+
+use crate::latency::Stage;
+use crate::outbox::WriteOutcome;
+use crate::stats::{CloseReason, WorkerStats};
+use crate::tick::now_ns;
+
+use super::clients::ClientKey;
+use super::core::Core;
+use super::fanout::note_peak;
+
+impl Core {
+    /// Writes the pending round if the flush policy says it is due now (at once when
+    /// the worker is lightly loaded).
+    pub fn flush_due(&mut self) {
+        if !self.flush_list.is_empty() && self.flush.due(self.now) {
+            self.flush_all();
+        }
+    }
+
+    /// When the pending round is due, if one is pending.
+    pub fn flush_deadline(&self) -> Option<Instant> {
+        if self.flush_list.is_empty() {
+            None
+        } else {
+            self.flush.deadline()
+        }
+    }
+
+    /// Writes every client that got frames since its last write: one round.
+    pub fn flush_all(&mut self) {
+        if self.flush_list.is_empty() {
+            return;
+        }
+        // Real time, not the worker's clock: this measures the cost of writing.
+        let started = Instant::now();
+        let calls_before = self.write_calls;
+        while let Some(key) = self.flush_list.pop() {
+            let Some(c) = self.clients.get_mut(key) else {
+                continue;
+            };
+            c.in_flush_list = false;
+            if !c.blocked && self.flush_client(key).is_err() {
+                // The peer is gone; its connection task removes it.
+                self.close_client(key, CloseReason::Client, "", true);
+            }
+        }
+        let calls = self.write_calls - calls_before;
+        self.flush.note_round(calls, started.elapsed());
+        WorkerStats::add(&self.stats.flush_rounds, 1);
+    }
+
+    /// Same as [`Core::flush_all`] (the name the harness tests use).
+    pub fn flush_pending(&mut self) {
+        self.flush_all();
+    }
+
+    /// Writes one client now (a reply to its command), unless its socket is full.
+    pub(super) fn write_now(&mut self, key: ClientKey) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        if c.blocked {
+            return;
+        }
+        if self.flush_client(key).is_err() {
+            self.close_client(key, CloseReason::Client, "", true);
+        }
+    }
+
+    /// Writes what the socket takes; serves overload marks as room appears. Returns
+    /// `Ok(true)` when everything is written, `Ok(false)` when the socket is full.
+    pub fn flush_client(&mut self, key: ClientKey) -> io::Result<bool> {
+        let mut bytes = 0u64;
+        let now = self.clock.now();
+        let result = loop {
+            let frames = &mut self.frames;
+            let Some(client) = self.clients.get_mut(key) else {
+                return Ok(true);
+            };
+            let stream = &client.stream;
+            let before = client.outbox.pending_bytes();
+            let frames_before = client.outbox.frames_written();
+            let calls_before = client.outbox.writes();
+            let latency = &mut self.latency;
+            let mut wall = 0;
+            let outcome = client.outbox.write_to(
+                frames,
+                |iov| stream.try_write_vectored(iov),
+                |ingest_ts, queued_ns| {
+                    if wall == 0 {
+                        wall = now_ns();
+                    }
+                    if ingest_ts != 0 {
+                        latency.record(Stage::TickToWire, wall.saturating_sub(ingest_ts));
+                    }
+                    latency.record(Stage::OutboxWait, wall.saturating_sub(queued_ns));
+                },
+            );
+            let calls = client.outbox.writes() - calls_before;
+            self.write_calls += calls;
+            WorkerStats::add(&self.stats.writes, calls);
+            let written = before - client.outbox.pending_bytes();
+            bytes += written as u64;
+            WorkerStats::add(
+                &self.stats.messages_sent,
+                client.outbox.frames_written() - frames_before,
+            );
+            if written > 0 || client.outbox.is_empty() {
+                client.liveness.last_progress = now;
+            }
+            note_peak(&self.stats, client);
+            match outcome {
+                Ok(WriteOutcome::Drained) => {
+                    client.blocked = false;
+                    if client.dirty.is_empty() || client.closing.is_some() {
+                        break Ok(true);
+                    }
+                    let pending = client.dirty.len();
+                    self.serve_marks(key);
+                    let Some(client) = self.clients.get(key) else {
+                        return Ok(true);
+                    };
+                    if client.dirty.len() == pending && client.outbox.is_empty() {
+                        break Ok(true);
+                    }
+                }
+                Ok(WriteOutcome::Blocked) => {
+                    if !client.blocked {
+                        client.blocked = true;
+                        client.signal.notify();
+                    }
+                    break Ok(false);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        WorkerStats::add(&self.stats.bytes_sent, bytes);
+        if let Some(c) = self.clients.get(key) {
+            if c.closing.is_some() && c.outbox.is_empty() {
+                c.signal.notify();
+            }
+        }
+        result
+    }
+}
