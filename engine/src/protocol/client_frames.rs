@@ -13,8 +13,8 @@
 //!   by the end of a read (its header goes into the reader's fixed 14 bytes, its payload
 //!   into a heap buffer) and a fragmented message (assembled in the same buffer) take
 //!   heap memory, at most `max_message_bytes + 125` bytes (a message at the limit plus a
-//!   cut control frame between its fragments). The buffer grows with the bytes that
-//!   arrive, never ahead of them to a declared length, and after the message it is
+//!   cut control frame between its fragments). The buffer grows (doubling) as bytes
+//!   arrive, never reserved up front for a declared length, and after the message it is
 //!   freed unless it is at most [`RETAINED_BYTES`]. A fresh or idle reader holds no heap
 //!   memory (or that small retained buffer) and is at most 64 bytes.
 //! - **Bad input.** Every violation of RFC 6455 or of our protocol (text only, a size
@@ -615,7 +615,7 @@ fn valid_close_code(code: u16) -> bool {
 
 /// XORs `payload` with the mask key, the first byte with `mask[0]`.
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    // Eight bytes at a time: the compiler turns this into wide XORs.
+    // Eight bytes at a time, so that the compiler can use wide XORs.
     let wide = [
         mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
     ];
