@@ -1,5 +1,8 @@
 //! The client protocol (`protocol.md`, version 1): client commands in, server frames out.
 //!
+//! - [`client_frames`] parses the client's WebSocket frames from the bytes a worker read
+//!   (sans I/O): unmasks, reassembles, checks UTF-8 and the size limit, and names the
+//!   close code for each violation.
 //! - [`command`] parses one text frame's payload into a [`command::Command`], or into a
 //!   [`command::CommandError`] that the session answers with an `error` message.
 //! - [`encode`] writes every server message as compact JSON, by hand.
@@ -23,6 +26,7 @@
 //! Nothing here blocks, spins or owns a thread; overload is handled by the callers.
 //! The readings of the protocol's unclear points are in `docs/protocol-notes.md`.
 
+pub mod client_frames;
 pub mod command;
 pub mod encode;
 pub mod frame;
