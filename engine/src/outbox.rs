@@ -158,7 +158,11 @@ impl Outbox {
                     iov[0] = IoSlice::new(&frames.bytes(p)[self.pong_written..]);
                     n = 1;
                 }
-                let take = if pong_at == Some(1) { 1 } else { MAX_IOVECS - n };
+                let take = if pong_at == Some(1) {
+                    1
+                } else {
+                    MAX_IOVECS - n
+                };
                 for (i, &(id, _)) in self.queue.iter().take(take).enumerate() {
                     let bytes = frames.bytes(id);
                     iov[n] = IoSlice::new(if i == 0 {
@@ -420,11 +424,18 @@ mod tests {
             assert!(out.set_pong(&mut slab, p), "an unstarted pong is replaced");
             slab.release(p);
         }
-        assert_eq!(slab.live(), 3, "two data frames and one pong, however many pings");
+        assert_eq!(
+            slab.live(),
+            3,
+            "two data frames and one pong, however many pings"
+        );
         // The started frame finishes first; the pong goes at the boundary, before MORE.
         write_at_most(&mut out, &mut slab, 4, &mut wire);
         let p = frame(&mut slab, b"new");
-        assert!(!out.set_pong(&mut slab, p), "a started pong is not replaced");
+        assert!(
+            !out.set_pong(&mut slab, p),
+            "a started pong is not replaced"
+        );
         slab.release(p);
         write_at_most(&mut out, &mut slab, 100, &mut wire);
         let mut expect = b"DATA".to_vec();

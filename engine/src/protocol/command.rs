@@ -311,6 +311,51 @@ pub fn parse(payload: &mut [u8]) -> Result<Command, CommandError> {
     }
 }
 
+/// The command's top-level integer `id`, read without parsing the rest: for the reply to
+/// a command refused before parsing (rate limited). Keys inside nested values or strings
+/// are not mistaken for it; anything unusual gives `None`.
+///
+/// ```
+/// use tickwire_engine::protocol::command::peek_id;
+/// assert_eq!(peek_id(br#"{"op":"ping","id":42}"#), Some(42));
+/// assert_eq!(peek_id(br#"{"symbols":["\"id\":7"],"x":{"id":1}}"#), None);
+/// ```
+pub fn peek_id(bytes: &[u8]) -> Option<i64> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < bytes.len() && bytes[j] != b'"' {
+                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                let key = bytes.get(start..j)?;
+                i = j + 1;
+                if depth == 1 && key == b"id" {
+                    let rest = bytes.get(i..)?;
+                    let rest = rest
+                        .trim_ascii_start()
+                        .strip_prefix(b":")?
+                        .trim_ascii_start();
+                    let end = rest
+                        .iter()
+                        .position(|b| !(b.is_ascii_digit() || *b == b'-'))
+                        .unwrap_or(rest.len());
+                    return std::str::from_utf8(&rest[..end]).ok()?.parse().ok();
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// What one pass over the raw bytes tells before parsing.
 struct Prescan {
     /// Brackets nest deeper than [`MAX_NESTING`] (outside strings).

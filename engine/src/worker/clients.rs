@@ -261,7 +261,10 @@ mod tests {
         let mut lim = CommandLimiter::new(4, t0);
         assert!((0..4).all(|_| lim.take(4, t0)));
         assert!(!lim.take(4, t0), "empty after the burst");
-        assert!(lim.take(4, t0 + Duration::from_millis(250)), "one token per 250 ms");
+        assert!(
+            lim.take(4, t0 + Duration::from_millis(250)),
+            "one token per 250 ms"
+        );
         assert!(!lim.take(4, t0 + Duration::from_millis(260)));
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| lim.take(4, later)).count(), 4, "capped");

@@ -32,8 +32,8 @@ use crate::stats::{CloseReason, WorkerStats};
 use crate::symbol::{SymbolId, SymbolRegistry};
 use crate::tick::{now_ns, BookSide};
 
-use super::clients::{Client, Clients};
 pub use super::clients::ClientKey;
+use super::clients::{Client, Clients};
 use super::clock::Clock;
 use super::conflate::Throttle;
 use super::flush::FlushPolicy;
@@ -422,7 +422,10 @@ impl Core {
             .applied
             .iter()
             .map(|&s| {
-                let held = client.subs.get(s).map_or(ChannelSet::default(), |c| c.channels);
+                let held = client
+                    .subs
+                    .get(s)
+                    .map_or(ChannelSet::default(), |c| c.channels);
                 channels.iter().filter(|ch| !held.contains(*ch)).count()
             })
             .sum();

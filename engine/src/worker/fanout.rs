@@ -160,7 +160,13 @@ impl Core {
 
     /// Offers a state frame (ticker or book) to a client: queued when it fits, else the
     /// subscription is marked for a later catch-up.
-    pub(super) fn offer(&mut self, key: ClientKey, symbol: SymbolId, channel: Channel, id: FrameId) {
+    pub(super) fn offer(
+        &mut self,
+        key: ClientKey,
+        symbol: SymbolId,
+        channel: Channel,
+        id: FrameId,
+    ) {
         let len = self.frames.len(id);
         let now = self.now;
         let Some(client) = receiver(

@@ -157,7 +157,11 @@ mod tests {
         window(&mut p, &mut now, 35_000, 35_000, 1_200);
         let expect = budget.mul_f64((0.42 - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW));
         let diff = p.window().abs_diff(expect);
-        assert!(diff < Duration::from_micros(5), "{:?} vs {expect:?}", p.window());
+        assert!(
+            diff < Duration::from_micros(5),
+            "{:?} vs {expect:?}",
+            p.window()
+        );
     }
 
     #[test]
@@ -169,7 +173,11 @@ mod tests {
         assert!(!p.due(now), "nothing pending");
         p.pending(now);
         p.pending(now + Duration::from_millis(1));
-        assert_eq!(p.deadline(), Some(now + budget), "the first client starts it");
+        assert_eq!(
+            p.deadline(),
+            Some(now + budget),
+            "the first client starts it"
+        );
         assert!(!p.due(now + Duration::from_millis(1)));
         assert!(p.due(now + budget));
         p.note_round(10, Duration::from_micros(10));

@@ -13,6 +13,7 @@ pub mod conflate;
 pub mod core;
 pub mod fanout;
 pub mod flush;
+pub mod handshake;
 pub mod index;
 pub mod liveness;
 pub mod session;
@@ -114,6 +115,7 @@ pub fn run(spec: WorkerSpec) {
 
 struct Ctx {
     core: Rc<RefCell<Core>>,
+    scratch: Rc<session::ReadScratch>,
     cfg: Arc<EngineConfig>,
     shared: Arc<EngineShared>,
 }
@@ -147,6 +149,7 @@ async fn serve(spec: WorkerSpec) {
     )));
     let ctx = Rc::new(Ctx {
         core: core.clone(),
+        scratch: Rc::new(session::ReadScratch::new()),
         cfg: cfg.clone(),
         shared,
     });
@@ -209,7 +212,7 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 
 fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    let upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
+    let upgrade = handshake::is_upgrade_request(&req);
     if path == "/ws" {
         if !upgrade {
             return text(
@@ -218,39 +221,38 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "GET /ws is a WebSocket endpoint: send an upgrade request\n",
             );
         }
-        return match fastwebsockets::upgrade::upgrade(&mut req) {
-            Ok((response, fut)) => {
+        return match handshake::accept(&mut req) {
+            Ok((response, on_upgrade)) => {
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
-                    let ws = match fut.await {
-                        Ok(ws) => ws,
+                    let upgraded = match on_upgrade.await {
+                        Ok(u) => u,
                         Err(e) => {
                             tracing::debug!(error = %e, "upgrade failed");
                             return;
                         }
                     };
-                    let upgraded = ws.into_inner().into_inner();
                     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
                         Ok(parts) => {
+                            // Copy the few bytes read past the request and let hyper's
+                            // read buffer go: held, it would cost kilobytes per client.
+                            let prefix = parts.read_buf.to_vec();
+                            drop(parts.read_buf);
                             session::run(
                                 ctx.core.clone(),
                                 ctx.cfg.clone(),
+                                ctx.scratch.clone(),
                                 parts.io.into_inner(),
-                                parts.read_buf,
+                                prefix,
                             )
                             .await
                         }
                         Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
                     }
                 });
-                let (parts, _) = response.into_parts();
-                Response::from_parts(parts, Full::new(Bytes::new()))
+                response
             }
-            Err(e) => text(
-                StatusCode::BAD_REQUEST,
-                "text/plain",
-                format!("bad WebSocket upgrade: {e}\n"),
-            ),
+            Err(e) => e.response(),
         };
     }
     if upgrade {

@@ -1,5 +1,5 @@
 //! A wake-up flag for tasks on one thread: the single-threaded worker needs no atomics or
-//! locks to wake a connection's writer task. (tokio's `Notify` is built for threads and
+//! locks to wake a connection's task. (tokio's `Notify` is built for threads and
 //! takes a lock on its waiter list; this is the few lines that one thread needs.)
 
 use std::cell::Cell;
@@ -24,6 +24,17 @@ impl LocalSignal {
         self.notified.set(true);
         if let Some(w) = self.waker.take() {
             w.wake();
+        }
+    }
+
+    /// Ready (clearing the flag) when notified since the last ready poll; else registers
+    /// the task's waker.
+    pub fn poll_wait(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.notified.replace(false) {
+            Poll::Ready(())
+        } else {
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
         }
     }
 

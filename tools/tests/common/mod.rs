@@ -21,7 +21,6 @@ pub fn test_config() -> EngineConfig {
     EngineConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         workers: 2,
-        flush_budget_us: std::env::var("TW_BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(4000),
         ..EngineConfig::default()
     }
 }
