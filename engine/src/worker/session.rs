@@ -225,7 +225,8 @@ async fn close(
     }
     let flushed = tokio::time::timeout(CLOSE_LINGER, async {
         loop {
-            match core.borrow_mut().flush_client(key) {
+            let flushed = core.borrow_mut().flush_client(key);
+            match flushed {
                 Ok(true) if !core.borrow().has_pending(key) => return true,
                 Ok(_) => {}
                 Err(_) => return false,
