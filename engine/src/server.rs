@@ -109,6 +109,41 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
     Ok(socket.into())
 }
 
+/// Raises the soft open-file limit to the hard one, as servers do: every connection is a
+/// file descriptor. Returns the limit in force. Logs what it did, and says when the limit
+/// caps the connections the engine can hold.
+pub fn raise_fd_limit() -> u64 {
+    let (soft, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            return 0;
+        }
+    };
+    let limit = if soft < hard {
+        match rlimit::Resource::NOFILE.set(hard, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "raised the open-file limit");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    if limit < 65_536 {
+        tracing::info!(
+            limit,
+            "the open-file limit caps connections at about {} (raise the hard limit, `ulimit -Hn`, for more)",
+            limit.saturating_sub(64)
+        );
+    }
+    limit
+}
+
 /// Starts an engine serving `feeds`.
 pub fn start(
     cfg: EngineConfig,
@@ -118,6 +153,7 @@ pub fn start(
     if feeds.is_empty() {
         return Err(EngineError::NoFeed);
     }
+    raise_fd_limit();
     let cfg = Arc::new(cfg);
     let mut builder = SymbolRegistryBuilder::new();
     let mut feed_symbols = Vec::new();

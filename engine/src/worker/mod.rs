@@ -155,6 +155,8 @@ async fn serve(spec: WorkerSpec) {
     });
     let fanout = tokio::task::spawn_local(fan_out(core.clone(), feeds, parker));
     let housekeeping = tokio::task::spawn_local(housekeep(core.clone(), cfg.clone()));
+    let mut accept_errors = 0u64;
+    let mut last_accept_warning: Option<Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -162,8 +164,20 @@ async fn serve(spec: WorkerSpec) {
                     tokio::task::spawn_local(serve_http(ctx.clone(), stream));
                 }
                 Err(e) => {
-                    tracing::warn!(worker = index, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    // Out of descriptors (EMFILE/ENFILE) or buffers: back off instead of
+                    // spinning on a listener that stays readable, and say so rarely.
+                    accept_errors += 1;
+                    if last_accept_warning.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(
+                            worker = index,
+                            error = %e,
+                            failed_since_last_warning = accept_errors,
+                            "accept failed (at the open-file limit, connections are capped); backing off"
+                        );
+                        last_accept_warning = Some(Instant::now());
+                        accept_errors = 0;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
             _ = shutdown.changed() => break,
