@@ -1,0 +1,281 @@
+//! Time-driven worker logic on a manual clock: server pings after silence, dead peers
+//! closed with 1001, idle readers closed with 1008, throttle intervals. The clock only
+//! moves when a test advances it, so nothing here sleeps or depends on the machine's
+//! speed; the frames are read off real loopback sockets.
+
+mod common;
+
+use std::io::Read;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tickwire_engine::config::EngineConfig;
+use tickwire_engine::feed::Publisher;
+use tickwire_engine::protocol::command::{Channel, ChannelSet};
+use tickwire_engine::ring::{self, Consumer};
+use tickwire_engine::stats::WorkerStats;
+use tickwire_engine::symbol::{SymbolId, SymbolRegistryBuilder};
+use tickwire_engine::tick::{Aggressor, Tick};
+use tickwire_engine::worker::clock::Clock;
+use tickwire_engine::worker::core::{ClientKey, Core};
+use tickwire_engine::worker::signal::LocalSignal;
+
+struct Rig {
+    clock: Clock,
+    core: Core,
+    publisher: Publisher,
+    consumer: Consumer<Tick>,
+    symbol: SymbolId,
+}
+
+fn rig(cfg: EngineConfig) -> Rig {
+    let mut b = SymbolRegistryBuilder::new();
+    let symbol = b.add("sim:BTC-USD", 2, 4).unwrap();
+    let registry = Arc::new(b.build());
+    let publisher = Publisher::new("sim", vec![symbol], registry.len(), ring::ring(1 << 12).0);
+    let consumer = publisher.subscribe();
+    let clock = Clock::manual();
+    let core = Core::with_clock(
+        Arc::new(cfg),
+        registry,
+        Arc::new(WorkerStats::default()),
+        clock.clone(),
+    );
+    Rig {
+        clock,
+        core,
+        publisher,
+        consumer,
+        symbol,
+    }
+}
+
+/// A loopback pair: the server side for the core, the client side for the test (which
+/// reads it only when it says so). `rcvbuf` shrinks the client's receive buffer.
+fn pair(rcvbuf: Option<usize>) -> (tokio::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    socket
+        .connect(&listener.local_addr().unwrap().into())
+        .unwrap();
+    let (server, _) = listener.accept().unwrap();
+    if rcvbuf.is_some() {
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+    }
+    server.set_nonblocking(true).unwrap();
+    let client: std::net::TcpStream = socket.into();
+    client.set_nonblocking(true).unwrap();
+    (tokio::net::TcpStream::from_std(server).unwrap(), client)
+}
+
+/// Every complete server frame readable now: (opcode, payload).
+fn frames(client: &mut std::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 <= bytes.len() {
+        let opcode = bytes[i] & 0x0f;
+        let (len, header) = match bytes[i + 1] & 0x7f {
+            126 => (u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(bytes[i + 2..i + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        if i + header + len > bytes.len() {
+            break;
+        }
+        out.push((opcode, bytes[i + header..i + header + len].to_vec()));
+        i += header + len;
+    }
+    out
+}
+
+/// What the client's connection task does: write what is pending, waiting for the
+/// socket (tokio learns a new socket is writable only from its reactor).
+async fn settle(core: &mut Core, keys: &[ClientKey]) {
+    for &key in keys {
+        if core.stream(key).is_some() {
+            common::write_all(core, key).await;
+        }
+    }
+}
+
+fn close_code(frame: &(u8, Vec<u8>)) -> Option<u16> {
+    (frame.0 == 0x8).then(|| u16::from_be_bytes([frame.1[0], frame.1[1]]))
+}
+
+fn add(core: &mut Core, socket: tokio::net::TcpStream) -> ClientKey {
+    core.add_client(Rc::new(socket), Rc::new(LocalSignal::new()))
+}
+
+#[test]
+fn silent_clients_are_pinged_then_closed_with_1001_and_any_frame_counts_as_life() {
+    common::runtime().block_on(async {
+        let cfg = EngineConfig::default(); // ping after 15 s, 1001 after 45 s
+        let Rig {
+            clock, mut core, ..
+        } = rig(cfg);
+        let (s1, mut silent) = pair(None);
+        let (s2, mut chatty) = pair(None);
+        let (k1, k2) = (add(&mut core, s1), add(&mut core, s2));
+
+        clock.advance(Duration::from_secs(14));
+        core.sweep(clock.now());
+        settle(&mut core, &[k1, k2]).await;
+        assert!(
+            frames(&mut silent).is_empty(),
+            "no ping before the interval"
+        );
+
+        clock.advance(Duration::from_secs(2));
+        core.sweep(clock.now());
+        settle(&mut core, &[k1, k2]).await;
+        let got = frames(&mut silent);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0, got[0].1.as_slice()), (0x9, &b"tickwire"[..]));
+        assert_eq!(
+            frames(&mut chatty).len(),
+            1,
+            "the other client is pinged too"
+        );
+
+        // One ping per interval, not one per sweep.
+        clock.advance(Duration::from_secs(5));
+        core.sweep(clock.now());
+        settle(&mut core, &[k1, k2]).await;
+        assert!(frames(&mut silent).is_empty());
+
+        // The chatty client sends something (a pong, a command: any frame).
+        core.heard(k2);
+        clock.advance(Duration::from_secs(25)); // 46 s since connect
+        core.sweep(clock.now());
+        settle(&mut core, &[k1, k2]).await;
+        let got = frames(&mut silent);
+        assert_eq!(got.last().and_then(close_code), Some(1001), "{got:?}");
+        assert!(core.is_closing(k1));
+        assert!(!core.is_closing(k2), "heard 25 s ago: alive");
+    });
+}
+
+/// Publishes `n` trades and runs them through the core.
+fn trades(rig: &mut Rig, from: u64, n: u64) {
+    for i in from..from + n {
+        rig.publisher.begin_message();
+        rig.publisher.trade(
+            rig.symbol,
+            None,
+            1_000 + (i % 7) as i64,
+            1,
+            Some(Aggressor::Buy),
+            i + 1,
+        );
+        rig.publisher.flush();
+    }
+    rig.core.begin_pass();
+    while let Ok(t) = rig.consumer.try_recv() {
+        rig.core.on_tick(&t);
+    }
+    rig.core.flush_pending();
+}
+
+#[test]
+fn a_client_that_takes_nothing_is_closed_with_1008_at_the_idle_limit_and_not_before() {
+    common::runtime().block_on(async {
+        let mut rig = rig(EngineConfig::default()); // idle limit 30 s
+        let (server, mut client) = pair(Some(4096));
+        let key = add(&mut rig.core, server);
+        rig.core
+            .subscribe(
+                key,
+                None,
+                ChannelSet::from_iter([Channel::Trades]),
+                &["sim:BTC-USD".to_owned()],
+                10,
+                0,
+            )
+            .unwrap();
+        // Enough trades to fill both kernel buffers: data is pending, nothing moves.
+        trades(&mut rig, 0, 2_000);
+        assert!(rig.core.has_pending(key), "the socket is full");
+        rig.core.heard(key);
+
+        rig.clock.advance(Duration::from_secs(29));
+        rig.core.heard(key); // alive, but not reading
+        rig.core.sweep(rig.clock.now());
+        assert!(!rig.core.is_closing(key), "29 s without progress: not yet");
+        rig.clock.advance(Duration::from_secs(2));
+        rig.core.sweep(rig.clock.now());
+        assert!(rig.core.is_closing(key), "31 s without progress: closed");
+        assert_eq!(
+            WorkerStats::get(&rig.core.stats().closed[5]),
+            1,
+            "counted as policy (1008)"
+        );
+        drop(client.read(&mut [0u8; 1]));
+    });
+}
+
+#[test]
+fn a_throttled_ticker_holds_the_latest_state_until_its_interval_ends() {
+    common::runtime().block_on(async {
+        let mut rig = rig(EngineConfig::default());
+        let (server, mut client) = pair(None);
+        let key = add(&mut rig.core, server);
+        rig.core
+            .subscribe(
+                key,
+                None,
+                ChannelSet::from_iter([Channel::Ticker]),
+                &["sim:BTC-USD".to_owned()],
+                10,
+                200,
+            )
+            .unwrap();
+        settle(&mut rig.core, &[key]).await;
+        let first = frames(&mut client);
+        assert_eq!(first.len(), 2, "subscribed + ticker snapshot: {first:?}");
+
+        // Ten trades inside the interval: each changes the ticker; none may go yet.
+        trades(&mut rig, 0, 10);
+        settle(&mut rig.core, &[key]).await;
+        assert!(frames(&mut client).is_empty(), "held inside the interval");
+        assert_eq!(
+            rig.core.next_timer(),
+            Some(rig.clock.now() + Duration::from_millis(200))
+        );
+        rig.clock.advance(Duration::from_millis(199));
+        rig.core.fire_timers(rig.clock.now());
+        settle(&mut rig.core, &[key]).await;
+        assert!(frames(&mut client).is_empty(), "1 ms early: still held");
+
+        rig.clock.advance(Duration::from_millis(1));
+        rig.core.fire_timers(rig.clock.now());
+        settle(&mut rig.core, &[key]).await;
+        let got = frames(&mut client);
+        assert_eq!(got.len(), 1, "one ticker at the end of the interval");
+        let v: serde_json::Value = serde_json::from_slice(&got[0].1).unwrap();
+        let latest = rig.core.symbol_state(rig.symbol).unwrap().ticker.seq;
+        assert_eq!(v["type"], "ticker");
+        assert_eq!(
+            v["seq"].as_u64(),
+            Some(latest),
+            "the latest state, not a stale one"
+        );
+    });
+}
