@@ -1,0 +1,140 @@
+//! Abuse and RFC 6455 edge cases on the real engine: a ping flood costs the server one
+//! pong at a time, and control and close frames that break the RFC close the connection
+//! with `1002`, while valid close codes are echoed.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{sim, start, stats, test_config, Client, RawClient};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_gets_at_most_the_command_rate_of_pongs_and_costs_no_queue() {
+    let engine = start(test_config(), sim(2, 200));
+    let addr = engine.local_addr();
+    let (mut raw, _) = RawClient::connect(addr, "/ws").await;
+    let started = Instant::now();
+    const PINGS: usize = 20_000;
+    let payload = [b'p'; 125];
+    for _ in 0..PINGS {
+        raw.send_frame(true, 0x9, &payload).await;
+    }
+    // A command after the flood: its reply proves every ping before it was handled.
+    raw.send_frame(true, 0x1, br#"{"op":"symbols","id":1}"#)
+        .await;
+    let mut pongs = 0usize;
+    let mut buf = Vec::new();
+    let reply = loop {
+        let mut chunk = [0u8; 65536];
+        let n = tokio::time::timeout(common::TIMEOUT, raw.stream.read(&mut chunk))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        let mut text = None;
+        while buf.len() >= at + 2 {
+            let len = (buf[at + 1] & 0x7f) as usize;
+            let (len, header) = match len {
+                126 if buf.len() >= at + 4 => {
+                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
+                }
+                126 => break,
+                n => (n, 2),
+            };
+            if buf.len() < at + header + len {
+                break;
+            }
+            match buf[at] & 0x0f {
+                0xA => pongs += 1,
+                0x1 => text = Some(buf[at + header..at + header + len].to_vec()),
+                op => panic!("unexpected opcode {op}"),
+            }
+            at += header + len;
+        }
+        buf.drain(..at);
+        if let Some(text) = text {
+            break text;
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    // The symbols command itself may be rate limited after the flood used the tokens.
+    assert!(
+        reply["type"] == "symbols" || reply["code"] == "rate_limited",
+        "{reply}"
+    );
+    let allowed = 20.0 + 20.0 * elapsed + 1.0;
+    assert!(
+        (pongs as f64) <= allowed,
+        "{pongs} pongs for {PINGS} pings in {elapsed:.1} s: pings share the 20/s command budget"
+    );
+    let s = stats(addr).await;
+    let dropped = s["clients"]["pongs_dropped"].as_u64().unwrap();
+    assert!(dropped as usize >= PINGS - pongs - 1, "dropped {dropped}");
+    assert!(
+        s["clients"]["peak_outbox_bytes"].as_u64().unwrap() < 64 * 1024,
+        "no queue of pongs: {}",
+        s["clients"]["peak_outbox_bytes"]
+    );
+    // Everyone else is served as usual.
+    let mut other = Client::connect(addr).await;
+    other.send(json!({"op":"symbols","id":9})).await;
+    assert_eq!(other.recv().await["type"], "symbols");
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_and_control_frames_follow_rfc_6455() {
+    let engine = start(test_config(), sim(1, 100));
+    let addr = engine.local_addr();
+    let cases: [(&str, u8, Vec<u8>, Option<u16>); 6] = [
+        (
+            "valid code echoed",
+            0x8,
+            3000u16.to_be_bytes().to_vec(),
+            Some(3000),
+        ),
+        ("empty close answered 1000", 0x8, Vec::new(), Some(1000)),
+        (
+            "invalid code 999",
+            0x8,
+            999u16.to_be_bytes().to_vec(),
+            Some(1002),
+        ),
+        (
+            "reserved code 1005",
+            0x8,
+            1005u16.to_be_bytes().to_vec(),
+            Some(1002),
+        ),
+        ("one-byte close payload", 0x8, vec![3], Some(1002)),
+        ("pong over 125 bytes", 0xA, vec![b'x'; 126], Some(1002)),
+    ];
+    for (what, opcode, payload, expect) in cases {
+        let (mut raw, _) = RawClient::connect(addr, "/ws").await;
+        raw.send_frame(true, opcode, &payload).await;
+        assert_eq!(raw.read_close_code().await, expect, "{what}");
+    }
+    let (mut raw, _) = RawClient::connect(addr, "/ws").await;
+    raw.send_frame(false, 0x1, b"{\"op\":").await;
+    raw.send_frame(true, 0x2, b"\x01").await;
+    assert_eq!(
+        raw.read_close_code().await,
+        Some(1002),
+        "binary inside a fragmented text message"
+    );
+    let mut reason = 1000u16.to_be_bytes().to_vec();
+    reason.extend_from_slice(b"\xff\xfe");
+    let (mut raw, _) = RawClient::connect(addr, "/ws").await;
+    raw.send_frame(true, 0x8, &reason).await;
+    assert_eq!(
+        raw.read_close_code().await,
+        Some(1007),
+        "close reason not UTF-8"
+    );
+    engine.shutdown();
+}
