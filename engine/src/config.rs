@@ -47,7 +47,7 @@ pub struct EngineConfig {
     /// Latency budget of write coalescing, µs: under load a worker gathers a client's
     /// frames for up to this long and writes them with one system call; lightly loaded,
     /// it writes at once (see `docs/architecture.md`, "Write path"). 0 disables
-    /// coalescing. Default 4,000.
+    /// coalescing. Default 10,000.
     pub flush_budget_us: u64,
 }
 
@@ -69,7 +69,7 @@ impl Default for EngineConfig {
             ping_interval_ms: 15_000,
             pong_timeout_ms: 45_000,
             idle_timeout_ms: 30_000,
-            flush_budget_us: 4_000,
+            flush_budget_us: 10_000,
         }
     }
 }

@@ -117,6 +117,8 @@ pub struct Client {
     pub dirty: VecDeque<(SymbolId, Channel)>,
     /// Already on the worker's list of clients to write.
     pub in_flush_list: bool,
+    /// The flush policy's window in which this client last got a delivery.
+    pub flush_epoch: u32,
     /// The socket is full; the connection task waits for writability.
     pub blocked: bool,
     /// Closing, and why; no data is queued any more.
@@ -150,6 +152,7 @@ impl Client {
             throttled: 0,
             dirty: VecDeque::new(),
             in_flush_list: false,
+            flush_epoch: 0,
             blocked: false,
             closing: None,
             signal,

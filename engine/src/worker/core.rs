@@ -16,6 +16,7 @@
 //! readers in [`super::liveness`]. No locks anywhere, and in steady state no allocation
 //! per event (see `engine/tests/alloc.rs`).
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,8 +57,9 @@ pub struct Core {
     pub(super) symbols: Vec<SymbolSlot>,
     pub(super) clients: Clients,
     pub(super) frames: FrameSlab,
-    /// Clients that got frames since their last write.
-    pub(super) flush_list: Vec<ClientKey>,
+    /// Clients that got frames since their last write, with when the first of them was
+    /// queued: in time order, so the front is the first due.
+    pub(super) flush_list: VecDeque<(ClientKey, Instant)>,
     pub(super) flush: FlushPolicy,
     pub(super) diff_bids: Vec<Level>,
     pub(super) diff_asks: Vec<Level>,
@@ -99,7 +101,7 @@ impl Core {
             symbols,
             clients: Clients::default(),
             frames: FrameSlab::new(),
-            flush_list: Vec::new(),
+            flush_list: VecDeque::new(),
             diff_bids: Vec::new(),
             diff_asks: Vec::new(),
             throttle: Throttle::default(),

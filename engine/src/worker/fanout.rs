@@ -8,6 +8,7 @@
 //! nothing in steady state; never waits for a socket. Clients that got frames join the
 //! worker's flush list, written when [`super::flush`] says (see [`super::write`]).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::feed::ResyncReply;
@@ -22,23 +23,20 @@ use crate::tick::{now_ns, BookSide, Event, Tick};
 use super::clients::{Client, ClientKey, Clients};
 use super::conflate::ThrottleDeadline;
 use super::core::Core;
-use super::flush::FlushPolicy;
 use super::index::window_diff;
 
 /// The client at `key` if it still takes data, put on the flush list since the caller
 /// is about to queue for it (split-borrow form over the `Core` fields it needs).
 fn receiver<'a>(
     clients: &'a mut Clients,
-    flush_list: &mut Vec<ClientKey>,
-    flush: &mut FlushPolicy,
+    flush_list: &mut VecDeque<(ClientKey, Instant)>,
     now: Instant,
     key: ClientKey,
 ) -> Option<&'a mut Client> {
     let client = clients.receiver(key)?;
     if !client.in_flush_list {
         client.in_flush_list = true;
-        flush_list.push(key);
-        flush.pending(now);
+        flush_list.push_back((key, now));
     }
     Some(client)
 }
@@ -169,18 +167,12 @@ impl Core {
     ) {
         let len = self.frames.len(id);
         let now = self.now;
-        let Some(client) = receiver(
-            &mut self.clients,
-            &mut self.flush_list,
-            &mut self.flush,
-            now,
-            key,
-        ) else {
+        let Some(client) = receiver(&mut self.clients, &mut self.flush_list, now, key) else {
             return;
         };
         if client.marked == 0 && client.throttled == 0 && client.outbox.has_room(len) {
             client.outbox.push(&mut self.frames, id, self.clock_ns);
-            self.flush.note_deliveries(1);
+            self.flush.note_receiver(&mut client.flush_epoch);
             return;
         }
         let Some(sub) = client.subs.get_mut(symbol) else {
@@ -215,7 +207,7 @@ impl Core {
             WorkerStats::add(&self.stats.conflated, 1);
         } else if client.outbox.has_room(len) {
             client.outbox.push(&mut self.frames, id, self.clock_ns);
-            self.flush.note_deliveries(1);
+            self.flush.note_receiver(&mut client.flush_epoch);
             if throttle_ms > 0 {
                 *next = Some(now + std::time::Duration::from_millis(u64::from(throttle_ms)));
             }
@@ -232,18 +224,12 @@ impl Core {
     fn offer_trade(&mut self, key: ClientKey, symbol: SymbolId, seq: u64, id: FrameId) {
         let len = self.frames.len(id);
         let now = self.now;
-        let Some(client) = receiver(
-            &mut self.clients,
-            &mut self.flush_list,
-            &mut self.flush,
-            now,
-            key,
-        ) else {
+        let Some(client) = receiver(&mut self.clients, &mut self.flush_list, now, key) else {
             return;
         };
         if client.marked == 0 && client.outbox.has_room(len) {
             client.outbox.push(&mut self.frames, id, self.clock_ns);
-            self.flush.note_deliveries(1);
+            self.flush.note_receiver(&mut client.flush_epoch);
             return;
         }
         let Some(sub) = client.subs.get_mut(symbol) else {
@@ -253,7 +239,7 @@ impl Core {
             Some((_, to)) => *to = seq,
             None if client.outbox.has_room(len) => {
                 client.outbox.push(&mut self.frames, id, self.clock_ns);
-                self.flush.note_deliveries(1);
+                self.flush.note_receiver(&mut client.flush_epoch);
             }
             None => {
                 sub.gap = Some((seq, seq));
@@ -386,13 +372,7 @@ impl Core {
         missed: (u64, u64),
     ) {
         let now = self.now;
-        let Some(client) = receiver(
-            &mut self.clients,
-            &mut self.flush_list,
-            &mut self.flush,
-            now,
-            key,
-        ) else {
+        let Some(client) = receiver(&mut self.clients, &mut self.flush_list, now, key) else {
             return;
         };
         let Some(sub) = client.subs.get_mut(symbol) else {
@@ -435,7 +415,7 @@ impl Core {
                 client.dirty.push_back((d.symbol, d.channel));
                 if !client.in_flush_list {
                     client.in_flush_list = true;
-                    self.flush_list.push(d.client);
+                    self.flush_list.push_back((d.client, now));
                 }
                 fired = true;
             }

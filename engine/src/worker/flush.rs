@@ -12,12 +12,18 @@
 //! write load*. Below [`LOAD_LOW`] the coalescing window is 0 (write after every pass);
 //! from there it grows linearly to the configured latency budget at [`LOAD_HIGH`]. The
 //! projection does not depend on the window in force (deliveries are counted, not
-//! writes), so the policy does not oscillate between the two regimes.
+//! writes), so the policy does not oscillate between the two regimes. And a window only
+//! pays when it gathers company: when the clients that get data get less than
+//! [`MIN_FRAMES_PER_WRITE`] frames per window each (a slow stream to many clients), the
+//! window stays 0, since waiting would add latency and save no write.
 //!
-//! A round starts when the first client joins the list of clients to write; it is due
-//! when it is the window old. No frame waits longer than the window for company (plus
-//! the round's own writing). Owned by the worker thread; no allocation, two clock reads
-//! per round.
+//! Each client is due one window after its oldest unwritten frame was queued: the
+//! worker keeps the clients waiting to be written in the order they got their first
+//! frame (a FIFO is then sorted by deadline) and writes those that are due after each
+//! pass. Writes spread over time instead of bunching into one long round, so a frame
+//! waits at most about the window (plus the worker's backlog when it is saturated,
+//! which the growing batches then shrink). Owned by the worker thread; no allocation,
+//! two clock reads per batch of writes.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +35,9 @@ pub const LOAD_LOW: f64 = 0.2;
 
 /// Projected write load at and above which the full latency budget is used.
 pub const LOAD_HIGH: f64 = 0.5;
+
+/// Frames a window must gather per client write for coalescing to pay.
+pub const MIN_FRAMES_PER_WRITE: f64 = 2.0;
 
 /// Cost assumed for one write before any was measured, ns.
 const INITIAL_WRITE_COST_NS: f64 = 1_000.0;
@@ -43,8 +52,12 @@ pub struct FlushPolicy {
     writes: u64,
     write_ns: u64,
     write_cost_ns: f64,
-    round_start: Option<Instant>,
     load: f64,
+    /// Distinct clients that got deliveries this window, and the window's number (a
+    /// client remembers the last window it was counted in).
+    receivers: u64,
+    epoch: u32,
+    frames_per_client_s: f64,
 }
 
 impl FlushPolicy {
@@ -58,8 +71,10 @@ impl FlushPolicy {
             writes: 0,
             write_ns: 0,
             write_cost_ns: INITIAL_WRITE_COST_NS,
-            round_start: None,
             load: 0.0,
+            receivers: 0,
+            epoch: 1,
+            frames_per_client_s: 0.0,
         }
     }
 
@@ -68,29 +83,25 @@ impl FlushPolicy {
         self.deliveries += n;
     }
 
-    /// Notes a round that made `writes` writes in `elapsed`.
-    pub fn note_round(&mut self, writes: u64, elapsed: Duration) {
-        self.writes += writes;
-        self.write_ns += elapsed.as_nanos() as u64;
-        self.round_start = None;
-    }
-
-    /// Notes that a client is waiting to be written (starts the round's clock).
-    pub fn pending(&mut self, now: Instant) {
-        self.round_start.get_or_insert(now);
-    }
-
-    /// Whether the round should be written now.
-    pub fn due(&self, now: Instant) -> bool {
-        match self.round_start {
-            Some(start) => now.saturating_duration_since(start) >= self.window,
-            None => false,
+    /// Notes a delivery to a client whose last counted window is `*seen`: counts the
+    /// client once per window.
+    pub fn note_receiver(&mut self, seen: &mut u32) {
+        self.deliveries += 1;
+        if *seen != self.epoch {
+            *seen = self.epoch;
+            self.receivers += 1;
         }
     }
 
-    /// When the pending round is due, if one is pending.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.round_start.map(|s| s + self.window)
+    /// Notes a batch of writes: `writes` calls in `elapsed`.
+    pub fn note_writes(&mut self, writes: u64, elapsed: Duration) {
+        self.writes += writes;
+        self.write_ns += elapsed.as_nanos() as u64;
+    }
+
+    /// When a client whose oldest unwritten frame was queued at `since` is due.
+    pub fn due_at(&self, since: Instant) -> Instant {
+        since + self.window
     }
 
     /// Re-evaluates the window once per [`WINDOW`]; call once per fan-out pass.
@@ -102,10 +113,24 @@ impl FlushPolicy {
         if self.writes > 0 {
             self.write_cost_ns = self.write_ns as f64 / self.writes as f64;
         }
-        self.load = self.deliveries as f64 * self.write_cost_ns / elapsed.as_nanos() as f64;
+        let secs = elapsed.as_secs_f64();
+        self.load = self.deliveries as f64 * self.write_cost_ns / (secs * 1e9);
+        self.frames_per_client_s = if self.receivers == 0 {
+            0.0
+        } else {
+            self.deliveries as f64 / self.receivers as f64 / secs
+        };
         let share = ((self.load - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW)).clamp(0.0, 1.0);
-        self.window = self.budget.mul_f64(share);
+        let window = self.budget.mul_f64(share);
+        let gathered = self.frames_per_client_s * window.as_secs_f64();
+        self.window = if gathered >= MIN_FRAMES_PER_WRITE {
+            window
+        } else {
+            Duration::ZERO
+        };
         self.window_start = now;
+        self.epoch = self.epoch.wrapping_add(1).max(1);
+        self.receivers = 0;
         self.deliveries = 0;
         self.writes = 0;
         self.write_ns = 0;
@@ -133,8 +158,12 @@ mod tests {
 
     /// One window of `deliveries` frames written in `writes` writes of `cost_ns` each.
     fn window(p: &mut FlushPolicy, now: &mut Instant, deliveries: u64, writes: u64, cost_ns: u64) {
-        p.note_deliveries(deliveries);
-        p.note_round(writes, Duration::from_nanos(writes * cost_ns));
+        // Ten clients share the deliveries.
+        let mut seen = [0u32; 10];
+        for i in 0..deliveries {
+            p.note_receiver(&mut seen[(i % 10) as usize]);
+        }
+        p.note_writes(writes, Duration::from_nanos(writes * cost_ns));
         *now += WINDOW;
         p.update(*now);
     }
@@ -147,9 +176,11 @@ mod tests {
         // 10k deliveries/s at 1 µs a write: 1% of a core.
         window(&mut p, &mut now, 1_000, 1_000, 1_000);
         assert_eq!(p.window(), Duration::ZERO);
+        assert_eq!(p.due_at(now), now, "written at once");
         // 1M deliveries/s at 1 µs: the write load would be a whole core.
         window(&mut p, &mut now, 100_000, 100_000, 1_000);
         assert_eq!(p.window(), budget);
+        assert_eq!(p.due_at(now), now + budget);
         // Coalescing cuts the writes, not the projection: the window holds.
         window(&mut p, &mut now, 100_000, 25_000, 1_200);
         assert_eq!(p.window(), budget, "no oscillation once writes are batched");
@@ -157,31 +188,24 @@ mod tests {
         window(&mut p, &mut now, 35_000, 35_000, 1_200);
         let expect = budget.mul_f64((0.42 - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW));
         let diff = p.window().abs_diff(expect);
-        assert!(
-            diff < Duration::from_micros(5),
-            "{:?} vs {expect:?}",
-            p.window()
-        );
+        assert!(diff < Duration::from_micros(5), "{:?} vs {expect:?}", p.window());
     }
 
     #[test]
-    fn a_round_is_due_one_window_after_its_first_client() {
+    fn a_window_that_would_gather_no_company_stays_closed() {
         let mut now = Instant::now();
-        let budget = Duration::from_millis(2);
+        let budget = Duration::from_millis(4);
         let mut p = FlushPolicy::new(budget, now);
-        window(&mut p, &mut now, 100_000, 100_000, 1_000);
-        assert!(!p.due(now), "nothing pending");
-        p.pending(now);
-        p.pending(now + Duration::from_millis(1));
-        assert_eq!(
-            p.deadline(),
-            Some(now + budget),
-            "the first client starts it"
-        );
-        assert!(!p.due(now + Duration::from_millis(1)));
-        assert!(p.due(now + budget));
-        p.note_round(10, Duration::from_micros(10));
-        assert_eq!(p.deadline(), None);
+        // A busy worker, but each of 10,000 clients gets 100 frames/s: 0.4 per window.
+        let mut seen = vec![0u32; 10_000];
+        for i in 0..100_000u64 {
+            p.note_receiver(&mut seen[(i % 10_000) as usize]);
+        }
+        p.note_writes(100_000, Duration::from_millis(800));
+        now += Duration::from_secs(1);
+        p.update(now);
+        assert!(p.load() > LOAD_HIGH);
+        assert_eq!(p.window(), Duration::ZERO, "waiting would save no write");
     }
 
     #[test]
@@ -190,7 +214,6 @@ mod tests {
         let mut p = FlushPolicy::new(Duration::ZERO, now);
         window(&mut p, &mut now, 1_000_000, 1_000_000, 1_000);
         assert_eq!(p.window(), Duration::ZERO);
-        p.pending(now);
-        assert!(p.due(now));
+        assert_eq!(p.due_at(now), now);
     }
 }

@@ -396,17 +396,13 @@ async fn fan_out(
             // The feed answers between its batches; poll for the reply.
             tokio::time::sleep(Duration::from_millis(1)).await;
         } else {
-            let (next_timer, round_due) = {
+            let next_timer = {
                 let core = core.borrow();
-                (core.next_timer(), core.flush_deadline())
+                match (core.next_timer(), core.flush_deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
-            if let Some(round_due) = round_due {
-                // A write round is pending: ticks that arrive meanwhile wait in the ring
-                // and go out with it, so the worker need not wake for each of them.
-                let wake = next_timer.map_or(round_due, |t| t.min(round_due));
-                tokio::time::sleep_until(wake.into()).await;
-                continue;
-            }
             let park = parker.park_until(|| ports.iter().any(|p| p.consumer.available() > 0));
             match next_timer {
                 Some(due) => {

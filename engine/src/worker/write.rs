@@ -1,12 +1,12 @@
-//! Writing clients: a *round* writes every client on the flush list with one vectored
-//! write each (more when a client has over [`crate::outbox::MAX_IOVECS`] frames), and
-//! serves overload marks as outboxes drain.
+//! Writing clients: each due client on the flush list gets one vectored write (more when
+//! it has over [`crate::outbox::MAX_IOVECS`] frames), and overload marks are served as
+//! outboxes drain.
 //!
 //! Runs on the worker thread. Every write is non-blocking: a socket that takes less than
 //! offered marks its client blocked and wakes its connection task, which waits for
 //! writability and calls [`Core::flush_client`] again; the worker never waits for a
-//! client. When rounds run is [`super::flush`]'s decision: [`Core::flush_due`] at the end
-//! of each fan-out pass. Replies to a client's own command are written at once
+//! client. When a client is due is [`super::flush`]'s decision: [`Core::flush_due`] at the
+//! end of each fan-out pass. Replies to a client's own command are written at once
 //! ([`Core::write_now`]), outside rounds.
 
 use std::io;
@@ -22,32 +22,39 @@ use super::core::Core;
 use super::fanout::note_peak;
 
 impl Core {
-    /// Writes the pending round if the flush policy says it is due now (at once when
-    /// the worker is lightly loaded).
+    /// Writes the clients that are due: those whose oldest unwritten frame has waited
+    /// the coalescing window (at once when the worker is lightly loaded).
     pub fn flush_due(&mut self) {
-        if !self.flush_list.is_empty() && self.flush.due(self.now) {
-            self.flush_all();
-        }
+        let now = self.now;
+        let window = self.flush.window();
+        self.write_batch(|since| since + window <= now);
     }
 
-    /// When the pending round is due, if one is pending.
+    /// When the next client is due, if one waits.
     pub fn flush_deadline(&self) -> Option<Instant> {
-        if self.flush_list.is_empty() {
-            None
-        } else {
-            self.flush.deadline()
-        }
+        self.flush_list
+            .front()
+            .map(|&(_, since)| self.flush.due_at(since))
     }
 
-    /// Writes every client that got frames since its last write: one round.
+    /// Writes every client that got frames since its last write.
     pub fn flush_all(&mut self) {
-        if self.flush_list.is_empty() {
+        self.write_batch(|_| true);
+    }
+
+    /// Writes clients from the front of the flush list while `due` says so.
+    fn write_batch(&mut self, due: impl Fn(Instant) -> bool) {
+        if !self.flush_list.front().is_some_and(|&(_, since)| due(since)) {
             return;
         }
         // Real time, not the worker's clock: this measures the cost of writing.
         let started = Instant::now();
         let calls_before = self.write_calls;
-        while let Some(key) = self.flush_list.pop() {
+        while let Some(&(key, since)) = self.flush_list.front() {
+            if !due(since) {
+                break;
+            }
+            self.flush_list.pop_front();
             let Some(c) = self.clients.get_mut(key) else {
                 continue;
             };
@@ -58,7 +65,7 @@ impl Core {
             }
         }
         let calls = self.write_calls - calls_before;
-        self.flush.note_round(calls, started.elapsed());
+        self.flush.note_writes(calls, started.elapsed());
         WorkerStats::add(&self.stats.flush_rounds, 1);
     }
 
