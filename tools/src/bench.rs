@@ -30,8 +30,8 @@ pub struct BenchCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchSub {
-    /// tickwire against Bun, Node (ws) and naive Rust, per server CPU-second; writes the
-    /// tables into docs/benchmarks.md.
+    /// tickwire against Bun, Node (ws) and naive Rust, per server CPU-second, with the
+    /// load generator's own latency floor; writes the tables into docs/benchmarks.md.
     Compare(CompareArgs),
 }
 
@@ -45,11 +45,17 @@ struct CompareArgs {
     /// criterion with short times.
     #[arg(long)]
     quick: bool,
-    /// Peers, comma separated: bun, node, naive-rust; `none` for tickwire alone.
-    #[arg(long, value_delimiter = ',', default_value = "bun,node,naive-rust")]
+    /// Peers, comma separated: bun, node, naive-rust, and floor (the load generator's
+    /// latency floor: a trivial server, run in S1, S2 and light only); `none` for
+    /// tickwire alone.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "bun,node,naive-rust,floor"
+    )]
     peers: Vec<String>,
-    /// Scenarios, comma separated: s1..s6.
-    #[arg(long, value_delimiter = ',', default_value = "s1,s2,s3,s4,s5,s6")]
+    /// Scenarios, comma separated: s1, s2, light (1000 clients × 100 trades/s), s3..s6.
+    #[arg(long, value_delimiter = ',', default_value = "s1,s2,light,s3,s4,s5,s6")]
     scenarios: Vec<String>,
     /// Directory for compare.json, each run's files and the servers' logs.
     #[arg(long, default_value = "bench-out/compare")]
@@ -151,7 +157,9 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
             "none" => {}
             name => match Server::peer_from_name(name) {
                 Some(s) => peers.push(s),
-                None => bail!("--peers: unknown peer {name:?} (bun, node, naive-rust, none)"),
+                None => {
+                    bail!("--peers: unknown peer {name:?} (bun, node, naive-rust, floor, none)")
+                }
             },
         }
     }
@@ -159,7 +167,7 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     for s in &args.scenarios {
         match Scenario::from_name(s) {
             Some(s) => scenarios.push(s),
-            None => bail!("--scenarios: unknown scenario {s:?} (s1..s6)"),
+            None => bail!("--scenarios: unknown scenario {s:?} (s1, s2, light, s3..s6)"),
         }
     }
     scenarios.sort();

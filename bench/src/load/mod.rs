@@ -128,6 +128,18 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
         live: live.clone(),
     });
 
+    // The generator's CPU over the steady part of the measured phase (ramp end to
+    // `run_end`): the whole run's average includes the ramp and the drain and so
+    // understates how busy it was while every client read.
+    let ramp_end = start + cfg.ramp;
+    let steady = tokio::spawn(async move {
+        tokio::time::sleep_until(ramp_end).await;
+        let from = (cpu_times(), client::wall_ns());
+        tokio::time::sleep_until(run_end).await;
+        let to = (cpu_times(), client::wall_ns());
+        report::SteadyCpu::between(from, to)
+    });
+
     let mut tasks = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
         let start_at = start + cfg.ramp.mul_f64(i as f64 / cfg.clients as f64);
@@ -152,6 +164,8 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
     }
     let wall_s = start.elapsed().as_secs_f64();
     let cpu_end = cpu_times();
+    // It ended at `run_end`, before the clients did.
+    let steady = steady.await.ok();
 
     match http::get_json(&v.stats, STATS_TIMEOUT).await {
         Ok(after) => {
@@ -175,6 +189,7 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
         wall_s,
         cpu_user_s: cpu_end.0 - cpu_start.0,
         cpu_sys_s: cpu_end.1 - cpu_start.1,
+        steady,
         engine_stats,
     };
     Ok(report::build(&v, outcomes, facts))

@@ -146,6 +146,36 @@ pub struct Generator {
     pub cores_busy: f64,
     /// Runtime threads.
     pub threads: usize,
+    /// The same from the end of the ramp to the end of the measured phase, when every
+    /// client was reading: the figure that says whether the generator was saturated.
+    pub steady: Option<SteadyCpu>,
+}
+
+/// The generator's CPU over a window of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SteadyCpu {
+    /// Start of the window, ns since the Unix epoch.
+    pub from_unix_ns: u64,
+    /// End of the window, ns since the Unix epoch.
+    pub to_unix_ns: u64,
+    /// User + system CPU seconds in it.
+    pub cpu_s: f64,
+    /// `cpu_s` / the window's wall seconds.
+    pub cores_busy: f64,
+}
+
+impl SteadyCpu {
+    /// From ((user, system) CPU s, wall ns) at the start and at the end.
+    pub fn between(from: ((f64, f64), u64), to: ((f64, f64), u64)) -> SteadyCpu {
+        let cpu_s = (to.0 .0 - from.0 .0) + (to.0 .1 - from.0 .1);
+        let wall_s = to.1.saturating_sub(from.1) as f64 / 1e9;
+        SteadyCpu {
+            from_unix_ns: from.1,
+            to_unix_ns: to.1,
+            cpu_s,
+            cores_busy: if wall_s > 0.0 { cpu_s / wall_s } else { 0.0 },
+        }
+    }
 }
 
 /// Fast and slow.
@@ -295,6 +325,7 @@ pub(crate) struct RunFacts {
     pub wall_s: f64,
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
+    pub steady: Option<SteadyCpu>,
     pub engine_stats: EngineStats,
 }
 
@@ -447,6 +478,7 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
                 0.0
             },
             threads: cfg.threads,
+            steady: facts.steady,
         },
         classes: Classes { fast, slow },
         connect_us: Percentiles::of_ns(&connect),
@@ -565,8 +597,16 @@ impl Report {
         let g = &s.generator;
         let _ = writeln!(
             out,
-            "generator CPU: {:.2} s user + {:.2} s sys in {:.1} s = {:.2} cores busy ({} threads)",
-            g.cpu_user_s, g.cpu_sys_s, s.wall_s, g.cores_busy, g.threads
+            "generator CPU: {:.2} s user + {:.2} s sys in {:.1} s = {:.2} cores busy ({} threads){}",
+            g.cpu_user_s,
+            g.cpu_sys_s,
+            s.wall_s,
+            g.cores_busy,
+            g.threads,
+            g.steady.as_ref().map_or(String::new(), |st| format!(
+                "; {:.2} cores busy after the ramp",
+                st.cores_busy
+            ))
         );
         let d = &s.engine_stats.clients_delta;
         if d.is_empty() {
