@@ -3,7 +3,10 @@
 //! latency is the generator's (one thread walking every socket for each trade) rather
 //! than the server's.
 //!
-//! One thread, nonblocking sockets from the standard library, no dependencies. Every
+//! One thread, nonblocking sockets from the standard library (and one `listen` call from
+//! libc, for a backlog of [`LISTEN_BACKLOG`] instead of std's 128: the generator opens
+//! a connection a millisecond during its ramp, and a full backlog drops SYNs, which the
+//! client retries only after a second or three). Every
 //! millisecond it makes the trades due at `--rate` per second (forgetting a backlog of
 //! more than a second, like the other peers) and, for each trade, does one `write()` of
 //! the frame to every subscribed client, in the order they connected. Then it accepts new
@@ -25,6 +28,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SYMBOL: &str = "sim:BTC-USD";
@@ -36,6 +40,9 @@ const READ_SUBSCRIBED_EVERY: Duration = Duration::from_millis(50);
 const MAX_PENDING_BYTES: usize = 4 << 20;
 /// Largest request head or client frame accepted.
 const MAX_READ_BYTES: usize = 64 << 10;
+/// Pending connections the kernel holds for us (capped by `net.core.somaxconn`); the
+/// other peers' runtimes ask for 511 to 1024.
+const LISTEN_BACKLOG: i32 = 4096;
 /// RFC 6455's GUID for `Sec-WebSocket-Accept`.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -58,6 +65,12 @@ fn main() -> io::Result<()> {
     let port = arg("port", 9004) as u16;
     let rate = arg("rate", 1000);
     let listener = TcpListener::bind(("127.0.0.1", port))?;
+    // Calling listen(2) again on a listening socket sets its backlog anew.
+    // SAFETY: listen takes a file descriptor and an integer; the descriptor is the
+    // listener's own and stays open for the call.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     listener.set_nonblocking(true)?;
     println!("floor peer on 127.0.0.1:{port}, {rate} trades/s");
     let mut clients: Vec<Client> = Vec::new();
