@@ -578,11 +578,11 @@ fn s4_table(w: &mut String, res: &Results) {
         first.rate,
         res.plan.s4.slow_fraction * 100.0
     );
-    let _ = writeln!(w, "Slow clients: 4 KiB `SO_RCVBUF`, a 10 ms pause every 4 messages (≤ ~400 msgs/s). Staleness = the slow clients' latency. Fast losses = trades fast clients lost or were told they missed (gaps). {}\n", bound_note());
-    let _ = writeln!(w, "| server | slow | fast msgs/s per client | fast p99 | fast p99.9 | fast losses | peak RSS (MiB) | slow staleness p50 / p99 | slow gaps / trades skipped / unannounced | server busy | generator busy | bound |");
+    let _ = writeln!(w, "Slow clients: 4 KiB `SO_RCVBUF`, a 10 ms pause every 4 messages (≤ ~400 msgs/s). Staleness = the slow clients' latency; data age = receive time − `ingest_ts` of every data message they got after a 3 s warm-up (resync snapshots included; `tickwire bench`'s `slow.data_age_ms`). Fast losses = trades fast clients lost or were told they missed (gaps). {}\n", bound_note());
+    let _ = writeln!(w, "| server | slow | fast msgs/s per client | fast p99 | fast p99.9 | fast losses | peak RSS (MiB) | slow staleness p50 / p99 | slow data age p50 / p99 | slow gaps / trades skipped / unannounced | server busy | generator busy | bound |");
     let _ = writeln!(
         w,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for s in &res.servers {
         for slow in [false, true] {
@@ -598,7 +598,7 @@ fn s4_table(w: &mut String, res: &Results) {
             let sum = |f: fn(&Run) -> u64| runs.iter().map(|r| f(r)).sum::<u64>();
             let _ = writeln!(
                 w,
-                "| {s} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {s} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if slow {
                     format!("{:.0}%", res.plan.s4.slow_fraction * 100.0)
                 } else {
@@ -615,6 +615,13 @@ fn s4_table(w: &mut String, res: &Results) {
                         opt(m(&|r| r.slow_latency_us[0]), fmt_us),
                         opt(m(&|r| r.slow_latency_us[2]), fmt_us)
                     )
+                } else {
+                    "–".into()
+                },
+                if slow {
+                    let age =
+                        |i: usize| m(&|r| r.slow_data_age_ms[i] * 1000.0).filter(|us| *us > 0.0);
+                    format!("{} / {}", opt(age(0), fmt_us), opt(age(1), fmt_us))
                 } else {
                     "–".into()
                 },

@@ -307,6 +307,9 @@ pub struct Run {
     pub slow_latency_us: [f64; 5],
     /// Fast clients: trade violations + gaps + trades named by gaps.
     pub fast_losses: u64,
+    /// Slow clients' data age after the generator's warm-up, ms: p50, p99, max (zeros
+    /// when none was recorded).
+    pub slow_data_age_ms: [f64; 3],
     /// Slow clients: trade violations (unannounced gaps).
     pub slow_violations: u64,
     /// Slow clients: gaps announced and trades they named.
@@ -1272,6 +1275,10 @@ fn from_summary(s: &Value, load: &Load) -> Run {
         },
         fast_latency_us: lat(fast),
         slow_latency_us: lat(slow),
+        slow_data_age_ms: {
+            let a = &s["slow"]["data_age_ms"]["all"];
+            [f(&a["p50"]), f(&a["p99"]), f(&a["max"])]
+        },
         fast_losses: u(&fc["trade_violations"]) + u(&fc["gaps"]) + u(&fc["trades_skipped"]),
         slow_violations: u(&sc["trade_violations"]),
         slow_gaps: u(&sc["gaps"]),
