@@ -6,12 +6,13 @@
 #   bun/        @oven/bun-linux-x64 (npm), the Bun binary; Bun.serve + server.publish
 #   node/       ws (npm), run with the machine's node (apt's nodejs when missing)
 #   naive-rust/ tokio-tungstenite + tokio broadcast, cargo build --release
+#   floor/      the load generator's latency floor (std only), cargo build --release
 #
-# Usage: bench/peers/install.sh [bun] [node] [naive-rust]   (default: all three)
+# Usage: bench/peers/install.sh [bun] [node] [naive-rust] [floor]   (default: all four)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 peers=("$@")
-[ ${#peers[@]} -eq 0 ] && peers=(bun node naive-rust)
+[ ${#peers[@]} -eq 0 ] && peers=(bun node naive-rust floor)
 
 need_npm() {
   if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
@@ -44,14 +45,14 @@ for p in "${peers[@]}"; do
     node)
       npm_install node
       ;;
-    naive-rust)
+    naive-rust | floor)
       # cargo is quick when nothing changed.
       cargo build --release --quiet --locked \
-        --manifest-path "$here/naive-rust/Cargo.toml" --target-dir "$here/naive-rust/target"
-      echo "install.sh: naive-rust built"
+        --manifest-path "$here/$p/Cargo.toml" --target-dir "$here/$p/target"
+      echo "install.sh: $p built"
       ;;
     *)
-      echo "install.sh: unknown peer $p (bun, node, naive-rust)" >&2
+      echo "install.sh: unknown peer $p (bun, node, naive-rust, floor)" >&2
       exit 2
       ;;
   esac

@@ -18,8 +18,9 @@ use tickwire_bench::load::{self, parse_duration, LoadConfig};
     after_help = "Exit codes: 0 ok; 1 the run could not happen (invalid settings, \
 output not writable); 2 usage error; 3 trade or book sequence violations were found; 4 no \
 client could connect.\n\
-Writes DIR/summary.json, DIR/latency-fast.hgrm, DIR/latency-slow.hgrm, DIR/connect.hgrm \
-(percentile distributions in µs, HdrHistogram's text format)."
+Writes DIR/summary.json (with the slow clients' data age in slow.data_age_ms and each \
+slow client's end in slow.clients), DIR/latency-fast.hgrm, DIR/latency-slow.hgrm, \
+DIR/connect.hgrm (percentile distributions in µs, HdrHistogram's text format)."
 )]
 pub struct BenchCommand {
     #[command(subcommand)]
@@ -30,8 +31,8 @@ pub struct BenchCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchSub {
-    /// tickwire against Bun, Node (ws) and naive Rust, per server CPU-second; writes the
-    /// tables into docs/benchmarks.md.
+    /// tickwire against Bun, Node (ws) and naive Rust, per server CPU-second, with the
+    /// load generator's own latency floor; writes the tables into docs/benchmarks.md.
     Compare(CompareArgs),
 }
 
@@ -45,11 +46,17 @@ struct CompareArgs {
     /// criterion with short times.
     #[arg(long)]
     quick: bool,
-    /// Peers, comma separated: bun, node, naive-rust; `none` for tickwire alone.
-    #[arg(long, value_delimiter = ',', default_value = "bun,node,naive-rust")]
+    /// Peers, comma separated: bun, node, naive-rust, and floor (the load generator's
+    /// latency floor: a trivial server, run in S1, S2 and light only); `none` for
+    /// tickwire alone.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "bun,node,naive-rust,floor"
+    )]
     peers: Vec<String>,
-    /// Scenarios, comma separated: s1..s6.
-    #[arg(long, value_delimiter = ',', default_value = "s1,s2,s3,s4,s5,s6")]
+    /// Scenarios, comma separated: s1, s2, light (1000 clients × 100 trades/s), s3..s6.
+    #[arg(long, value_delimiter = ',', default_value = "s1,s2,light,s3,s4,s5,s6")]
     scenarios: Vec<String>,
     /// Directory for compare.json, each run's files and the servers' logs.
     #[arg(long, default_value = "bench-out/compare")]
@@ -114,9 +121,22 @@ pub struct BenchArgs {
     /// convergence check.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     drain: Duration,
-    /// Share of slow clients (0..1): 4 KiB SO_RCVBUF, a 10 ms pause every 4 messages.
+    /// Share of slow clients (0..1): 4 KiB SO_RCVBUF, and a 10 ms pause every 4 messages
+    /// (or paced reads with --slow-read-bps).
     #[arg(long, default_value_t = 0.0)]
     slow_fraction: f64,
+    /// Slow clients read at most N bytes per second instead of pausing: a token bucket
+    /// holding 100 ms of them; they read when it is full, at most what it holds.
+    #[arg(long, value_name = "N")]
+    slow_read_bps: Option<u64>,
+    /// Slow clients read nothing for the first S seconds after subscribing, then read as
+    /// above (e.g. 8 or 0.5).
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    slow_stall_s: f64,
+    /// The slow clients' data age (receive time − ingest_ts, in the table and in
+    /// summary.json's slow.data_age_ms) leaves out this long after each subscribe.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    age_warmup: Duration,
     /// Threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -151,7 +171,9 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
             "none" => {}
             name => match Server::peer_from_name(name) {
                 Some(s) => peers.push(s),
-                None => bail!("--peers: unknown peer {name:?} (bun, node, naive-rust, none)"),
+                None => {
+                    bail!("--peers: unknown peer {name:?} (bun, node, naive-rust, floor, none)")
+                }
             },
         }
     }
@@ -159,7 +181,7 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     for s in &args.scenarios {
         match Scenario::from_name(s) {
             Some(s) => scenarios.push(s),
-            None => bail!("--scenarios: unknown scenario {s:?} (s1..s6)"),
+            None => bail!("--scenarios: unknown scenario {s:?} (s1, s2, light, s3..s6)"),
         }
     }
     scenarios.sort();
@@ -229,6 +251,10 @@ fn run_load(args: BenchArgs) -> Result<ExitCode> {
         ramp: args.ramp,
         drain: args.drain,
         slow_fraction: args.slow_fraction,
+        slow_read_bps: args.slow_read_bps,
+        slow_stall: Duration::try_from_secs_f64(args.slow_stall_s)
+            .map_err(|e| anyhow::anyhow!("--slow-stall-s {}: {e}", args.slow_stall_s))?,
+        age_warmup: args.age_warmup,
         threads: args.threads,
         stats_url: args.stats_url,
         quiet: args.quiet,

@@ -128,3 +128,59 @@ fn no_engine_means_exit_code_4() {
     assert_eq!((fast.connected, fast.errors.connect_failed), (0, 3));
     assert!(report.summary.engine_stats.error.is_some());
 }
+
+#[test]
+fn paced_slow_clients_read_within_their_rate_and_report_their_data_age() {
+    let cfg = EngineConfig {
+        outbox_budget_bytes: 128 * 1024,
+        send_buffer_bytes: Some(8 * 1024),
+        ..test_config()
+    };
+    let engine = start(cfg, sim(2, 2_000));
+    let (rate, duration) = (20_000u64, Duration::from_secs(3));
+    let report = load::run(&LoadConfig {
+        url: format!("ws://{}/ws", engine.local_addr()),
+        clients: 6,
+        duration,
+        ramp: Duration::from_millis(300),
+        drain: Duration::from_secs(1),
+        slow_fraction: 0.5,
+        slow_read_bps: Some(rate),
+        slow_stall: Duration::from_millis(500),
+        age_warmup: Duration::from_secs(1),
+        quiet: true,
+        ..LoadConfig::default()
+    })
+    .expect("the run happens");
+    engine.shutdown();
+    print!("{}", report.table());
+    let s = serde_json::to_value(&report.summary).unwrap();
+    assert_eq!(s["violations"], 0);
+    let slow = &s["slow"];
+    assert_eq!(slow["mode"], "paced", "{slow}");
+    assert_eq!(slow["read_bps"], rate);
+    // 100 ms of the rate.
+    let burst = slow["read_burst_bytes"].as_u64().unwrap();
+    assert_eq!(burst, rate / 10);
+    assert_eq!(slow["stall_s"], 0.5);
+    let clients = slow["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 3, "{slow}");
+    for c in clients {
+        // The bucket's bound: a full bucket, then the rate, over the measured phase.
+        let bytes = c["bytes"].as_u64().unwrap();
+        let bound = burst + rate * duration.as_secs();
+        assert!(bytes > 0 && bytes <= bound, "{bytes} > {bound}: {c}");
+        assert_eq!(c["end"], "ok", "{c}");
+    }
+    let age = &slow["data_age_ms"];
+    assert_eq!(age["warmup_s"], 1.0);
+    for kind in ["all", "ticker"] {
+        let p = &age[kind];
+        assert!(p["count"].as_u64().unwrap() > 0, "{kind}: {age}");
+        assert!(p["p50"].as_f64().unwrap() > 0.0, "{kind}: {age}");
+        assert!(p["max"].as_f64() >= p["p99"].as_f64(), "{kind}: {age}");
+    }
+    assert!(report
+        .table()
+        .contains("slow data age after a 1.0 s warm-up"));
+}

@@ -1,11 +1,14 @@
 //! The comparison as Markdown: the summary table (scenario, clients, rate, ours, peer,
-//! ratio, CPU), a detail table per scenario, and a verdict per target; spliced into a
-//! document between [`BEGIN`] and [`END`] so that a re-run replaces it.
+//! ratio, CPU), a detail table per scenario, and a verdict per target ([`super::verdict`]);
+//! spliced into a document between [`BEGIN`] and [`END`] so that a re-run replaces it.
+//! One function per table; each appends to the text it is given and reads nothing but
+//! the [`Results`].
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{median, Results, Run, S1Group, Scenario};
+use super::verdict::{self, fmt_rate, fmt_us, ladder_end, saturated_cores, Core};
+use super::{median, Results, Run, S1Group, Scenario, FLOOR, SATURATED};
 
 /// Start marker of the generated section.
 pub const BEGIN: &str = "<!-- compare:begin -->";
@@ -17,26 +20,12 @@ fn med<'a>(runs: impl Iterator<Item = &'a Run>, f: impl Fn(&Run) -> f64) -> Opti
     median(runs.map(f).collect())
 }
 
-fn fmt_rate(per_s: f64) -> String {
-    if per_s >= 1e6 {
-        format!("{:.2} M", per_s / 1e6)
-    } else if per_s >= 1e3 {
-        format!("{:.0} k", per_s / 1e3)
-    } else {
-        format!("{per_s:.0}")
-    }
-}
-
-fn fmt_us(us: f64) -> String {
-    if us >= 10_000.0 {
-        format!("{:.1} ms", us / 1000.0)
-    } else {
-        format!("{us:.0} µs")
-    }
-}
-
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "–".into(), f)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
@@ -46,20 +35,50 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// S1 figures of one server at one rate, medians over the rounds that ran that step.
-struct Step {
-    rounds: usize,
-    passed: usize,
-    per_cpu_s: Option<f64>,
-    busy: Option<f64>,
-    gen_busy: Option<f64>,
-    per_client: Option<f64>,
-    p99: Option<f64>,
-    bytes: Option<f64>,
-    notes: Vec<String>,
+/// `gen-bound`, `server-bound`, both or nothing, from the runs' median busy shares.
+fn bound<'a>(runs: impl IntoIterator<Item = &'a Run> + Clone) -> &'static str {
+    match saturated_cores(runs) {
+        Core::Neither => "",
+        Core::Server => "server-bound",
+        Core::Generator => "gen-bound",
+        Core::Both => "gen-bound, server-bound",
+    }
 }
 
-fn step(g: &S1Group, server: &str, rate: u64) -> Option<Step> {
+/// ` (gen-bound)` after a figure whose runs had the generator's core saturated.
+fn gen_mark<'a>(runs: impl IntoIterator<Item = &'a Run> + Clone) -> &'static str {
+    if saturated_cores(runs).generator() {
+        " (gen-bound)"
+    } else {
+        ""
+    }
+}
+
+/// What the bound column and marks mean; said above every table that has them.
+fn bound_note() -> String {
+    format!(
+        "*gen-bound*: the load generator's core was ≥ {0:.0}% busy (median over rounds, \
+         from the end of the ramp to the end of the measured phase): **that row's latency \
+         and rates measure the generator, not the server**. *server-bound*: the server's \
+         core was ≥ {0:.0}% busy, so its latency is mostly queueing. No verdict uses a \
+         saturated run.",
+        SATURATED * 100.0
+    )
+}
+
+/// S1 figures of one server at one rate, medians over the rounds that ran that step.
+struct Step<'a> {
+    runs: Vec<&'a Run>,
+    passed: usize,
+}
+
+impl Step<'_> {
+    fn m(&self, f: impl Fn(&Run) -> f64) -> Option<f64> {
+        med(self.runs.iter().copied(), f)
+    }
+}
+
+fn step<'a>(g: &'a S1Group, server: &str, rate: u64) -> Option<Step<'a>> {
     let runs: Vec<&Run> = g
         .runs
         .iter()
@@ -68,24 +87,8 @@ fn step(g: &S1Group, server: &str, rate: u64) -> Option<Step> {
     if runs.is_empty() {
         return None;
     }
-    let m = |f: fn(&Run) -> f64| med(runs.iter().copied(), f);
-    let mut notes: Vec<String> = runs
-        .iter()
-        .filter(|r| !r.note.is_empty())
-        .map(|r| format!("round {}: {}", r.round, r.note))
-        .collect();
-    notes.dedup();
-    Some(Step {
-        rounds: runs.len(),
-        passed: runs.iter().filter(|r| r.passes_s1()).count(),
-        per_cpu_s: m(|r| r.deliveries_per_cpu_s),
-        busy: m(|r| r.server_busy),
-        gen_busy: m(|r| r.generator_busy),
-        per_client: m(|r| r.fast_msgs_per_s_per_client),
-        p99: m(|r| r.fast_latency_us[2]),
-        bytes: m(|r| r.bytes_per_msg),
-        notes,
-    })
+    let passed = runs.iter().filter(|r| r.passes_s1()).count();
+    Some(Step { runs, passed })
 }
 
 /// ` (lossy)` when most of a server's runs at `rate` lost trades, clients or rate:
@@ -102,19 +105,9 @@ fn lossy_mark(runs: &[Run], server: &str, rate: u64) -> &'static str {
     }
 }
 
-/// Per-connection memory of one S3 run, KiB: (server RSS delta, kernel share estimate),
-/// over the clients that connected.
-fn per_conn_kib(r: &Run) -> (f64, f64) {
-    let n = r.connected_clients().max(1) as f64;
-    let rss = r.rss_max_kib.saturating_sub(r.rss_before_kib) as f64 / n;
-    // Both ends of a loopback connection are in this kernel; half is the server's.
-    let kernel = r.slab_max_kib.saturating_sub(r.slab_before_kib) as f64 / (2.0 * n);
-    (rss, kernel)
-}
-
 /// Whether a server passed a step in most of the rounds that ran it.
 fn passed_mostly(g: &S1Group, server: &str, rate: u64) -> bool {
-    step(g, server, rate).is_some_and(|st| st.rounds > 0 && 2 * st.passed > st.rounds)
+    step(g, server, rate).is_some_and(|st| 2 * st.passed > st.runs.len())
 }
 
 /// The highest rate of the ladder that both servers passed in most rounds that ran it.
@@ -126,11 +119,34 @@ fn common_rate(g: &S1Group, a: &str, b: &str) -> Option<u64> {
         .find(|&rate| passed_mostly(g, a, rate) && passed_mostly(g, b, rate))
 }
 
+fn rates_of(runs: &[Run]) -> Vec<u64> {
+    let mut r: Vec<u64> = runs.iter().map(|r| r.rate).collect();
+    r.sort_unstable();
+    r.dedup();
+    r
+}
+
 /// Renders the generated section (markers included).
 pub fn render(res: &Results) -> String {
     let mut o = String::new();
-    let w = &mut o;
-    let _ = writeln!(w, "{BEGIN}");
+    let _ = writeln!(o, "{BEGIN}");
+    header(&mut o, res);
+    summary_table(&mut o, res);
+    for g in &res.s1 {
+        s1_table(&mut o, res, g);
+    }
+    s2_table(&mut o, res);
+    light_table(&mut o, res);
+    s3_table(&mut o, res);
+    s4_table(&mut o, res);
+    criterion_tables(&mut o, res);
+    targets(&mut o, res);
+    let _ = writeln!(o, "\n{END}");
+    o
+}
+
+/// The command, the machine, other load, peers skipped.
+fn header(w: &mut String, res: &Results) {
     let _ = writeln!(
         w,
         "<!-- generated by `tickwire bench compare`; a re-run replaces everything between these markers -->\n"
@@ -173,6 +189,7 @@ pub fn render(res: &Results) -> String {
         .iter()
         .flat_map(|g| g.runs.iter())
         .chain(res.s2.iter())
+        .chain(res.light.iter())
         .chain(res.s3.iter())
         .chain(res.s4.iter())
         .collect();
@@ -192,21 +209,33 @@ pub fn render(res: &Results) -> String {
             super::QUIET * 100.0
         );
     }
+    if res.servers.iter().any(|s| s == FLOOR) {
+        let _ = writeln!(
+            w,
+            "`{FLOOR}` is not a contender: a trivial server (one thread) that writes each \
+             trade to every client at once. Its latency is the load generator's floor: what \
+             one generator thread walking every socket adds to any server's figure.\n"
+        );
+    }
     for (peer, why) in &res.skipped {
         let _ = writeln!(w, "- **{peer} not compared**: {why}");
     }
     if !res.skipped.is_empty() {
         let _ = writeln!(w);
     }
-    let peers: Vec<&str> = res.servers.iter().skip(1).map(String::as_str).collect();
+}
 
-    // ---- the summary table ----
+/// One line per scenario figure and peer: ours, theirs, the ratio.
+fn summary_table(w: &mut String, res: &Results) {
+    let peers: Vec<&str> = res.contenders().collect();
     let _ = writeln!(w, "### Summary\n");
     let _ = writeln!(
         w,
         "Medians over rounds. *ours* and *peer* are the scenario's figure for tickwire and \
-         the peer; *ratio* is ours / peer (S1: higher is better; S2–S4: lower is better); \
-         *CPU* is the server's core busy share, ours / peer.\n"
+         the peer; *ratio* is ours / peer (S1: higher is better; S2–S4 and light: lower is \
+         better); *CPU* is the server's core busy share, ours / peer. *(gen-bound)*: the \
+         load generator's core was saturated, so the figure measures the generator. The \
+         verdicts ([Targets](#targets)) use unsaturated runs only.\n"
     );
     let _ = writeln!(
         w,
@@ -218,338 +247,405 @@ pub fn render(res: &Results) -> String {
     );
     for g in &res.s1 {
         let first = g.rates.first().copied().unwrap_or(0);
-        let max_text = |m: Option<u64>| match m {
-            Some(0) => format!("< {first}"),
-            m => opt(m.map(|x| x as f64), fmt_rate),
+        let max_text = |server: &str| match ladder_end(g, server, res.rounds) {
+            None => "–".to_owned(),
+            Some(e) if e.max_rate == 0 => format!("< {first} ({})", e.text()),
+            Some(e) => format!("{} ({})", fmt_rate(e.max_rate as f64), e.text()),
         };
         let ours_max = g.max_rate("tickwire", res.rounds);
         for p in &peers {
             let peer_max = g.max_rate(p, res.rounds);
             let _ = writeln!(
                 w,
-                "| S1 | {} | ladder | {p} | highest lossless rate | {} | {} | {} | |",
+                "| S1 | {} | ladder | {p} | highest lossless rate (limit) | {} | {} | {} | |",
                 g.clients,
-                max_text(ours_max),
-                max_text(peer_max),
+                max_text("tickwire"),
+                max_text(p),
                 ratio(ours_max.map(|x| x as f64), peer_max.map(|x| x as f64)),
             );
             if let Some(rate) = common_rate(g, "tickwire", p) {
-                let (a, b) = (step(g, "tickwire", rate), step(g, p, rate));
-                let (a, b) = (a.as_ref(), b.as_ref());
+                let (Some(a), Some(b)) = (step(g, "tickwire", rate), step(g, p, rate)) else {
+                    continue;
+                };
                 let _ = writeln!(
                     w,
-                    "| S1 | {} | {rate} | {p} | deliveries per server CPU-s | {} | {} | {} | {} / {} |",
+                    "| S1 | {} | {rate} | {p} | deliveries per server CPU-s | {}{} | {}{} | {} | {} / {} |",
                     g.clients,
-                    opt(a.and_then(|s| s.per_cpu_s), fmt_rate),
-                    opt(b.and_then(|s| s.per_cpu_s), fmt_rate),
-                    ratio(a.and_then(|s| s.per_cpu_s), b.and_then(|s| s.per_cpu_s)),
-                    opt(a.and_then(|s| s.busy), |x| format!("{:.0}%", x * 100.0)),
-                    opt(b.and_then(|s| s.busy), |x| format!("{:.0}%", x * 100.0)),
+                    opt(a.m(|r| r.deliveries_per_cpu_s), fmt_rate),
+                    gen_mark(a.runs.iter().copied()),
+                    opt(b.m(|r| r.deliveries_per_cpu_s), fmt_rate),
+                    gen_mark(b.runs.iter().copied()),
+                    ratio(a.m(|r| r.deliveries_per_cpu_s), b.m(|r| r.deliveries_per_cpu_s)),
+                    opt(a.m(Run::server_load), pct),
+                    opt(b.m(Run::server_load), pct),
                 );
             }
         }
     }
-    let rates_of = |runs: &[Run]| {
-        let mut r: Vec<u64> = runs.iter().map(|r| r.rate).collect();
-        r.sort_unstable();
-        r.dedup();
-        r
-    };
-    for rate in rates_of(&res.s2) {
-        let at = |s: &str, f: fn(&Run) -> f64| {
-            med(res.s2.iter().filter(|r| r.server == s && r.rate == rate), f)
-        };
-        for p in &peers {
-            let _ = writeln!(
-                w,
-                "| S2 | {} | {rate} | {p} | fast p99 latency | {} | {}{} | {} | {} / {} |",
-                res.plan.s2.0,
-                opt(at("tickwire", |r| r.fast_latency_us[2]), fmt_us),
-                opt(at(p, |r| r.fast_latency_us[2]), fmt_us),
-                lossy_mark(&res.s2, p, rate),
-                ratio(
-                    at("tickwire", |r| r.fast_latency_us[2]),
-                    at(p, |r| r.fast_latency_us[2])
-                ),
-                opt(at("tickwire", |r| r.server_busy), |x| format!(
-                    "{:.0}%",
-                    x * 100.0
-                )),
-                opt(at(p, |r| r.server_busy), |x| format!("{:.0}%", x * 100.0)),
-            );
+    let latency_rows = |w: &mut String, name: &str, clients: usize, runs: &[Run]| {
+        for rate in rates_of(runs) {
+            let at = |s: &'static str| runs.iter().filter(move |r| r.server == s && r.rate == rate);
+            let ours = || at("tickwire");
+            for p in &peers {
+                let theirs = || runs.iter().filter(|r| r.server == *p && r.rate == rate);
+                let p99 = |rs: &mut dyn Iterator<Item = &Run>| med(rs, |r| r.fast_latency_us[2]);
+                let (a, b) = (p99(&mut ours()), p99(&mut theirs()));
+                let _ = writeln!(
+                    w,
+                    "| {name} | {clients} | {rate} | {p} | fast p99 latency | {}{} | {}{}{} | {} | {} / {} |",
+                    opt(a, fmt_us),
+                    gen_mark(ours()),
+                    opt(b, fmt_us),
+                    lossy_mark(runs, p, rate),
+                    gen_mark(theirs()),
+                    ratio(a, b),
+                    opt(med(ours(), Run::server_load), pct),
+                    opt(med(theirs(), Run::server_load), pct),
+                );
+            }
         }
-    }
+    };
+    latency_rows(w, "S2", res.plan.s2.clients, &res.s2);
+    latency_rows(w, "light", res.plan.light.clients, &res.light);
     let mut sizes: Vec<usize> = res.s3.iter().map(|r| r.clients).collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let s3_total = |s: &str, n: usize| {
-        med(
-            res.s3.iter().filter(|r| r.server == s && r.clients == n),
-            |r| {
-                let (a, b) = per_conn_kib(r);
-                a + b
-            },
-        )
-    };
     for &n in &sizes {
         for p in &peers {
             let _ = writeln!(
                 w,
                 "| S3 | {n} | {} (idle) | {p} | KiB per connection (RSS + kernel) | {} | {} | {} | |",
-                res.plan.s3.1,
-                opt(s3_total("tickwire", n), |x| format!("{x:.1}")),
-                opt(s3_total(p, n), |x| format!("{x:.1}")),
-                ratio(s3_total("tickwire", n), s3_total(p, n)),
+                res.plan.s3.rate,
+                opt(s3_total(res, "tickwire", n), |x| format!("{x:.1}")),
+                opt(s3_total(res, p, n), |x| format!("{x:.1}")),
+                ratio(s3_total(res, "tickwire", n), s3_total(res, p, n)),
             );
         }
     }
-    let s4 = |s: &str, slow: bool, f: fn(&Run) -> f64| {
-        med(
-            res.s4
-                .iter()
-                .filter(|r| r.server == s && (r.slow_clients > 0) == slow),
-            f,
-        )
+    let s4 = |s: &str, slow: bool| {
+        res.s4
+            .iter()
+            .filter(move |r| r.server == s && (r.slow_clients > 0) == slow)
+            .collect::<Vec<&Run>>()
     };
     if let Some(rate) = res.s4.first().map(|r| r.rate) {
+        let ours = s4("tickwire", true);
         for p in &peers {
+            let theirs = s4(p, true);
+            let f = |rs: &[&Run], f: fn(&Run) -> f64| med(rs.iter().copied(), f);
+            let p99 = |r: &Run| r.fast_latency_us[2];
+            let hwm = |r: &Run| r.hwm_kib as f64;
             let _ = writeln!(
                 w,
-                "| S4 | {} | {rate} | {p} | fast p99 with 10% slow | {} | {}{} | {} | {} / {} |",
-                res.plan.s4.0,
-                opt(s4("tickwire", true, |r| r.fast_latency_us[2]), fmt_us),
-                opt(s4(p, true, |r| r.fast_latency_us[2]), fmt_us),
+                "| S4 | {} | {rate} | {p} | fast p99 with 10% slow | {}{} | {}{}{} | {} | {} / {} |",
+                res.plan.s4.clients,
+                opt(f(&ours, p99), fmt_us),
+                gen_mark(ours.iter().copied()),
+                opt(f(&theirs, p99), fmt_us),
                 lossy_mark(&res.s4, p, rate),
-                ratio(
-                    s4("tickwire", true, |r| r.fast_latency_us[2]),
-                    s4(p, true, |r| r.fast_latency_us[2])
-                ),
-                opt(s4("tickwire", true, |r| r.server_busy), |x| format!(
-                    "{:.0}%",
-                    x * 100.0
-                )),
-                opt(s4(p, true, |r| r.server_busy), |x| format!(
-                    "{:.0}%",
-                    x * 100.0
-                )),
+                gen_mark(theirs.iter().copied()),
+                ratio(f(&ours, p99), f(&theirs, p99)),
+                opt(f(&ours, Run::server_load), pct),
+                opt(f(&theirs, Run::server_load), pct),
             );
             let _ = writeln!(
                 w,
                 "| S4 | {} | {rate} | {p} | peak RSS with 10% slow (MiB) | {} | {} | {} | |",
-                res.plan.s4.0,
-                opt(s4("tickwire", true, |r| r.hwm_kib as f64), |x| format!(
-                    "{:.0}",
-                    x / 1024.0
-                )),
-                opt(s4(p, true, |r| r.hwm_kib as f64), |x| format!(
-                    "{:.0}",
-                    x / 1024.0
-                )),
-                ratio(
-                    s4("tickwire", true, |r| r.hwm_kib as f64),
-                    s4(p, true, |r| r.hwm_kib as f64)
-                ),
+                res.plan.s4.clients,
+                opt(f(&ours, hwm), |x| format!("{:.0}", x / 1024.0)),
+                opt(f(&theirs, hwm), |x| format!("{:.0}", x / 1024.0)),
+                ratio(f(&ours, hwm), f(&theirs, hwm)),
             );
         }
     }
     let _ = writeln!(w);
+}
 
-    // ---- S1 detail ----
-    for g in &res.s1 {
-        let _ = writeln!(
-            w,
-            "### S1: lossless fan-out, {} clients on one topic\n",
-            g.clients
-        );
-        let _ = writeln!(
-            w,
-            "Each server's ladder stops at its first step that loses or gaps a trade or \
-             delivers under {:.0}% of the rate to a client; saturation (a core ≥ {:.0}% \
-             busy, server's or generator's) is noted but stops nothing, as a saturated \
-             core may still deliver everything. Deliveries per server CPU-second = trades received \
-             by all clients / the server's CPU seconds over the run. *passed* = rounds \
-             passing / rounds run.\n",
-            super::FULL_RATE_SHARE * 100.0,
-            super::SATURATED * 100.0
-        );
-        let _ = writeln!(w, "| server | rate (trades/s) | frames/s offered | deliveries per CPU-s | server busy | generator busy | msgs/s per client | fast p99 | bytes/msg | passed | notes |");
-        let _ = writeln!(
-            w,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-        );
+/// S1 at one client count: every server's ladder, step by step.
+fn s1_table(w: &mut String, res: &Results, g: &S1Group) {
+    let _ = writeln!(
+        w,
+        "### S1: lossless fan-out, {} clients on one topic\n",
+        g.clients
+    );
+    let _ = writeln!(
+        w,
+        "Each server's ladder stops at its first step that loses or gaps a trade or \
+         delivers under {:.0}% of the rate to a client; saturation is noted but stops \
+         nothing, as a saturated core may still deliver everything. Deliveries per server \
+         CPU-second = trades received by all clients / the server's CPU seconds over the \
+         run. *passed* = rounds passing / rounds run. *limit*, on each server's highest \
+         lossless rate: whose core was saturated there or at the step that failed above it \
+         (server, generator, or neither: then something else stopped it, such as lost \
+         trades or connections).{} {}\n",
+        super::FULL_RATE_SHARE * 100.0,
+        if res.servers.iter().any(|s| s == FLOOR) {
+            " The `floor` rows are the generator's own floor (p50/p99 with a server that \
+             does nothing but write)."
+        } else {
+            ""
+        },
+        bound_note()
+    );
+    let _ = writeln!(w, "| server | rate (trades/s) | frames/s offered | deliveries per CPU-s | server busy | generator busy | msgs/s per client | fast p50 | fast p99 | bytes/msg | passed | bound | limit | notes |");
+    let _ = writeln!(
+        w,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"
+    );
+    for s in &res.servers {
+        let end = ladder_end(g, s, res.rounds);
+        for &rate in &g.rates {
+            let Some(st) = step(g, s, rate) else {
+                continue;
+            };
+            let limit = match &end {
+                Some(e) if e.max_rate == rate => e.text(),
+                Some(e) if e.max_rate == 0 && Some(&rate) == g.rates.first() => {
+                    format!("none passed; {}", e.limit)
+                }
+                _ => String::new(),
+            };
+            let mut notes: Vec<String> = st
+                .runs
+                .iter()
+                .filter(|r| !r.note.is_empty())
+                .map(|r| format!("round {}: {}", r.round, r.note))
+                .collect();
+            notes.dedup();
+            let _ = writeln!(
+                w,
+                "| {s} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {limit} | {} |",
+                fmt_rate((rate as usize * g.clients) as f64),
+                opt(st.m(|r| r.deliveries_per_cpu_s), fmt_rate),
+                opt(st.m(Run::server_load), pct),
+                opt(st.m(Run::generator_load), pct),
+                opt(st.m(|r| r.fast_msgs_per_s_per_client), |x| format!("{x:.0}")),
+                opt(st.m(|r| r.fast_latency_us[0]), fmt_us),
+                opt(st.m(|r| r.fast_latency_us[2]), fmt_us),
+                opt(st.m(|r| r.bytes_per_msg), |x| format!("{x:.0}")),
+                st.passed,
+                st.runs.len(),
+                bound(st.runs.iter().copied()),
+                notes.join("; ")
+            );
+        }
+    }
+    let _ = writeln!(w);
+}
+
+/// Latency rows (S2, light): per rate, per server.
+fn latency_rows(w: &mut String, res: &Results, runs: &[Run]) {
+    let _ = writeln!(
+        w,
+        "| server | rate | p50 | p99 | p99.9 | max | server busy | generator busy | lossless | bound |"
+    );
+    let _ = writeln!(
+        w,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for rate in rates_of(runs) {
         for s in &res.servers {
-            for &rate in &g.rates {
-                if let Some(st) = step(g, s, rate) {
-                    let _ = writeln!(
-                        w,
-                        "| {s} | {rate} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
-                        fmt_rate((rate as usize * g.clients) as f64),
-                        opt(st.per_cpu_s, fmt_rate),
-                        opt(st.busy, |x| format!("{:.0}%", x * 100.0)),
-                        opt(st.gen_busy, |x| format!("{:.0}%", x * 100.0)),
-                        opt(st.per_client, |x| format!("{x:.0}")),
-                        opt(st.p99, fmt_us),
-                        opt(st.bytes, |x| format!("{x:.0}")),
-                        st.passed,
-                        st.rounds,
-                        st.notes.join("; ")
-                    );
-                }
+            let mine: Vec<&Run> = runs
+                .iter()
+                .filter(|r| &r.server == s && r.rate == rate)
+                .collect();
+            if mine.is_empty() {
+                continue;
             }
+            let m = |f: fn(&Run) -> f64| med(mine.iter().copied(), f);
+            let l = |i: usize| med(mine.iter().copied(), |r| r.fast_latency_us[i]);
+            let _ = writeln!(
+                w,
+                "| {s} | {rate} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                opt(l(0), fmt_us),
+                opt(l(2), fmt_us),
+                opt(l(3), fmt_us),
+                opt(l(4), fmt_us),
+                opt(m(Run::server_load), pct),
+                opt(m(Run::generator_load), pct),
+                mine.iter().filter(|r| r.lossless).count(),
+                mine.len(),
+                bound(mine.iter().copied()),
+            );
         }
-        let _ = writeln!(w);
     }
+    let _ = writeln!(w);
+}
 
-    // ---- S2 detail ----
-    if !res.s2.is_empty() {
-        let _ = writeln!(
-            w,
-            "### S2: tick-to-client latency, {} clients\n",
-            res.plan.s2.0
-        );
-        if let Some((rate, from)) = &res.base_rate {
-            let _ = writeln!(w, "Rates: 25/50/75% of {rate} trades/s ({from}). Latency = the client's receive wall time − `ingest_ts`, fast clients, measured phase.\n");
-        }
-        let _ = writeln!(
-            w,
-            "| server | rate | p50 | p99 | p99.9 | max | server busy | lossless |"
-        );
-        let _ = writeln!(
-            w,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        );
-        for rate in rates_of(&res.s2) {
-            for s in &res.servers {
-                let runs = || res.s2.iter().filter(|r| &r.server == s && r.rate == rate);
-                if runs().next().is_none() {
-                    continue;
-                }
-                let l = |i: usize| med(runs(), |r| r.fast_latency_us[i]);
-                let _ = writeln!(
-                    w,
-                    "| {s} | {rate} | {} | {} | {} | {} | {} | {}/{} |",
-                    opt(l(0), fmt_us),
-                    opt(l(2), fmt_us),
-                    opt(l(3), fmt_us),
-                    opt(l(4), fmt_us),
-                    opt(med(runs(), |r| r.server_busy), |x| format!(
-                        "{:.0}%",
-                        x * 100.0
-                    )),
-                    runs().filter(|r| r.lossless).count(),
-                    runs().count(),
-                );
-            }
-        }
-        let _ = writeln!(w);
+/// S2: latency at 25/50/75% of the base rate.
+fn s2_table(w: &mut String, res: &Results) {
+    if res.s2.is_empty() {
+        return;
     }
-
-    // ---- S3 detail ----
-    if !res.s3.is_empty() {
-        let _ = writeln!(w, "### S3: memory per idle subscribed connection\n");
-        let _ = writeln!(
-            w,
-            "Clients subscribed to trades at {} trade/s. RSS delta = the server's highest \
-             `VmRSS` while the clients were connected − before they came, per connection. \
-             Kernel = the machine-wide `Slab` delta over 2 × connections (both ends of a \
-             loopback connection live in this kernel; an estimate, and the machine's other \
-             work moves it).\n",
-            res.plan.s3.1
-        );
-        let _ = writeln!(w, "| server | clients | connected | RSS before (MiB) | RSS delta KiB/conn | kernel KiB/conn | total KiB/conn |");
-        let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-        for &n in &sizes {
-            for s in &res.servers {
-                let runs = || res.s3.iter().filter(|r| &r.server == s && r.clients == n);
-                if runs().next().is_none() {
-                    continue;
-                }
-                let _ = writeln!(
-                    w,
-                    "| {s} | {n} | {} | {} | {} | {} | {} |",
-                    opt(med(runs(), |r| r.connected_clients() as f64), |x| format!(
-                        "{x:.0}"
-                    )),
-                    opt(med(runs(), |r| r.rss_before_kib as f64), |x| format!(
-                        "{:.1}",
-                        x / 1024.0
-                    )),
-                    opt(med(runs(), |r| per_conn_kib(r).0), |x| format!("{x:.1}")),
-                    opt(med(runs(), |r| per_conn_kib(r).1), |x| format!("{x:.1}")),
-                    opt(s3_total(s, n), |x| format!("{x:.1}")),
-                );
-            }
-        }
-        let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "### S2: tick-to-client latency, {} clients\n",
+        res.plan.s2.clients
+    );
+    if let Some((rate, from)) = &res.base_rate {
+        let _ = writeln!(w, "Rates: 25/50/75% of {rate} trades/s ({from}). Latency = the client's receive wall time − `ingest_ts`, fast clients, measured phase. {}\n", bound_note());
     }
+    latency_rows(w, res, &res.s2);
+}
 
-    // ---- S4 detail ----
-    if let Some(first) = res.s4.first() {
-        let _ = writeln!(
-            w,
-            "### S4: {} clients at {} trades/s, without and with 10% slow clients\n",
-            first.clients, first.rate
-        );
-        let _ = writeln!(w, "Slow clients: 4 KiB `SO_RCVBUF`, a 10 ms pause every 4 messages (≤ ~400 msgs/s). Staleness = the slow clients' latency. Fast losses = trades fast clients lost or were told they missed (gaps).\n");
-        let _ = writeln!(w, "| server | slow | fast msgs/s per client | fast p99 | fast p99.9 | fast losses | peak RSS (MiB) | slow staleness p50 / p99 | slow gaps / trades skipped / unannounced | server busy |");
-        let _ = writeln!(
-            w,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        );
+/// The light-load point.
+fn light_table(w: &mut String, res: &Results) {
+    if res.light.is_empty() {
+        return;
+    }
+    let l = &res.plan.light;
+    let _ = writeln!(
+        w,
+        "### Light load: {} clients × {} trades/s\n",
+        l.clients, l.rate
+    );
+    let _ = writeln!(
+        w,
+        "Latency at a load far below any server's limit, where fixed costs (timers, \
+         wake-ups, one write per client per trade) show. {}\n",
+        bound_note()
+    );
+    latency_rows(w, res, &res.light);
+}
+
+/// S3's total per connection for a server at `n` connections.
+fn s3_total(res: &Results, server: &str, n: usize) -> Option<f64> {
+    med(
+        res.s3
+            .iter()
+            .filter(|r| r.server == server && r.clients == n),
+        |r| {
+            let (a, b) = r.per_conn_kib();
+            a + b
+        },
+    )
+}
+
+/// S3: memory per idle subscribed connection.
+fn s3_table(w: &mut String, res: &Results) {
+    if res.s3.is_empty() {
+        return;
+    }
+    let mut sizes: Vec<usize> = res.s3.iter().map(|r| r.clients).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let _ = writeln!(w, "### S3: memory per idle subscribed connection\n");
+    let _ = writeln!(
+        w,
+        "Clients subscribed to trades at {} trade/s. RSS delta = the server's highest \
+         `VmRSS` while the clients were connected − before they came, per connection. \
+         Kernel = the machine-wide `Slab` delta over 2 × connections (both ends of a \
+         loopback connection live in this kernel; an estimate, and the machine's other \
+         work moves it).\n",
+        res.plan.s3.rate
+    );
+    let _ = writeln!(w, "| server | clients | connected | RSS before (MiB) | RSS delta KiB/conn | kernel KiB/conn | total KiB/conn |");
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &n in &sizes {
         for s in &res.servers {
-            for slow in [false, true] {
-                let runs = || {
-                    res.s4
-                        .iter()
-                        .filter(|r| &r.server == s && (r.slow_clients > 0) == slow)
-                };
-                if runs().next().is_none() {
-                    continue;
-                }
-                let _ = writeln!(
-                    w,
-                    "| {s} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    if slow { "10%" } else { "0%" },
-                    opt(med(runs(), |r| r.fast_msgs_per_s_per_client), |x| format!(
-                        "{x:.0}"
-                    )),
-                    opt(med(runs(), |r| r.fast_latency_us[2]), fmt_us),
-                    opt(med(runs(), |r| r.fast_latency_us[3]), fmt_us),
-                    runs().map(|r| r.fast_losses).sum::<u64>(),
-                    opt(med(runs(), |r| r.hwm_kib as f64), |x| format!(
-                        "{:.0}",
-                        x / 1024.0
-                    )),
-                    if slow {
-                        format!(
-                            "{} / {}",
-                            opt(med(runs(), |r| r.slow_latency_us[0]), fmt_us),
-                            opt(med(runs(), |r| r.slow_latency_us[2]), fmt_us)
-                        )
-                    } else {
-                        "–".into()
-                    },
-                    if slow {
-                        format!(
-                            "{} / {} / {}",
-                            runs().map(|r| r.slow_gaps).sum::<u64>(),
-                            runs().map(|r| r.slow_trades_skipped).sum::<u64>(),
-                            runs().map(|r| r.slow_violations).sum::<u64>()
-                        )
-                    } else {
-                        "–".into()
-                    },
-                    opt(med(runs(), |r| r.server_busy), |x| format!(
-                        "{:.0}%",
-                        x * 100.0
-                    )),
-                );
+            let runs = || res.s3.iter().filter(|r| &r.server == s && r.clients == n);
+            if runs().next().is_none() {
+                continue;
             }
+            let _ = writeln!(
+                w,
+                "| {s} | {n} | {} | {} | {} | {} | {} |",
+                opt(med(runs(), |r| r.connected_clients() as f64), |x| format!(
+                    "{x:.0}"
+                )),
+                opt(med(runs(), |r| r.rss_before_kib as f64), |x| format!(
+                    "{:.1}",
+                    x / 1024.0
+                )),
+                opt(med(runs(), |r| r.per_conn_kib().0), |x| format!("{x:.1}")),
+                opt(med(runs(), |r| r.per_conn_kib().1), |x| format!("{x:.1}")),
+                opt(s3_total(res, s, n), |x| format!("{x:.1}")),
+            );
         }
-        let _ = writeln!(w);
     }
+    let _ = writeln!(w);
+}
 
-    // ---- S5, S6 ----
+/// S4: without and with slow clients.
+fn s4_table(w: &mut String, res: &Results) {
+    let Some(first) = res.s4.first() else {
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "### S4: {} clients at {} trades/s, without and with {:.0}% slow clients\n",
+        first.clients,
+        first.rate,
+        res.plan.s4.slow_fraction * 100.0
+    );
+    let _ = writeln!(w, "Slow clients: 4 KiB `SO_RCVBUF`, a 10 ms pause every 4 messages (≤ ~400 msgs/s). Staleness = the slow clients' latency; data age = receive time − `ingest_ts` of every data message they got after a 3 s warm-up (resync snapshots included; `tickwire bench`'s `slow.data_age_ms`). Fast losses = trades fast clients lost or were told they missed (gaps). {}\n", bound_note());
+    let _ = writeln!(w, "| server | slow | fast msgs/s per client | fast p99 | fast p99.9 | fast losses | peak RSS (MiB) | slow staleness p50 / p99 | slow data age p50 / p99 | slow gaps / trades skipped / unannounced | server busy | generator busy | bound |");
+    let _ = writeln!(
+        w,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for s in &res.servers {
+        for slow in [false, true] {
+            let runs: Vec<&Run> = res
+                .s4
+                .iter()
+                .filter(|r| &r.server == s && (r.slow_clients > 0) == slow)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let m = |f: &dyn Fn(&Run) -> f64| med(runs.iter().copied(), f);
+            let sum = |f: fn(&Run) -> u64| runs.iter().map(|r| f(r)).sum::<u64>();
+            let _ = writeln!(
+                w,
+                "| {s} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                if slow {
+                    format!("{:.0}%", res.plan.s4.slow_fraction * 100.0)
+                } else {
+                    "0%".into()
+                },
+                opt(m(&|r| r.fast_msgs_per_s_per_client), |x| format!("{x:.0}")),
+                opt(m(&|r| r.fast_latency_us[2]), fmt_us),
+                opt(m(&|r| r.fast_latency_us[3]), fmt_us),
+                sum(|r| r.fast_losses),
+                opt(m(&|r| r.hwm_kib as f64), |x| format!("{:.0}", x / 1024.0)),
+                if slow {
+                    format!(
+                        "{} / {}",
+                        opt(m(&|r| r.slow_latency_us[0]), fmt_us),
+                        opt(m(&|r| r.slow_latency_us[2]), fmt_us)
+                    )
+                } else {
+                    "–".into()
+                },
+                if slow {
+                    let age =
+                        |i: usize| m(&|r| r.slow_data_age_ms[i] * 1000.0).filter(|us| *us > 0.0);
+                    format!("{} / {}", opt(age(0), fmt_us), opt(age(1), fmt_us))
+                } else {
+                    "–".into()
+                },
+                if slow {
+                    format!(
+                        "{} / {} / {}",
+                        sum(|r| r.slow_gaps),
+                        sum(|r| r.slow_trades_skipped),
+                        sum(|r| r.slow_violations)
+                    )
+                } else {
+                    "–".into()
+                },
+                opt(m(&Run::server_load), pct),
+                opt(m(&Run::generator_load), pct),
+                bound(runs.iter().copied()),
+            );
+        }
+    }
+    let _ = writeln!(w);
+}
+
+/// S5 and S6: criterion's lines.
+fn criterion_tables(w: &mut String, res: &Results) {
     for (name, title, lines) in [
         (
             Scenario::S5,
@@ -595,10 +691,25 @@ pub fn render(res: &Results) -> String {
         }
         let _ = writeln!(w);
     }
+}
 
-    // ---- verdicts ----
+/// The verdicts, then the problems met.
+fn targets(w: &mut String, res: &Results) {
+    let (issue, earlier) = verdict::verdicts(res);
     let _ = writeln!(w, "### Targets\n");
-    for v in verdicts(res) {
+    let _ = writeln!(
+        w,
+        "Medians over the rounds in which neither the server's nor the generator's core \
+         was ≥ {:.0}% busy (*not decided* where no such round is left, or where the peer \
+         was lossy). S1 targets at {} trades/s.\n",
+        SATURATED * 100.0,
+        res.plan.targets.s1_rate
+    );
+    for v in issue {
+        let _ = writeln!(w, "- {v}");
+    }
+    let _ = writeln!(w, "\nEarlier targets (the first comparison's):\n");
+    for v in earlier {
         let _ = writeln!(w, "- {v}");
     }
     if !res.problems.is_empty() {
@@ -607,221 +718,6 @@ pub fn render(res: &Results) -> String {
             let _ = writeln!(w, "- {p}");
         }
     }
-    let _ = writeln!(w, "\n{END}");
-    o
-}
-
-/// One line per target: met, missed by how much, or not measured.
-pub fn verdicts(res: &Results) -> Vec<String> {
-    let mut out = Vec::new();
-    let first = res.s1.first();
-    let s1_vs = |peer: &str, factor: f64| -> String {
-        let Some(g) = first else {
-            return "not measured (S1 did not run)".into();
-        };
-        if !res.servers.iter().any(|s| s == peer) {
-            return format!("not measured ({peer} not compared)");
-        }
-        let Some(rate) = common_rate(g, "tickwire", peer) else {
-            let (a, b) = (
-                g.max_rate("tickwire", res.rounds),
-                g.max_rate(peer, res.rounds),
-            );
-            // The lowest step, which both ran: what each delivered per CPU-second there,
-            // the peer losing trades or clients.
-            let low = g.rates.first().copied().unwrap_or(0);
-            let (sa, sb) = (step(g, "tickwire", low), step(g, peer, low));
-            let at_low = match (
-                sa.as_ref().and_then(|s| s.per_cpu_s),
-                sb.as_ref().and_then(|s| s.per_cpu_s),
-            ) {
-                (Some(x), Some(y)) if y > 0.0 => format!(
-                    "; at the lowest step, {low} trades/s, where {peer} was lossy ({}), {:.2}× per server CPU-second ({} vs {}), {}",
-                    sb.as_ref().map_or(String::new(), |s| s.notes.first().cloned().unwrap_or_default()),
-                    x / y,
-                    fmt_rate(x),
-                    fmt_rate(y),
-                    if x / y >= factor { "**met** there" } else { "**missed** there" }
-                ),
-                _ => String::new(),
-            };
-            return format!(
-                "no rate both passed (highest lossless: tickwire {}, {peer} {}: {} per CPU-second at the same rate){at_low}",
-                opt(a.map(|x| x as f64), fmt_rate),
-                opt(b.map(|x| x as f64), |x| if x == 0.0 {
-                    format!("none, below the first step of {low}")
-                } else {
-                    fmt_rate(x)
-                }),
-                "not comparable"
-            );
-        };
-        let a = step(g, "tickwire", rate).and_then(|s| s.per_cpu_s);
-        let b = step(g, peer, rate).and_then(|s| s.per_cpu_s);
-        match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => {
-                let r = a / b;
-                format!(
-                    "{} at {rate} trades/s × {} clients (the highest rate both passed): {:.2}× ({} vs {} deliveries per server CPU-s){}",
-                    if r >= factor { "**met**" } else { "**missed**" },
-                    g.clients,
-                    r,
-                    fmt_rate(a),
-                    fmt_rate(b),
-                    if r >= factor {
-                        String::new()
-                    } else {
-                        format!(", short of {factor}× by {:.0}%", (1.0 - r / factor) * 100.0)
-                    }
-                )
-            }
-            _ => "not measured".into(),
-        }
-    };
-    out.push(format!(
-        "S1 ≥ 2× Bun per server CPU-second at {} clients: {}",
-        first.map_or(0, |g| g.clients),
-        s1_vs("bun", 2.0)
-    ));
-    out.push(format!(
-        "S1 ≥ 10× naive Rust per server CPU-second at {} clients: {}",
-        first.map_or(0, |g| g.clients),
-        s1_vs("naive-rust", 10.0)
-    ));
-    // ≥ 3 M frames/s per core: our best deliveries per CPU-s at a passing step.
-    let best = res
-        .s1
-        .iter()
-        .flat_map(|g| g.runs.iter())
-        .filter(|r| r.server == "tickwire" && r.passes_s1())
-        .map(|r| (r.deliveries_per_cpu_s, r.rate, r.clients))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    out.push(match best {
-        Some((d, rate, clients)) => format!(
-            "S1 ≥ 3 M frames/s per core: {} — best lossless step {:.2} M deliveries per server CPU-s ({rate} trades/s × {clients} clients){}",
-            if d >= 3e6 { "**met**" } else { "**missed**" },
-            d / 1e6,
-            if d >= 3e6 { String::new() } else { format!(", {:.0}% short", (1.0 - d / 3e6) * 100.0) }
-        ),
-        None => "S1 ≥ 3 M frames/s per core: not measured (no passing tickwire step)".into(),
-    });
-    // S2: p99 ≤ 0.5 × best peer's at the same rate.
-    let mut rates: Vec<u64> = res.s2.iter().map(|r| r.rate).collect();
-    rates.sort_unstable();
-    rates.dedup();
-    if rates.is_empty() || res.servers.len() < 2 {
-        out.push("S2 p99 ≤ 0.5× the best peer's: not measured".into());
-    }
-    for rate in rates {
-        let p99 = |s: &str| {
-            med(
-                res.s2.iter().filter(|r| r.server == s && r.rate == rate),
-                |r| r.fast_latency_us[2],
-            )
-        };
-        // A peer that lost trades or clients at this rate served fewer messages, so its
-        // latency is not comparable: the best peer is the best lossless one.
-        let lossless_mostly = |s: &str| {
-            let runs: Vec<&Run> = res
-                .s2
-                .iter()
-                .filter(|r| r.server == s && r.rate == rate)
-                .collect();
-            !runs.is_empty() && 2 * runs.iter().filter(|r| r.lossless).count() > runs.len()
-        };
-        let lossy: Vec<&str> = res
-            .servers
-            .iter()
-            .skip(1)
-            .filter(|s| p99(s).is_some() && !lossless_mostly(s))
-            .map(String::as_str)
-            .collect();
-        let best = res
-            .servers
-            .iter()
-            .skip(1)
-            .filter(|s| lossless_mostly(s))
-            .filter_map(|s| Some((p99(s)?, s.as_str())))
-            .min_by(|a, b| a.0.total_cmp(&b.0));
-        let excluded = if lossy.is_empty() {
-            String::new()
-        } else {
-            format!("; not counted, lossy at this rate: {}", lossy.join(", "))
-        };
-        if best.is_none() {
-            out.push(format!(
-                "S2 p99 ≤ 0.5× the best peer's at {rate} trades/s: not comparable (no peer lossless{excluded})"
-            ));
-        }
-        if let (Some(ours), Some((peer, name))) = (p99("tickwire"), best) {
-            let r = ours / peer.max(1e-9);
-            out.push(format!(
-                "S2 p99 ≤ 0.5× the best lossless peer's at {rate} trades/s: {} — {} vs {name}'s {} ({:.2}×{}{excluded})",
-                if r <= 0.5 { "**met**" } else { "**missed**" },
-                fmt_us(ours),
-                fmt_us(peer),
-                r,
-                if r <= 0.5 { String::new() } else { format!(", {:.2}× over the target", r / 0.5) }
-            ));
-        }
-    }
-    // S3: ≤ 6 KiB per idle connection including the kernel's share.
-    let mut sizes: Vec<usize> = res.s3.iter().map(|r| r.clients).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    if sizes.is_empty() {
-        out.push("S3 ≤ 6 KiB per idle connection: not measured".into());
-    }
-    for n in sizes {
-        if let Some(t) = med(
-            res.s3
-                .iter()
-                .filter(|r| r.server == "tickwire" && r.clients == n),
-            |r| {
-                let (a, b) = per_conn_kib(r);
-                a + b
-            },
-        ) {
-            out.push(format!(
-                "S3 ≤ 6 KiB per idle connection at {n} clients (RSS + kernel estimate): {} — {t:.1} KiB{}",
-                if t <= 6.0 { "**met**" } else { "**missed**" },
-                if t <= 6.0 { String::new() } else { format!(", {:.1} KiB over", t - 6.0) }
-            ));
-        }
-    }
-    // S4: fast p99 within 1.1× of the run without slow clients; no fast gap.
-    let ours = |slow: bool| {
-        med(
-            res.s4
-                .iter()
-                .filter(|r| r.server == "tickwire" && (r.slow_clients > 0) == slow),
-            |r| r.fast_latency_us[2],
-        )
-    };
-    match (ours(false), ours(true)) {
-        (Some(a), Some(b)) => {
-            let r = b / a.max(1e-9);
-            let losses: u64 = res
-                .s4
-                .iter()
-                .filter(|r| r.server == "tickwire")
-                .map(|r| r.fast_losses)
-                .sum();
-            out.push(format!(
-                "S4 fast clients' p99 within 1.1× without slow clients: {} — {} with vs {} without ({:.2}×)",
-                if r <= 1.1 { "**met**" } else { "**missed**" },
-                fmt_us(b),
-                fmt_us(a),
-                r
-            ));
-            out.push(format!(
-                "S4 no fast client sees a gap: {} — {losses} trades lost or gapped on fast clients",
-                if losses == 0 { "**met**" } else { "**missed**" }
-            ));
-        }
-        _ => out.push("S4: not measured".into()),
-    }
-    out
 }
 
 /// Replaces the section between the markers in `path` (or appends one under a heading
@@ -857,7 +753,103 @@ pub fn splice(path: &Path, section: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Plan, S1Group};
     use super::*;
+    use crate::load::report::machine;
+
+    fn run(server: &str, rate: u64, busy: (f64, f64), p99_us: f64) -> Run {
+        let mut r = Run {
+            server: server.into(),
+            round: 1,
+            rate,
+            clients: 20,
+            lossless: true,
+            server_busy_steady: Some(busy.0),
+            generator_busy_steady: Some(busy.1),
+            deliveries_per_cpu_s: 1e5,
+            ..Run::default()
+        };
+        r.fast_latency_us[2] = p99_us;
+        r
+    }
+
+    fn results(s1: Vec<Run>, light: Vec<Run>) -> Results {
+        Results {
+            command: "tickwire bench compare --quick".into(),
+            started_unix_s: 0,
+            wall_s: 1.0,
+            machine: machine(),
+            load_average_before: None,
+            tickwire_build: "release".into(),
+            versions: Vec::new(),
+            cores: (0, 1),
+            rounds: 1,
+            quiet_wait_s: 0.0,
+            quick: true,
+            plan: Plan::new(true),
+            servers: vec!["tickwire".into(), "bun".into(), FLOOR.into()],
+            skipped: Vec::new(),
+            scenarios: vec![Scenario::S1, Scenario::Light],
+            s1: vec![S1Group {
+                clients: 20,
+                rates: vec![200, 400],
+                runs: s1,
+            }],
+            base_rate: None,
+            s2: Vec::new(),
+            light,
+            s3: Vec::new(),
+            s4: Vec::new(),
+            s5: Err("not run".into()),
+            s6: Err("not run".into()),
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tables_mark_gen_bound_rows_and_name_the_limit() {
+        let res = results(
+            vec![
+                run("tickwire", 200, (0.5, 0.5), 900.0),
+                run("tickwire", 400, (0.5, 0.95), 5000.0),
+                run("bun", 200, (0.5, 0.5), 1000.0),
+                run("bun", 400, (0.5, 0.5), 1200.0),
+                run(FLOOR, 200, (0.2, 0.5), 300.0),
+                run(FLOOR, 400, (0.3, 0.5), 400.0),
+            ],
+            vec![
+                run("tickwire", 100, (0.2, 0.3), 700.0),
+                run("bun", 100, (0.2, 0.3), 800.0),
+                run(FLOOR, 100, (0.1, 0.3), 200.0),
+            ],
+        );
+        let md = render(&res);
+        let row = |prefix: &str| {
+            md.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no row {prefix:?} in\n{md}"))
+                .to_owned()
+        };
+        let gen_row = row("| tickwire | 400 |");
+        assert!(gen_row.contains("| gen-bound |"), "{gen_row}");
+        assert!(gen_row.contains("generator core, ladder top"), "{gen_row}");
+        assert!(row("| bun | 400 |").contains("| neither, ladder top |"));
+        assert!(row("| floor | 200 |").contains("| 300 µs |"));
+        assert!(md.contains("measure the generator, not the server"), "{md}");
+        assert!(
+            md.contains("### Light load: 20 clients × 100 trades/s"),
+            "{md}"
+        );
+        assert!(row("| light | 20 | 100 | bun |").contains("| 700 µs | 800 µs |"));
+        // The S1 targets sit at 400/s, where tickwire was gen-bound.
+        let s1_latency = row("- S1 fast-client p99");
+        assert!(s1_latency.contains("not decided — no unsaturated point (tickwire: generator core ≥ 90% in 1 of 1 rounds)"), "{s1_latency}");
+        assert!(row("- Light load").contains("**met**"));
+        assert!(
+            !md.contains("| floor | ladder"),
+            "the floor is no contender: {md}"
+        );
+    }
 
     #[test]
     fn splice_replaces_between_markers_and_appends_otherwise() {

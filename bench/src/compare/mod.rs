@@ -1,5 +1,7 @@
 //! `tickwire bench compare`: tickwire against its peers (`bench/peers/`: Bun, Node with
-//! `ws`, naive Rust), serving the same synthetic trades, measured per server CPU-second.
+//! `ws`, naive Rust), serving the same synthetic trades, measured per server CPU-second;
+//! and against `floor`, a trivial server that writes each trade to every client at once,
+//! whose latency is the load generator's own floor.
 //!
 //! Method (also in `bench/README.md`):
 //! - **Quiet machine.** Before each run, `compare` waits (up to
@@ -13,14 +15,22 @@
 //!   generator (`tickwire bench`, one thread) to [`CompareConfig::load_core`].
 //! - **CPU.** The server's `utime + stime` from `/proc/PID/stat` before and after the load
 //!   run; deliveries (trades received by all clients, drain included) divided by those
-//!   CPU seconds give *deliveries per server CPU-second*.
+//!   CPU seconds give *deliveries per server CPU-second*. Saturation is judged on the
+//!   steady part of the run (ramp end to the end of the measured phase): the generator
+//!   reports its own CPU over that window, and the server's is interpolated from samples
+//!   taken every 100 ms. A core ≥ [`SATURATED`] busy there is saturated; a point where
+//!   the generator's is measures the generator (*gen-bound*).
 //! - **Memory.** `VmRSS` sampled every 100 ms during the run (max) against the value
 //!   before it; `VmHWM` at the end; the kernel's slab memory (machine-wide) likewise.
 //! - **Rounds.** Every scenario step runs each server in turn, tickwire first, then
 //!   each peer (A B C D, A B C D, ...), `rounds` times; figures are medians over rounds.
 //! - **Scenarios** ([`Scenario`]): S1 lossless fan-out (a rate ladder, stopping at the
-//!   first step with a gap or a loss; CPU saturation is recorded), S2 latency at 25/50/75% of the best peer's S1
-//!   maximum, S3 memory per idle connection, S4 10% slow clients, S5/S6 criterion.
+//!   first step with a gap or a loss; CPU saturation is recorded), S2 latency at
+//!   25/50/75% of the best peer's S1 maximum, *light* latency at a low fixed rate, S3
+//!   memory per idle connection, S4 10% slow clients, S5/S6 criterion. `floor` runs in
+//!   S1, S2 and light only.
+//! - **Verdicts** ([`verdict`]): one per target, from medians over rounds of the runs
+//!   where no core was saturated.
 //!
 //! Bounded: every load run has a fixed duration and a hard timeout, every child process
 //! is stopped when its guard drops, and every socket is on 127.0.0.1.
@@ -28,6 +38,7 @@
 pub mod criterion;
 pub mod doc;
 pub mod procfs;
+pub mod verdict;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -52,11 +63,14 @@ pub enum Server {
     Node,
     /// `bench/peers/naive-rust`: tokio-tungstenite + tokio broadcast.
     NaiveRust,
+    /// `bench/peers/floor`: each trade written to every client at once, one thread; the
+    /// load generator's latency floor, not a contender.
+    Floor,
 }
 
 impl Server {
     /// Every peer, in the order they run.
-    pub const PEERS: [Server; 3] = [Server::Bun, Server::Node, Server::NaiveRust];
+    pub const PEERS: [Server; 4] = [Server::Bun, Server::Node, Server::NaiveRust, Server::Floor];
 
     /// The name used on the command line and in the tables.
     pub fn name(self) -> &'static str {
@@ -65,7 +79,13 @@ impl Server {
             Server::Bun => "bun",
             Server::Node => "node",
             Server::NaiveRust => "naive-rust",
+            Server::Floor => FLOOR,
         }
+    }
+
+    /// Whether it runs in `scenario` (`floor` only where latency is measured).
+    pub fn runs_in(self, scenario: Scenario) -> bool {
+        self != Server::Floor || matches!(scenario, Scenario::S1 | Scenario::S2 | Scenario::Light)
     }
 
     /// A peer by its name.
@@ -84,6 +104,7 @@ impl Server {
                 (!command_works("node", &["--version"])).then(|| "no `node` on PATH".into())
             }),
             Server::NaiveRust => need(naive_binary(&peers)),
+            Server::Floor => need(floor_binary(&peers)),
         }
     }
 
@@ -111,6 +132,7 @@ impl Server {
                 c
             }
             Server::NaiveRust => Command::new(naive_binary(&peers)),
+            Server::Floor => Command::new(floor_binary(&peers)),
         };
         cmd.args(["--port", &port, "--rate", &rate]);
         cmd
@@ -130,6 +152,13 @@ fn bun_binary(peers: &Path) -> PathBuf {
 fn naive_binary(peers: &Path) -> PathBuf {
     peers.join("naive-rust/target/release/tickwire-peer-naive-rust")
 }
+
+fn floor_binary(peers: &Path) -> PathBuf {
+    peers.join("floor/target/release/tickwire-peer-floor")
+}
+
+/// The name of the floor peer in the results.
+pub const FLOOR: &str = "floor";
 
 fn command_works(program: &str, args: &[&str]) -> bool {
     Command::new(program)
@@ -160,6 +189,8 @@ pub enum Scenario {
     S1,
     /// Tick-to-client latency at 25/50/75% of the best peer's S1 maximum.
     S2,
+    /// Tick-to-client latency at a light, fixed load (1000 clients × 100 trades/s).
+    Light,
     /// Memory per idle subscribed connection.
     S3,
     /// 10% slow clients: fast clients' latency and delivery with and without them.
@@ -172,16 +203,17 @@ pub enum Scenario {
 
 impl Scenario {
     /// All of them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::S1,
         Scenario::S2,
+        Scenario::Light,
         Scenario::S3,
         Scenario::S4,
         Scenario::S5,
         Scenario::S6,
     ];
 
-    /// `s1` ... `s6`.
+    /// `s1` ... `s6`, `light`.
     pub fn from_name(name: &str) -> Option<Scenario> {
         Scenario::ALL
             .into_iter()
@@ -191,7 +223,10 @@ impl Scenario {
 
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            Scenario::Light => f.write_str("light"),
+            s => write!(f, "{s:?}"),
+        }
     }
 }
 
@@ -253,6 +288,11 @@ pub struct Run {
     pub server_busy: f64,
     /// The generator's cores busy (1 thread: near 1.0 means it was the bottleneck).
     pub generator_busy: f64,
+    /// Server CPU seconds / wall seconds from the end of the ramp to the end of the
+    /// measured phase (`None` in results that predate it).
+    pub server_busy_steady: Option<f64>,
+    /// The generator's cores busy over the same window.
+    pub generator_busy_steady: Option<f64>,
     /// Trades received by all clients, drain included.
     pub deliveries: u64,
     /// `deliveries / server_cpu_s`.
@@ -267,6 +307,9 @@ pub struct Run {
     pub slow_latency_us: [f64; 5],
     /// Fast clients: trade violations + gaps + trades named by gaps.
     pub fast_losses: u64,
+    /// Slow clients' data age after the generator's warm-up, ms: p50, p99, max (zeros
+    /// when none was recorded).
+    pub slow_data_age_ms: [f64; 3],
     /// Slow clients: trade violations (unannounced gaps).
     pub slow_violations: u64,
     /// Slow clients: gaps announced and trades they named.
@@ -312,6 +355,37 @@ impl Run {
         }
     }
 
+    /// The server's core busy share while every client read (the whole run's where the
+    /// steady figure is missing).
+    pub fn server_load(&self) -> f64 {
+        self.server_busy_steady.unwrap_or(self.server_busy)
+    }
+
+    /// The generator's, likewise.
+    pub fn generator_load(&self) -> f64 {
+        self.generator_busy_steady.unwrap_or(self.generator_busy)
+    }
+
+    /// The server's core was saturated.
+    pub fn server_saturated(&self) -> bool {
+        self.server_load() >= SATURATED
+    }
+
+    /// The generator's core was saturated: the run measures the generator.
+    pub fn generator_saturated(&self) -> bool {
+        self.generator_load() >= SATURATED
+    }
+
+    /// Per-connection memory of an S3 run, KiB: (server RSS delta, kernel share
+    /// estimate), over the clients that connected.
+    pub fn per_conn_kib(&self) -> (f64, f64) {
+        let n = self.connected_clients().max(1) as f64;
+        let rss = self.rss_max_kib.saturating_sub(self.rss_before_kib) as f64 / n;
+        // Both ends of a loopback connection are in this kernel; half is the server's.
+        let kernel = self.slab_max_kib.saturating_sub(self.slab_before_kib) as f64 / (2.0 * n);
+        (rss, kernel)
+    }
+
     /// An S1 step passes when it is lossless. Saturation (server or generator core
     /// ≥ [`SATURATED`] busy) is recorded in `note` but does not fail a step that still
     /// delivered everything: on loopback, cost per message falls as the rate rises
@@ -341,19 +415,107 @@ struct Load {
     drain: Duration,
 }
 
-/// Sizes of the scenarios, full or quick.
+/// S1 at one client count: a rate ladder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct S1Plan {
+    /// Clients.
+    pub clients: usize,
+    /// Rates tried, lowest first (trades/s).
+    pub rates: Vec<u64>,
+    /// Connection ramp, s.
+    pub ramp_s: f64,
+    /// Measured phase, s (ramp included).
+    pub duration_s: f64,
+}
+
+/// S2: latency at 25/50/75% of the base rate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct S2Plan {
+    /// Clients.
+    pub clients: usize,
+    /// Measured phase, s.
+    pub duration_s: f64,
+}
+
+/// The light-load point: latency at a fixed low rate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LightPlan {
+    /// Clients.
+    pub clients: usize,
+    /// Trades/s.
+    pub rate: u64,
+    /// Measured phase, s.
+    pub duration_s: f64,
+}
+
+impl Default for LightPlan {
+    fn default() -> Self {
+        LightPlan {
+            clients: 1_000,
+            rate: 100,
+            duration_s: 5.0,
+        }
+    }
+}
+
+/// S3: idle connections.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct S3Plan {
+    /// Connection counts.
+    pub clients: Vec<usize>,
+    /// The idle rate, trades/s.
+    pub rate: u64,
+}
+
+/// S4: without and with slow clients.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct S4Plan {
+    /// Clients.
+    pub clients: usize,
+    /// Share of them slow in the second run.
+    pub slow_fraction: f64,
+    /// Measured phase, s.
+    pub duration_s: f64,
+}
+
+/// Where the issue's targets are checked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetPoints {
+    /// S1 per-CPU-second and latency targets: this rate of the first S1 ladder.
+    pub s1_rate: u64,
+    /// S3 targets: this connection count.
+    pub s3_clients: usize,
+}
+
+impl Default for TargetPoints {
+    fn default() -> Self {
+        TargetPoints {
+            s1_rate: 1_000,
+            s3_clients: 5_000,
+        }
+    }
+}
+
+/// Sizes of the scenarios, full or quick. (Results written before the fields were named
+/// stored tuples; serde reads those as sequences in field order.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
-    /// S1: (clients, rate ladder, ramp s, duration s).
-    pub s1: Vec<(usize, Vec<u64>, f64, f64)>,
-    /// S2: clients, duration s.
-    pub s2: (usize, f64),
-    /// S3: client counts, and the idle rate (trades/s).
-    pub s3: (Vec<usize>, u64),
-    /// S4: clients, slow share, duration s.
-    pub s4: (usize, f64, f64),
+    /// S1: one ladder per client count; the first is the one the verdicts use.
+    pub s1: Vec<S1Plan>,
+    /// S2.
+    pub s2: S2Plan,
+    /// The light-load point.
+    #[serde(default)]
+    pub light: LightPlan,
+    /// S3.
+    pub s3: S3Plan,
+    /// S4.
+    pub s4: S4Plan,
     /// Drain after every run, s.
     pub drain_s: f64,
+    /// Where the targets are checked.
+    #[serde(default)]
+    pub targets: TargetPoints,
 }
 
 impl Plan {
@@ -361,24 +523,75 @@ impl Plan {
     pub fn new(quick: bool) -> Plan {
         if quick {
             Plan {
-                s1: vec![(20, vec![200, 400], 0.2, 1.2)],
-                s2: (20, 1.2),
-                s3: (vec![20, 50], 1),
-                s4: (20, 0.1, 1.2),
+                s1: vec![S1Plan {
+                    clients: 20,
+                    rates: vec![200, 400],
+                    ramp_s: 0.2,
+                    duration_s: 1.2,
+                }],
+                s2: S2Plan {
+                    clients: 20,
+                    duration_s: 1.2,
+                },
+                light: LightPlan {
+                    clients: 20,
+                    rate: 100,
+                    duration_s: 1.2,
+                },
+                s3: S3Plan {
+                    clients: vec![20, 50],
+                    rate: 1,
+                },
+                s4: S4Plan {
+                    clients: 20,
+                    slow_fraction: 0.1,
+                    duration_s: 1.2,
+                },
                 drain_s: 0.2,
+                targets: TargetPoints {
+                    s1_rate: 400,
+                    s3_clients: 50,
+                },
             }
         } else {
             Plan {
                 s1: vec![
-                    (1_000, vec![250, 500, 1_000, 2_000, 4_000], 1.0, 4.0),
-                    (10_000, vec![25, 50, 100, 200], 5.0, 9.0),
+                    S1Plan {
+                        clients: 1_000,
+                        rates: vec![250, 500, 1_000, 2_000, 4_000],
+                        ramp_s: 1.0,
+                        duration_s: 4.0,
+                    },
+                    S1Plan {
+                        clients: 10_000,
+                        rates: vec![25, 50, 100, 200],
+                        ramp_s: 5.0,
+                        duration_s: 9.0,
+                    },
                 ],
-                s2: (1_000, 5.0),
-                s3: (vec![1_000, 5_000, 9_000], 1),
-                s4: (1_000, 0.1, 8.0),
+                s2: S2Plan {
+                    clients: 1_000,
+                    duration_s: 5.0,
+                },
+                light: LightPlan::default(),
+                s3: S3Plan {
+                    clients: vec![1_000, 5_000, 10_000],
+                    rate: 1,
+                },
+                s4: S4Plan {
+                    clients: 1_000,
+                    slow_fraction: 0.1,
+                    duration_s: 8.0,
+                },
                 drain_s: 1.0,
+                targets: TargetPoints::default(),
             }
         }
+    }
+
+    /// The ramp of the runs at the first S1 client count (S2, light and S4 use it).
+    pub fn ramp_s(&self) -> f64 {
+        self.s1.first().map_or(1.0, |g| g.ramp_s)
     }
 }
 
@@ -423,6 +636,9 @@ pub struct Results {
     pub base_rate: Option<(u64, String)>,
     /// S2 runs.
     pub s2: Vec<Run>,
+    /// Light-load runs.
+    #[serde(default)]
+    pub light: Vec<Run>,
     /// S3 runs.
     pub s3: Vec<Run>,
     /// S4 runs (without slow clients, then with).
@@ -444,6 +660,16 @@ pub struct S1Group {
     pub rates: Vec<u64>,
     /// Every step run (a server's ladder stops at its first failing step).
     pub runs: Vec<Run>,
+}
+
+impl Results {
+    /// The peers tickwire is compared with: every server but tickwire and `floor`.
+    pub fn contenders(&self) -> impl Iterator<Item = &str> {
+        self.servers
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != "tickwire" && *s != FLOOR)
+    }
 }
 
 impl S1Group {
@@ -559,7 +785,7 @@ fn versions(cfg: &CompareConfig, peers: &[Server]) -> Vec<(String, String)> {
                     v.push((krate.into(), ver));
                 }
             }
-            Server::Tickwire => {}
+            Server::Tickwire | Server::Floor => {}
         }
     }
     v.into_iter()
@@ -599,6 +825,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
         s1: Vec::new(),
         base_rate: None,
         s2: Vec::new(),
+        light: Vec::new(),
         s3: Vec::new(),
         s4: Vec::new(),
         s5: Err("not run".into()),
@@ -611,23 +838,31 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
         problems: Vec::new(),
     };
     let wants = |s: Scenario| cfg.scenarios.contains(&s);
+    let serving = |scenario: Scenario| -> Vec<Server> {
+        servers
+            .iter()
+            .copied()
+            .filter(|s| s.runs_in(scenario))
+            .collect()
+    };
 
     if wants(Scenario::S1) {
-        for (clients, rates, ramp, duration) in &plan.s1 {
+        for step in &plan.s1 {
             let mut group = S1Group {
-                clients: *clients,
-                rates: rates.clone(),
+                clients: step.clients,
+                rates: step.rates.clone(),
                 runs: Vec::new(),
             };
+            let clients = step.clients;
             for round in 1..=cfg.rounds {
-                for &server in &servers {
-                    for &rate in rates {
+                for server in serving(Scenario::S1) {
+                    for &rate in &step.rates {
                         let load = Load {
-                            clients: *clients,
+                            clients,
                             rate,
                             slow_fraction: 0.0,
-                            duration: Duration::from_secs_f64(*duration),
-                            ramp: Duration::from_secs_f64(*ramp),
+                            duration: Duration::from_secs_f64(step.duration_s),
+                            ramp: Duration::from_secs_f64(step.ramp_s),
                             drain: m.drain,
                         };
                         let label = format!("s1-{clients}c-{server}-{rate}r-round{round}");
@@ -648,20 +883,25 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
 
     // S2 and S4 load: the best peer's S1 maximum at the first client count.
     res.base_rate = base_rate(&res, &peers, cfg.rounds, &plan);
-    let base = res.base_rate.as_ref().map_or(plan.s1[0].1[0], |b| b.0);
+    let first_rate = plan
+        .s1
+        .first()
+        .and_then(|g| g.rates.first().copied())
+        .unwrap_or(1);
+    let base = res.base_rate.as_ref().map_or(first_rate, |b| b.0);
+    let ramp = Duration::from_secs_f64(plan.ramp_s());
 
     if wants(Scenario::S2) {
-        let (clients, duration) = plan.s2;
         for round in 1..=cfg.rounds {
             for pct in [25, 50, 75] {
                 let rate = (base * pct / 100).max(1);
-                for &server in &servers {
+                for server in serving(Scenario::S2) {
                     let load = Load {
-                        clients,
+                        clients: plan.s2.clients,
                         rate,
                         slow_fraction: 0.0,
-                        duration: Duration::from_secs_f64(duration),
-                        ramp: Duration::from_secs_f64(plan.s1[0].2),
+                        duration: Duration::from_secs_f64(plan.s2.duration_s),
+                        ramp,
                         drain: m.drain,
                     };
                     let label = format!("s2-{pct}pct-{server}-round{round}");
@@ -673,20 +913,39 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
         }
     }
 
-    if wants(Scenario::S3) {
-        let (sizes, rate) = &plan.s3;
+    if wants(Scenario::Light) {
+        let light = &plan.light;
         for round in 1..=cfg.rounds {
-            for &clients in sizes {
+            for server in serving(Scenario::Light) {
+                let load = Load {
+                    clients: light.clients,
+                    rate: light.rate,
+                    slow_fraction: 0.0,
+                    duration: Duration::from_secs_f64(light.duration_s),
+                    ramp,
+                    drain: m.drain,
+                };
+                let label = format!("light-{server}-round{round}");
+                if let Some(run) = m.measure(server, round, &load, &label) {
+                    res.light.push(run);
+                }
+            }
+        }
+    }
+
+    if wants(Scenario::S3) {
+        for round in 1..=cfg.rounds {
+            for &clients in &plan.s3.clients {
                 // About 3k connections a second on this kind of machine, and 2 s held.
                 let ramp = if cfg.quick {
                     0.2
                 } else {
                     (clients as f64 / 3_000.0).max(1.0)
                 };
-                for &server in &servers {
+                for server in serving(Scenario::S3) {
                     let load = Load {
                         clients,
-                        rate: *rate,
+                        rate: plan.s3.rate,
                         slow_fraction: 0.0,
                         duration: Duration::from_secs_f64(ramp + if cfg.quick { 0.6 } else { 2.0 }),
                         ramp: Duration::from_secs_f64(ramp),
@@ -702,17 +961,17 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
     }
 
     if wants(Scenario::S4) {
-        let (clients, slow, duration) = plan.s4;
+        let s4 = &plan.s4;
         let rate = (base / 2).max(1);
         for round in 1..=cfg.rounds {
-            for &server in &servers {
-                for slow_fraction in [0.0, slow] {
+            for server in serving(Scenario::S4) {
+                for slow_fraction in [0.0, s4.slow_fraction] {
                     let load = Load {
-                        clients,
+                        clients: s4.clients,
                         rate,
                         slow_fraction,
-                        duration: Duration::from_secs_f64(duration),
-                        ramp: Duration::from_secs_f64(plan.s1[0].2),
+                        duration: Duration::from_secs_f64(s4.duration_s),
+                        ramp,
                         drain: m.drain,
                     };
                     let label = format!(
@@ -746,9 +1005,11 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
 /// The best peer's S1 maximum at the first client count; without peers (or when none
 /// passed a step), tickwire's own; `None` when S1 did not run or nothing passed.
 fn base_rate(res: &Results, peers: &[Server], rounds: usize, plan: &Plan) -> Option<(u64, String)> {
-    let group = res.s1.iter().find(|g| g.clients == plan.s1[0].0)?;
+    let first = plan.s1.first()?;
+    let group = res.s1.iter().find(|g| g.clients == first.clients)?;
     let best_peer = peers
         .iter()
+        .filter(|p| **p != Server::Floor)
         .filter_map(|p| Some((group.max_rate(p.name(), rounds)?, p.name())))
         .filter(|(r, _)| *r > 0)
         .max();
@@ -795,8 +1056,8 @@ impl Measurer<'_> {
                     "  {} deliveries/CPU-s {:.0}, server busy {:.2}, generator busy {:.2}, others {:.2}, fast p99 {:.0} µs{}",
                     if run.lossless { "lossless," } else { "LOSSY," },
                     run.deliveries_per_cpu_s,
-                    run.server_busy,
-                    run.generator_busy,
+                    run.server_load(),
+                    run.generator_load(),
                     run.others_cores,
                     run.fast_latency_us[2],
                     if run.note.is_empty() { String::new() } else { format!(" ({})", run.note) }
@@ -888,12 +1149,18 @@ impl Measurer<'_> {
         // Its own bound is duration + drain + /stats fetches (2 × 2 s); a margin on top.
         let limit = load.duration + load.drain + Duration::from_secs(20);
         let (mut rss_max, mut slab_max) = (rss_before, slab_before);
+        // (wall ns, server CPU s): the server's busy share over the generator's steady
+        // window is read off these afterwards.
+        let mut cpu_samples = vec![(procfs::wall_ns(), cpu_before)];
         let status = loop {
             if let Some(status) = generator.wait_for(Duration::from_millis(100)) {
                 break status;
             }
             rss_max = rss_max.max(procfs::rss_kib(pid).unwrap_or(0));
             slab_max = slab_max.max(procfs::slab_kib().unwrap_or(0));
+            if let Some(cpu) = procfs::cpu_seconds(pid) {
+                cpu_samples.push((procfs::wall_ns(), cpu));
+            }
             if started.elapsed() > limit {
                 generator.stop();
                 return Err(format!("the load generator overran {limit:?}; stopped"));
@@ -901,6 +1168,7 @@ impl Measurer<'_> {
         };
         let wall_s = started.elapsed().as_secs_f64();
         let cpu_after = procfs::cpu_seconds(pid).ok_or("the server died during the run")?;
+        cpu_samples.push((procfs::wall_ns(), cpu_after));
         let machine_after = procfs::machine_cpu_seconds().unwrap_or((0.0, 0.0));
         let hwm = procfs::hwm_kib(pid).unwrap_or(0);
         let server_alive = srv.exited().is_none();
@@ -925,6 +1193,13 @@ impl Measurer<'_> {
         run.slab_before_kib = slab_before;
         run.slab_max_kib = slab_max;
         run.machine_busy_before = busy_before;
+        let steady = &s["generator"]["steady"];
+        if let (Some(from), Some(to)) = (
+            steady["from_unix_ns"].as_u64(),
+            steady["to_unix_ns"].as_u64(),
+        ) {
+            run.server_busy_steady = procfs::busy_between(&cpu_samples, from, to);
+        }
         let generator_cpu_s = s["generator"]["cpu_user_s"].as_f64().unwrap_or(0.0)
             + s["generator"]["cpu_sys_s"].as_f64().unwrap_or(0.0);
         run.others_cores =
@@ -947,11 +1222,14 @@ impl Measurer<'_> {
             ));
         }
         run.lossless = notes.is_empty();
-        if run.server_busy >= SATURATED {
-            notes.push(format!("server core saturated ({:.2})", run.server_busy));
+        if run.server_saturated() {
+            notes.push(format!("server core saturated ({:.2})", run.server_load()));
         }
-        if run.generator_busy >= SATURATED {
-            notes.push(format!("generator saturated ({:.2})", run.generator_busy));
+        if run.generator_saturated() {
+            notes.push(format!(
+                "generator saturated ({:.2}): gen-bound",
+                run.generator_load()
+            ));
         }
         if run.others_cores >= 0.25 {
             notes.push(format!(
@@ -987,6 +1265,7 @@ fn from_summary(s: &Value, load: &Load) -> Run {
         slow_clients: u(&s["params"]["slow_clients"]) as usize,
         exit_code: s["exit_code"].as_i64().unwrap_or(-1),
         generator_busy: f(&s["generator"]["cores_busy"]),
+        generator_busy_steady: s["generator"]["steady"]["cores_busy"].as_f64(),
         deliveries: u(&fc["trades"]) + u(&sc["trades"]),
         fast_msgs_per_s_per_client: f(&fast["msgs_per_s_per_client"]),
         bytes_per_msg: if fast_msgs > 0 {
@@ -996,6 +1275,10 @@ fn from_summary(s: &Value, load: &Load) -> Run {
         },
         fast_latency_us: lat(fast),
         slow_latency_us: lat(slow),
+        slow_data_age_ms: {
+            let a = &s["slow"]["data_age_ms"]["all"];
+            [f(&a["p50"]), f(&a["p99"]), f(&a["max"])]
+        },
         fast_losses: u(&fc["trade_violations"]) + u(&fc["gaps"]) + u(&fc["trades_skipped"]),
         slow_violations: u(&sc["trade_violations"]),
         slow_gaps: u(&sc["gaps"]),
@@ -1028,6 +1311,34 @@ mod tests {
             Some(Server::NaiveRust)
         );
         assert_eq!(Server::peer_from_name("tickwire"), None);
+    }
+
+    #[test]
+    fn plans_saved_as_tuples_still_load() {
+        let old = r#"{"s1":[[1000,[250,500],1.0,4.0]],"s2":[1000,5.0],"s3":[[1000,5000,9000],1],
+            "s4":[1000,0.1,8.0],"drain_s":1.0}"#;
+        let plan: Plan = serde_json::from_str(old).unwrap();
+        assert_eq!(plan.s1[0].rates, [250, 500]);
+        assert_eq!((plan.s1[0].ramp_s, plan.s1[0].duration_s), (1.0, 4.0));
+        assert_eq!(plan.s3.clients, [1000, 5000, 9000]);
+        assert_eq!(plan.s4.slow_fraction, 0.1);
+        assert_eq!((plan.light.clients, plan.light.rate), (1000, 100));
+        assert_eq!(plan.targets.s1_rate, 1000);
+        let new: Plan =
+            serde_json::from_str(&serde_json::to_string(&Plan::new(false)).unwrap()).unwrap();
+        assert_eq!(new.s3.clients, [1_000, 5_000, 10_000]);
+    }
+
+    #[test]
+    fn floor_runs_where_latency_is_measured_only() {
+        let floor: Vec<Scenario> = Scenario::ALL
+            .into_iter()
+            .filter(|s| Server::Floor.runs_in(*s))
+            .collect();
+        assert_eq!(floor, [Scenario::S1, Scenario::S2, Scenario::Light]);
+        assert!(Scenario::ALL.iter().all(|s| Server::Bun.runs_in(*s)));
+        assert_eq!(Scenario::from_name("light"), Some(Scenario::Light));
+        assert_eq!(Server::peer_from_name("floor"), Some(Server::Floor));
     }
 
     #[test]

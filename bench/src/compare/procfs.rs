@@ -186,6 +186,33 @@ pub fn machine_busy(window: Duration) -> Option<f64> {
     (t1 > t0).then(|| (b1 - b0) / (t1 - t0))
 }
 
+/// Wall clock, ns since the Unix epoch (the generator's windows use it).
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// CPU seconds per wall second between `from` and `to` (ns since the epoch), from
+/// samples of (wall ns, CPU seconds so far) in time order, interpolated linearly between
+/// the samples around each end; `None` when the samples do not cover the window.
+pub fn busy_between(samples: &[(u64, f64)], from: u64, to: u64) -> Option<f64> {
+    let at = |t: u64| -> Option<f64> {
+        let i = samples
+            .windows(2)
+            .position(|w| w[0].0 <= t && t <= w[1].0)?;
+        let ((t0, c0), (t1, c1)) = (samples[i], samples[i + 1]);
+        if t1 == t0 {
+            return Some(c1);
+        }
+        Some(c0 + (c1 - c0) * (t - t0) as f64 / (t1 - t0) as f64)
+    };
+    if to <= from {
+        return None;
+    }
+    Some((at(to)? - at(from)?) / ((to - from) as f64 / 1e9))
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -233,6 +260,23 @@ mod tests {
         assert!(rss_kib(me).unwrap() > 0);
         assert!(hwm_kib(me).unwrap() >= rss_kib(me).unwrap() / 2);
         assert!(slab_kib().unwrap() > 0);
+    }
+
+    #[test]
+    fn busy_share_over_a_window_is_interpolated_from_samples() {
+        let s = 1_000_000_000u64;
+        // 0.5 core busy for a second, then a full core.
+        let samples = [(0, 10.0), (s, 10.5), (2 * s, 11.5)];
+        assert_eq!(busy_between(&samples, 0, s), Some(0.5));
+        assert_eq!(busy_between(&samples, s, 2 * s), Some(1.0));
+        let half = busy_between(&samples, s / 2, 3 * s / 2).unwrap();
+        assert!((half - 0.75).abs() < 1e-9, "{half}");
+        assert_eq!(
+            busy_between(&samples, s, 3 * s),
+            None,
+            "past the last sample"
+        );
+        assert_eq!(busy_between(&samples, s, s), None, "empty window");
     }
 
     #[test]

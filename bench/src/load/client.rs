@@ -5,15 +5,20 @@
 //!
 //! 1. **Measure** until `run_end`: every message is scanned and checked; latencies are
 //!    recorded (receive wall time of the read that brought the message − `ingest_ts`);
-//!    messages and bytes count towards the rates. A slow client pauses [`SLOW_PAUSE`]
-//!    after every [`SLOW_MESSAGES_PER_PAUSE`] messages.
+//!    messages and bytes count towards the rates. A slow client first reads nothing for
+//!    its stall (`--slow-stall-s`, default none), then either pauses [`SLOW_PAUSE`] after
+//!    every [`SLOW_MESSAGES_PER_PAUSE`] messages or, paced (`--slow-read-bps`), reads
+//!    only what its [`TokenBucket`] allows: it waits until the bucket is full (at most
+//!    [`PACED_BURST`] of the rate) and reads at most that many bytes. It also records its
+//!    *data age* (receive wall time − `ingest_ts` of every data message, tickers and
+//!    book snapshots apart too) once its warm-up after subscribing is over.
 //! 2. **Drain** until `drain_end`: everyone reads at full speed; messages are still
 //!    checked, not timed or counted in rates.
 //!
 //! Then it sends a close (1000) and ends. Every await is bounded by `drain_end` (connect
 //! and handshake also by [`CONNECT_TIMEOUT`]), so a client never outlives the run.
-//! Allocations: the read buffer and histogram at connect, a symbol's state at its first
-//! message; nothing per message.
+//! Allocations: the read buffer and histogram at connect (a slow client: three small
+//! data-age histograms too), a symbol's state at its first message; nothing per message.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -25,8 +30,11 @@ use hdrhistogram::Histogram;
 use tokio::time::{timeout_at, Instant};
 
 use super::check::{Examples, SymbolCheck, Tally};
-use super::config::{Endpoint, SLOW_MESSAGES_PER_PAUSE, SLOW_PAUSE, SLOW_RECV_BUFFER_BYTES};
+use super::config::{
+    Endpoint, PACED_BURST, SLOW_MESSAGES_PER_PAUSE, SLOW_PAUSE, SLOW_RECV_BUFFER_BYTES,
+};
 use super::live::{Live, LocalLive, FLUSH_EVERY};
+use super::pace::TokenBucket;
 use super::scan::{scan, Kind};
 use super::ws::{Conn, Event, WsError};
 
@@ -36,6 +44,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
 /// Significant digits of every histogram.
 pub const SIGFIG: u8 = 3;
+/// Highest data age the histograms track, µs (one hour; higher is recorded as this).
+pub const MAX_AGE_US: u64 = 3_600_000_000;
+/// Significant digits of the data-age histograms (1%: ~26 KiB each).
+pub const AGE_SIGFIG: u8 = 2;
 
 /// A client class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +79,51 @@ pub(crate) struct Ctx {
     /// Wall time of `run_end`, ns since the epoch: the convergence cut.
     pub cut_wall_ns: u64,
     pub live: Arc<Live>,
+    /// How slow clients read.
+    pub slow: SlowReading,
+}
+
+/// How slow clients read (see the module doc).
+#[derive(Clone, Debug)]
+pub(crate) struct SlowReading {
+    /// Paced at this many bytes per second; `None`: pauses every few messages.
+    pub read_bps: Option<u64>,
+    /// Nothing read for this long after subscribing.
+    pub stall: Duration,
+    /// Data age left out for this long after subscribing.
+    pub age_warmup: Duration,
+}
+
+/// A slow client's data age, µs, after its warm-up.
+pub(crate) struct DataAge {
+    /// Every data message (trades, book updates and snapshots, tickers).
+    pub all: Histogram<u64>,
+    /// Tickers.
+    pub ticker: Histogram<u64>,
+    /// Book snapshots.
+    pub book_snapshot: Histogram<u64>,
+}
+
+impl DataAge {
+    /// Empty histograms, 1 µs to [`MAX_AGE_US`], [`AGE_SIGFIG`] digits.
+    pub fn new() -> DataAge {
+        let h = || {
+            Histogram::new_with_bounds(1, MAX_AGE_US, AGE_SIGFIG)
+                .expect("constant bounds are valid")
+        };
+        DataAge {
+            all: h(),
+            ticker: h(),
+            book_snapshot: h(),
+        }
+    }
+
+    /// Adds another's counts (same bounds: cannot fail).
+    pub fn add(&mut self, o: &DataAge) {
+        let _ = self.all.add(&o.all);
+        let _ = self.ticker.add(&o.ticker);
+        let _ = self.book_snapshot.add(&o.book_snapshot);
+    }
 }
 
 /// How a client ended other than by its own close at the end.
@@ -88,6 +145,8 @@ pub enum Failure {
 
 /// Everything a client measured.
 pub(crate) struct Outcome {
+    /// Its index, from 0, in start order.
+    pub id: usize,
     pub class: Class,
     /// TCP connect + handshake, ns; `None` if it never connected.
     pub connect_ns: Option<u64>,
@@ -100,6 +159,10 @@ pub(crate) struct Outcome {
     pub examples: Vec<String>,
     /// `error` replies by code.
     pub error_codes: BTreeMap<String, u64>,
+    /// Slow clients: the data age after the warm-up.
+    pub data_age: Option<DataAge>,
+    /// Seconds from subscribe to the failure, when it failed after subscribing.
+    pub failed_after_s: Option<f64>,
 }
 
 /// Per-connection recording state.
@@ -111,6 +174,9 @@ struct Recorder {
     error_codes: BTreeMap<String, u64>,
     local: LocalLive,
     cut_wall_ns: u64,
+    /// Slow clients: data age, recorded from `age_from_wall_ns` on.
+    age: Option<DataAge>,
+    age_from_wall_ns: u64,
 }
 
 impl Recorder {
@@ -164,6 +230,17 @@ impl Recorder {
                 false
             }
         };
+        if let Some(age) = self.age.as_mut().filter(|_| measuring) {
+            if recv_wall_ns >= self.age_from_wall_ns && m.kind != Kind::Gap {
+                let us = (recv_wall_ns.saturating_sub(ingest) / 1000).clamp(1, MAX_AGE_US);
+                age.all.saturating_record(us);
+                match m.kind {
+                    Kind::Ticker => age.ticker.saturating_record(us),
+                    Kind::Book if m.snapshot => age.book_snapshot.saturating_record(us),
+                    _ => {}
+                }
+            }
+        }
         if timed && measuring {
             let ns = recv_wall_ns.saturating_sub(ingest);
             self.latency.saturating_record(ns.min(MAX_LATENCY_NS));
@@ -187,6 +264,7 @@ pub(crate) fn wall_ns() -> u64 {
 /// Runs one client from its start time to the end of the drain.
 pub(crate) async fn run(id: usize, class: Class, start_at: Instant, ctx: Arc<Ctx>) -> Outcome {
     let mut out = Outcome {
+        id,
         class,
         connect_ns: None,
         failure: None,
@@ -196,6 +274,8 @@ pub(crate) async fn run(id: usize, class: Class, start_at: Instant, ctx: Arc<Ctx
         symbols: HashMap::new(),
         examples: Vec::new(),
         error_codes: BTreeMap::new(),
+        data_age: None,
+        failed_after_s: None,
     };
     tokio::time::sleep_until(start_at).await;
     let started = Instant::now();
@@ -233,6 +313,8 @@ pub(crate) async fn run(id: usize, class: Class, start_at: Instant, ctx: Arc<Ctx
         error_codes: BTreeMap::new(),
         local: LocalLive::new(class.index()),
         cut_wall_ns: ctx.cut_wall_ns,
+        age: (class == Class::Slow).then(DataAge::new),
+        age_from_wall_ns: wall_ns() + ctx.slow.age_warmup.as_nanos() as u64,
     };
     let subscribed_at = Instant::now();
     let result = match timeout_at(ctx.drain_end, conn.send_text(&ctx.subscribe)).await {
@@ -249,7 +331,10 @@ pub(crate) async fn run(id: usize, class: Class, start_at: Instant, ctx: Arc<Ctx
             // Best effort: the run is over, nobody waits for the server's answer.
             let _ = tokio::time::timeout(Duration::from_millis(200), conn.send_close(1000)).await;
         }
-        Err(failure) => out.failure = Some(failure),
+        Err(failure) => {
+            out.failure = Some(failure);
+            out.failed_after_s = Some(subscribed_at.elapsed().as_secs_f64());
+        }
     }
     rec.local.flush(&ctx.live);
     ctx.live.connected.fetch_sub(1, Ordering::Relaxed);
@@ -258,6 +343,7 @@ pub(crate) async fn run(id: usize, class: Class, start_at: Instant, ctx: Arc<Ctx
     out.symbols = rec.symbols;
     out.examples = rec.examples;
     out.error_codes = rec.error_codes;
+    out.data_age = rec.age;
     out
 }
 
@@ -270,6 +356,16 @@ async fn session(
     subscribed_at: Instant,
     out: &mut Outcome,
 ) -> Result<(), Failure> {
+    let slow = class == Class::Slow;
+    if slow && !ctx.slow.stall.is_zero() {
+        // Reads nothing at all: the server sees a client whose socket fills.
+        tokio::time::sleep_until((subscribed_at + ctx.slow.stall).min(ctx.run_end)).await;
+    }
+    let mut bucket = ctx
+        .slow
+        .read_bps
+        .filter(|_| slow)
+        .map(|bps| TokenBucket::with_burst(bps, PACED_BURST, subscribed_at.elapsed()));
     let mut measuring = Instant::now() < ctx.run_end;
     let mut recv_wall_ns = wall_ns();
     let mut next_flush = Instant::now() + FLUSH_EVERY;
@@ -293,7 +389,7 @@ async fn session(
                 Event::Binary | Event::Pong => rec.tally.other += 1,
                 Event::Close(code) => return Err(Failure::Closed(code)),
             }
-            if class == Class::Slow && measuring {
+            if slow && bucket.is_none() && measuring {
                 handled += 1;
                 if handled.is_multiple_of(SLOW_MESSAGES_PER_PAUSE) {
                     // Reading rarely is what makes this client slow.
@@ -323,13 +419,26 @@ async fn session(
         } else {
             ctx.drain_end
         };
-        match timeout_at(phase_end, conn.fill()).await {
+        // Paced: wait for a full bucket, then read at most what it holds.
+        let mut max_read = usize::MAX;
+        if let Some(b) = bucket.as_mut().filter(|_| measuring) {
+            let wait = b.until_full(subscribed_at.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep_until((now + wait).min(phase_end)).await;
+                continue;
+            }
+            max_read = usize::try_from(b.available(subscribed_at.elapsed())).unwrap_or(usize::MAX);
+        }
+        match timeout_at(phase_end, conn.fill_at_most(max_read)).await {
             Err(_) => continue,
             Ok(Ok(0)) => return Err(Failure::Eof),
             Ok(Ok(n)) => {
                 recv_wall_ns = wall_ns();
                 if measuring {
                     rec.tally.bytes += n as u64;
+                    if let Some(b) = bucket.as_mut() {
+                        b.take(n as u64);
+                    }
                 }
             }
             Ok(Err(e)) => return Err(Failure::Io(e.to_string())),

@@ -14,6 +14,11 @@ pub const SLOW_RECV_BUFFER_BYTES: u32 = 4096;
 pub const SLOW_MESSAGES_PER_PAUSE: u64 = 4;
 /// ...for this long (so it takes at most ~400 messages per second).
 pub const SLOW_PAUSE: Duration = Duration::from_millis(10);
+/// A paced slow client's token bucket holds this much of a second's bytes: it reads at
+/// most every 100 ms when data waits, up to that many bytes at a time.
+pub const PACED_BURST: Duration = Duration::from_millis(100);
+/// Default warm-up after each slow client's subscribe that its data age leaves out.
+pub const AGE_WARMUP: Duration = Duration::from_secs(3);
 
 /// What a load run does. `Default` gives the CLI's defaults.
 #[derive(Clone, Debug)]
@@ -37,8 +42,19 @@ pub struct LoadConfig {
     /// before the convergence check and the close. Default 2 s.
     pub drain: Duration,
     /// Share of clients (0..=1) that are slow: a [`SLOW_RECV_BUFFER_BYTES`] receive buffer,
-    /// and a [`SLOW_PAUSE`] after every [`SLOW_MESSAGES_PER_PAUSE`] messages. Default 0.
+    /// and a [`SLOW_PAUSE`] after every [`SLOW_MESSAGES_PER_PAUSE`] messages, or paced
+    /// reads with `slow_read_bps`. Default 0.
     pub slow_fraction: f64,
+    /// Slow clients read at most this many bytes per second (a token bucket holding
+    /// [`PACED_BURST`] of them; each read takes at most the tokens there are) instead of
+    /// pausing every few messages. `None` (the default): the pauses.
+    pub slow_read_bps: Option<u64>,
+    /// Slow clients read nothing for this long after subscribing, then read as their mode
+    /// says. Default 0.
+    pub slow_stall: Duration,
+    /// The slow clients' data age leaves out what they receive in this long after their
+    /// subscribe. Default [`AGE_WARMUP`] (3 s).
+    pub age_warmup: Duration,
     /// Worker threads of the generator's tokio runtime. Default 2.
     pub threads: usize,
     /// URL of the engine's `/stats`, fetched before and after the run; `None` derives
@@ -60,6 +76,9 @@ impl Default for LoadConfig {
             ramp: Duration::from_secs(2),
             drain: Duration::from_secs(2),
             slow_fraction: 0.0,
+            slow_read_bps: None,
+            slow_stall: Duration::ZERO,
+            age_warmup: AGE_WARMUP,
             threads: 2,
             stats_url: None,
             quiet: false,
@@ -130,6 +149,9 @@ impl LoadConfig {
                 "--slow-fraction {} is outside 0..=1",
                 self.slow_fraction
             ));
+        }
+        if self.slow_read_bps == Some(0) {
+            problems.push("--slow-read-bps must be at least 1 (bytes per second)".into());
         }
         if self.threads == 0 {
             problems.push("--threads must be at least 1".into());
@@ -316,6 +338,7 @@ mod tests {
             channels: vec!["quotes".into()],
             depth: 0,
             slow_fraction: 2.0,
+            slow_read_bps: Some(0),
             ramp: Duration::from_secs(30),
             ..LoadConfig::default()
         };
@@ -326,6 +349,7 @@ mod tests {
             "--channels",
             "--depth",
             "--slow-fraction",
+            "--slow-read-bps",
             "--ramp",
         ] {
             assert!(err.contains(part), "{part} in {err}");

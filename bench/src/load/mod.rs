@@ -11,7 +11,10 @@
 //!   speed for `drain`; then each closes. Connect and handshake time out after 5 s. The
 //!   run ends by itself after about `duration + drain` (plus up to 2 s for `/stats`).
 //! - **Allocation**: per client, a 64 KiB read buffer and a latency histogram (~220 KiB)
-//!   at connect, a little per symbol; nothing per message. Live figures are flushed to
+//!   at connect (a slow client: three ~26 KiB data-age histograms too), a little per
+//!   symbol; nothing per message.
+//! - **Slow clients** read with pauses or paced by a token bucket ([`pace`]), after an
+//!   optional stall; their data age and how each ended are in [`report::SlowSummary`]. Live figures are flushed to
 //!   shared atomics 4× a second ([`live`]), never per message.
 //! - **Measured** (see [`report`] for definitions): latency = receive wall time −
 //!   `ingest_ts` in `Histogram<u64>` (ns, 3 digits, merged per class); msgs/s and MB/s;
@@ -36,6 +39,7 @@ mod client;
 pub mod config;
 mod http;
 pub mod live;
+pub mod pace;
 pub mod report;
 pub mod scan;
 pub mod ws;
@@ -126,6 +130,23 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
         drain_end,
         cut_wall_ns,
         live: live.clone(),
+        slow: client::SlowReading {
+            read_bps: cfg.slow_read_bps,
+            stall: cfg.slow_stall,
+            age_warmup: cfg.age_warmup,
+        },
+    });
+
+    // The generator's CPU over the steady part of the measured phase (ramp end to
+    // `run_end`): the whole run's average includes the ramp and the drain and so
+    // understates how busy it was while every client read.
+    let ramp_end = start + cfg.ramp;
+    let steady = tokio::spawn(async move {
+        tokio::time::sleep_until(ramp_end).await;
+        let from = (cpu_times(), client::wall_ns());
+        tokio::time::sleep_until(run_end).await;
+        let to = (cpu_times(), client::wall_ns());
+        report::SteadyCpu::between(from, to)
     });
 
     let mut tasks = Vec::with_capacity(cfg.clients);
@@ -152,6 +173,8 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
     }
     let wall_s = start.elapsed().as_secs_f64();
     let cpu_end = cpu_times();
+    // It ended at `run_end`, before the clients did.
+    let steady = steady.await.ok();
 
     match http::get_json(&v.stats, STATS_TIMEOUT).await {
         Ok(after) => {
@@ -175,6 +198,7 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
         wall_s,
         cpu_user_s: cpu_end.0 - cpu_start.0,
         cpu_sys_s: cpu_end.1 - cpu_start.1,
+        steady,
         engine_stats,
     };
     Ok(report::build(&v, outcomes, facts))

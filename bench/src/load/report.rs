@@ -12,18 +12,25 @@
 //!   `ingest_ts`). Measured phase only. Needs the engine's clock to be this machine's.
 //! - **gaps, skipped, resyncs, violations**: counted over the whole connection, drain
 //!   included (see [`super::check`]).
+//! - **data age** (slow clients, [`SlowSummary`]): receive wall time − `ingest_ts` of
+//!   every data message a slow client got in the measured phase once its warm-up after
+//!   subscribing was over, the first ticker and snapshot included (after the warm-up they
+//!   are as old as what the client sees); tickers and book snapshots also apart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::check::Tally;
-use super::client::{histogram, Class, Failure, Outcome};
-use super::config::{Validated, SLOW_MESSAGES_PER_PAUSE, SLOW_PAUSE, SLOW_RECV_BUFFER_BYTES};
+use super::client::{histogram, Class, DataAge, Failure, Outcome};
+use super::config::{
+    Validated, PACED_BURST, SLOW_MESSAGES_PER_PAUSE, SLOW_PAUSE, SLOW_RECV_BUFFER_BYTES,
+};
 use super::LoadError;
 use tickwire_engine::hgrm;
 
@@ -71,6 +78,8 @@ pub struct Summary {
     pub generator: Generator,
     /// Per-class figures.
     pub classes: Classes,
+    /// How the slow clients read, their data age, and how each ended.
+    pub slow: SlowSummary,
     /// Connect times (TCP + handshake), µs.
     pub connect_us: Percentiles,
     /// The ticker convergence check.
@@ -118,8 +127,69 @@ pub struct Params {
     pub slow_recv_buffer_bytes: u32,
     /// A slow client pauses after this many messages...
     pub slow_messages_per_pause: u64,
-    /// ...for this long, ms.
+    /// ...for this long, ms (when not paced).
     pub slow_pause_ms: u64,
+    /// Slow clients read at most this many bytes per second (`null`: the pauses above).
+    pub slow_read_bps: Option<u64>,
+    /// Slow clients read nothing for this long after subscribing, s.
+    pub slow_stall_s: f64,
+    /// The data age leaves out this long after each slow client's subscribe, s.
+    pub age_warmup_s: f64,
+}
+
+/// The slow clients: how they read, their data age, how each ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct SlowSummary {
+    /// `pause` (a pause every few messages) or `paced` (a token bucket on bytes read).
+    pub mode: &'static str,
+    /// Paced: bytes per second.
+    pub read_bps: Option<u64>,
+    /// Paced: most bytes per read (the bucket's capacity).
+    pub read_burst_bytes: Option<u64>,
+    /// Nothing read for this long after subscribing, s.
+    pub stall_s: f64,
+    /// Data age, ms (see the module doc).
+    pub data_age_ms: DataAgeSummary,
+    /// Slow clients the server closed, by close code (`none` without one); the
+    /// generator never reconnects, so each client counts at most once.
+    pub closed_by_code: BTreeMap<String, u64>,
+    /// Each slow client.
+    pub clients: Vec<SlowClient>,
+}
+
+/// Data age percentiles, ms.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DataAgeSummary {
+    /// Left out after each subscribe, s.
+    pub warmup_s: f64,
+    /// Every data message.
+    pub all: Percentiles,
+    /// Tickers.
+    pub ticker: Percentiles,
+    /// Book snapshots.
+    pub book_snapshot: Percentiles,
+}
+
+/// One slow client.
+#[derive(Clone, Debug, Serialize)]
+pub struct SlowClient {
+    /// Index in start order, from 0 (the same numbering as the ramp).
+    pub id: usize,
+    /// `ok`, `closed 1008` (by the server, with its code), `eof`, `io`, `protocol`,
+    /// `connect failed`, `handshake failed`.
+    pub end: String,
+    /// Seconds from its subscribe to the failure, when it failed.
+    pub failed_after_s: Option<f64>,
+    /// Messages in the measured phase.
+    pub messages: u64,
+    /// Bytes read in the measured phase.
+    pub bytes: u64,
+    /// Gaps received (drain included).
+    pub gaps: u64,
+    /// Its data age p99, ms (0 with no data message after the warm-up).
+    pub data_age_p99_ms: f64,
+    /// Largest data age, ms.
+    pub data_age_max_ms: f64,
 }
 
 /// The machine.
@@ -146,6 +216,36 @@ pub struct Generator {
     pub cores_busy: f64,
     /// Runtime threads.
     pub threads: usize,
+    /// The same from the end of the ramp to the end of the measured phase, when every
+    /// client was reading: the figure that says whether the generator was saturated.
+    pub steady: Option<SteadyCpu>,
+}
+
+/// The generator's CPU over a window of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SteadyCpu {
+    /// Start of the window, ns since the Unix epoch.
+    pub from_unix_ns: u64,
+    /// End of the window, ns since the Unix epoch.
+    pub to_unix_ns: u64,
+    /// User + system CPU seconds in it.
+    pub cpu_s: f64,
+    /// `cpu_s` / the window's wall seconds.
+    pub cores_busy: f64,
+}
+
+impl SteadyCpu {
+    /// From ((user, system) CPU s, wall ns) at the start and at the end.
+    pub fn between(from: ((f64, f64), u64), to: ((f64, f64), u64)) -> SteadyCpu {
+        let cpu_s = (to.0 .0 - from.0 .0) + (to.0 .1 - from.0 .1);
+        let wall_s = to.1.saturating_sub(from.1) as f64 / 1e9;
+        SteadyCpu {
+            from_unix_ns: from.1,
+            to_unix_ns: to.1,
+            cpu_s,
+            cores_busy: if wall_s > 0.0 { cpu_s / wall_s } else { 0.0 },
+        }
+    }
 }
 
 /// Fast and slow.
@@ -231,21 +331,26 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// From a histogram in ns.
+    /// In µs, from a histogram in ns.
     pub fn of_ns(h: &Histogram<u64>) -> Percentiles {
+        Percentiles::thousandths(h)
+    }
+
+    /// Values of `h` divided by 1000 (ns to µs, µs to ms).
+    pub fn thousandths(h: &Histogram<u64>) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
-        let us = |ns: u64| ns as f64 / 1000.0;
+        let k = |v: u64| v as f64 / 1000.0;
         Percentiles {
             count: h.len(),
-            min: us(h.min()),
+            min: k(h.min()),
             mean: h.mean().round() / 1000.0,
-            p50: us(h.value_at_quantile(0.5)),
-            p90: us(h.value_at_quantile(0.9)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
+            p50: k(h.value_at_quantile(0.5)),
+            p90: k(h.value_at_quantile(0.9)),
+            p99: k(h.value_at_quantile(0.99)),
+            p999: k(h.value_at_quantile(0.999)),
+            max: k(h.max()),
         }
     }
 }
@@ -295,6 +400,7 @@ pub(crate) struct RunFacts {
     pub wall_s: f64,
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
+    pub steady: Option<SteadyCpu>,
     pub engine_stats: EngineStats,
 }
 
@@ -304,6 +410,9 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
     let mut classes = [ClassSummary::default(), ClassSummary::default()];
     let mut latency = [histogram(), histogram()];
     let mut connect_by_class = [histogram(), histogram()];
+    let mut slow_age = DataAge::new();
+    let mut slow_clients = Vec::new();
+    let mut closed_by_code: BTreeMap<String, u64> = BTreeMap::new();
     // Convergence reference: per symbol, the highest ticker seq at or before the cut.
     let mut reference: HashMap<&[u8], u64> = HashMap::new();
     for o in &outcomes {
@@ -387,6 +496,16 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
             // Same bounds everywhere: adding cannot fail.
             let _ = latency[o.class.index()].add(h);
         }
+        if o.class == Class::Slow {
+            if let Some(Failure::Closed(code)) = &o.failure {
+                let key = code.map_or("none".into(), |c| c.to_string());
+                *closed_by_code.entry(key).or_default() += 1;
+            }
+            if let Some(age) = &o.data_age {
+                slow_age.add(age);
+            }
+            slow_clients.push(slow_client(o));
+        }
     }
     let mut connect = histogram();
     for ((c, h), ch) in classes.iter_mut().zip(&latency).zip(&connect_by_class) {
@@ -436,6 +555,9 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
             slow_recv_buffer_bytes: SLOW_RECV_BUFFER_BYTES,
             slow_messages_per_pause: SLOW_MESSAGES_PER_PAUSE,
             slow_pause_ms: SLOW_PAUSE.as_millis() as u64,
+            slow_read_bps: cfg.slow_read_bps,
+            slow_stall_s: cfg.slow_stall.as_secs_f64(),
+            age_warmup_s: cfg.age_warmup.as_secs_f64(),
         },
         machine: machine(),
         generator: Generator {
@@ -447,8 +569,29 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
                 0.0
             },
             threads: cfg.threads,
+            steady: facts.steady,
         },
         classes: Classes { fast, slow },
+        slow: SlowSummary {
+            mode: if cfg.slow_read_bps.is_some() {
+                "paced"
+            } else {
+                "pause"
+            },
+            read_bps: cfg.slow_read_bps,
+            read_burst_bytes: cfg.slow_read_bps.map(|bps| {
+                super::pace::TokenBucket::with_burst(bps, PACED_BURST, Duration::ZERO).capacity()
+            }),
+            stall_s: cfg.slow_stall.as_secs_f64(),
+            data_age_ms: DataAgeSummary {
+                warmup_s: cfg.age_warmup.as_secs_f64(),
+                all: Percentiles::thousandths(&slow_age.all),
+                ticker: Percentiles::thousandths(&slow_age.ticker),
+                book_snapshot: Percentiles::thousandths(&slow_age.book_snapshot),
+            },
+            closed_by_code,
+            clients: slow_clients,
+        },
         connect_us: Percentiles::of_ns(&connect),
         convergence,
         violations,
@@ -461,6 +604,36 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
         latency_fast,
         latency_slow,
         connect,
+    }
+}
+
+/// One slow client's line in the summary.
+fn slow_client(o: &Outcome) -> SlowClient {
+    let end = match &o.failure {
+        None => "ok".to_owned(),
+        Some(Failure::Closed(Some(code))) => format!("closed {code}"),
+        Some(Failure::Closed(None)) => "closed".to_owned(),
+        Some(Failure::Eof) => "eof".to_owned(),
+        Some(Failure::Io(_)) => "io".to_owned(),
+        Some(Failure::Protocol(_)) => "protocol".to_owned(),
+        Some(Failure::Connect(_)) => "connect failed".to_owned(),
+        Some(Failure::Handshake(_)) => "handshake failed".to_owned(),
+    };
+    let age = |q: f64| {
+        o.data_age
+            .as_ref()
+            .filter(|a| !a.all.is_empty())
+            .map_or(0.0, |a| a.all.value_at_quantile(q) as f64 / 1000.0)
+    };
+    SlowClient {
+        id: o.id,
+        end,
+        failed_after_s: o.failed_after_s,
+        messages: o.tally.messages,
+        bytes: o.tally.bytes,
+        gaps: o.tally.gaps,
+        data_age_p99_ms: age(0.99),
+        data_age_max_ms: age(1.0),
     }
 }
 
@@ -540,6 +713,9 @@ impl Report {
                 errors
             );
         }
+        if p.slow_clients > 0 {
+            out.push_str(&self.slow_lines());
+        }
         let cu = &s.connect_us;
         let connected = s.classes.fast.connected + s.classes.slow.connected;
         let _ = writeln!(
@@ -565,8 +741,16 @@ impl Report {
         let g = &s.generator;
         let _ = writeln!(
             out,
-            "generator CPU: {:.2} s user + {:.2} s sys in {:.1} s = {:.2} cores busy ({} threads)",
-            g.cpu_user_s, g.cpu_sys_s, s.wall_s, g.cores_busy, g.threads
+            "generator CPU: {:.2} s user + {:.2} s sys in {:.1} s = {:.2} cores busy ({} threads){}",
+            g.cpu_user_s,
+            g.cpu_sys_s,
+            s.wall_s,
+            g.cores_busy,
+            g.threads,
+            g.steady.as_ref().map_or(String::new(), |st| format!(
+                "; {:.2} cores busy after the ramp",
+                st.cores_busy
+            ))
         );
         let d = &s.engine_stats.clients_delta;
         if d.is_empty() {
@@ -590,6 +774,67 @@ impl Report {
             }
         }
         let _ = writeln!(out, "result: {} (exit code {})", s.exit_reason, s.exit_code);
+        out
+    }
+
+    /// The slow clients' lines of the table: how they read, data age, closes.
+    fn slow_lines(&self) -> String {
+        let s = &self.summary;
+        let sl = &s.slow;
+        let mut out = String::new();
+        let how = match sl.read_bps {
+            Some(bps) => format!(
+                "paced at {bps} B/s (reads of at most {} B)",
+                sl.read_burst_bytes.unwrap_or(0)
+            ),
+            None => format!(
+                "a {} ms pause every {} messages",
+                s.params.slow_pause_ms, s.params.slow_messages_per_pause
+            ),
+        };
+        let stall = if sl.stall_s > 0.0 {
+            format!(", after reading nothing for {:.1} s", sl.stall_s)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "\nslow clients: {} B SO_RCVBUF, {how}{stall}",
+            s.params.slow_recv_buffer_bytes
+        );
+        let a = &sl.data_age_ms;
+        let line = |name: &str, p: &Percentiles| {
+            format!(
+                "  {name:<14} {:>9} {:>10.1} {:>10.1} {:>10.1}",
+                p.count, p.p50, p.p99, p.max
+            )
+        };
+        let _ = writeln!(
+            out,
+            "slow data age after a {:.1} s warm-up (ms):\n  {:<14} {:>9} {:>10} {:>10} {:>10}",
+            a.warmup_s, "messages", "count", "p50", "p99", "max"
+        );
+        for (name, p) in [
+            ("all", &a.all),
+            ("tickers", &a.ticker),
+            ("book snapshots", &a.book_snapshot),
+        ] {
+            let _ = writeln!(out, "{}", line(name, p));
+        }
+        let closed: u64 = sl.closed_by_code.values().sum();
+        if closed > 0 {
+            let codes: Vec<String> = sl
+                .closed_by_code
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "slow clients closed by the server: {closed} of {} ({})",
+                sl.clients.len(),
+                codes.join(", ")
+            );
+        }
         out
     }
 

@@ -167,6 +167,11 @@ impl Conn {
     /// Reads once from the socket into the free end of the buffer (after moving unparsed
     /// bytes to the front); returns how many bytes came, 0 at end of stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
+        self.fill_at_most(usize::MAX).await
+    }
+
+    /// [`Conn::fill`], reading at most `max` bytes (at least 1).
+    pub async fn fill_at_most(&mut self, max: usize) -> io::Result<usize> {
         if self.pos > 0 {
             self.buf.copy_within(self.pos..self.end, 0);
             self.end -= self.pos;
@@ -180,7 +185,8 @@ impl Conn {
             }
             self.buf.resize(len, 0);
         }
-        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        let until = self.end.saturating_add(max.max(1)).min(self.buf.len());
+        let n = self.stream.read(&mut self.buf[self.end..until]).await?;
         self.end += n;
         Ok(n)
     }
