@@ -49,6 +49,14 @@ pub struct EngineConfig {
     /// it writes at once (see `docs/architecture.md`, "Write path"). 0 disables
     /// coalescing. Default 10,000.
     pub flush_budget_us: u64,
+    /// Unsent bytes the kernel may hold per client socket (`TCP_NOTSENT_LOWAT`); past it
+    /// the socket takes no more and data waits in the outbox, where it can be conflated.
+    /// 0 leaves the kernel's default (no limit). Default 32 KiB.
+    pub notsent_lowat_bytes: u32,
+    /// A subscription whose oldest queued frame is older than this is conflated as if
+    /// over budget (latest ticker, fresh book snapshot, one exact trade `gap`), ms.
+    /// Default 500.
+    pub staleness_limit_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +78,8 @@ impl Default for EngineConfig {
             pong_timeout_ms: 45_000,
             idle_timeout_ms: 30_000,
             flush_budget_us: 10_000,
+            notsent_lowat_bytes: 32 * 1024,
+            staleness_limit_ms: 500,
         }
     }
 }
@@ -115,6 +125,9 @@ impl EngineConfig {
         }
         if self.idle_timeout_ms == 0 {
             problems.push("idle_timeout_ms = 0: use at least 1".into());
+        }
+        if self.staleness_limit_ms == 0 {
+            problems.push("staleness_limit_ms = 0: use at least 1".into());
         }
         if self.flush_budget_us > 1_000_000 {
             problems.push(format!(

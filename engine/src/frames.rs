@@ -8,6 +8,43 @@
 
 use crate::protocol::frame;
 
+/// What a frame carries, for dropping it when it is stale: a data frame can be replaced
+/// by a catch-up (latest ticker, snapshot, gap); a reply or control frame cannot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A reply, a control frame, a gap: never dropped.
+    #[default]
+    Reply,
+    /// A ticker of the tagged symbol.
+    Ticker,
+    /// A trade of the tagged symbol, with its seq.
+    Trade,
+    /// A book update or snapshot of the tagged symbol.
+    Book,
+}
+
+/// A frame's [`FrameKind`], symbol and seq.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameTag {
+    /// What it carries.
+    pub kind: FrameKind,
+    /// The symbol (dense id), for data frames.
+    pub symbol: u32,
+    /// The trade seq, for trades.
+    pub seq: u64,
+}
+
+impl FrameTag {
+    /// A tag for a ticker or book frame of `symbol`.
+    pub fn data(kind: FrameKind, symbol: crate::symbol::SymbolId) -> FrameTag {
+        FrameTag {
+            kind,
+            symbol: symbol.0,
+            seq: 0,
+        }
+    }
+}
+
 /// Handle of a frame in a [`FrameSlab`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameId(u32);
@@ -19,6 +56,7 @@ struct Slot {
     refs: u32,
     /// Ingest time of the event the frame carries; 0 for replies and control frames.
     ingest_ts: u64,
+    tag: FrameTag,
 }
 
 /// Buffers larger than this are shrunk when freed, so one huge snapshot does not pin its
@@ -53,6 +91,7 @@ impl FrameSlab {
         slot.start = 0;
         slot.refs = 1;
         slot.ingest_ts = 0;
+        slot.tag = FrameTag::default();
         (FrameId(index), &mut slot.buf)
     }
 
@@ -84,6 +123,16 @@ impl FrameSlab {
     /// Marks the frame as carrying an event ingested at `ingest_ts` (for latency).
     pub fn set_ingest_ts(&mut self, id: FrameId, ingest_ts: u64) {
         self.slots[id.0 as usize].ingest_ts = ingest_ts;
+    }
+
+    /// Tags the frame with what it carries (data frames; replies stay untagged).
+    pub fn set_tag(&mut self, id: FrameId, tag: FrameTag) {
+        self.slots[id.0 as usize].tag = tag;
+    }
+
+    /// What the frame carries.
+    pub fn tag(&self, id: FrameId) -> FrameTag {
+        self.slots[id.0 as usize].tag
     }
 
     /// Ingest time of the frame's event (0 for replies and control frames).

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use crate::frames::{FrameId, FrameSlab};
+use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag};
 
 /// Frames gathered into one `writev`.
 pub const MAX_IOVECS: usize = 64;
@@ -246,6 +246,28 @@ impl Outbox {
             frames.release(front);
             self.frames_written += 1;
         }
+    }
+
+    /// Drops every data frame not yet started (replies, control frames and a partly
+    /// written front frame stay, in order), telling `dropped` what each carried, so the
+    /// caller can mark the subscriptions for catch-up.
+    pub fn discard_data(&mut self, frames: &mut FrameSlab, mut dropped: impl FnMut(FrameTag)) {
+        let keep_head = self.head_written > 0;
+        let mut index = 0usize;
+        let mut freed = 0usize;
+        self.queue.retain(|&(id, _)| {
+            let i = index;
+            index += 1;
+            let tag = frames.tag(id);
+            if (i == 0 && keep_head) || tag.kind == FrameKind::Reply {
+                return true;
+            }
+            freed += frames.len(id);
+            dropped(tag);
+            frames.release(id);
+            false
+        });
+        self.pending_bytes -= freed;
     }
 
     /// Releases every frame not yet started, keeping a partly written front frame so

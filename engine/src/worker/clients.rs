@@ -42,8 +42,11 @@ pub struct Liveness {
     pub last_heard: Instant,
     /// When the last server ping went out.
     pub last_ping: Option<Instant>,
-    /// Last time the socket took bytes, or had nothing pending.
+    /// Last time the socket took bytes, or had nothing pending, or the peer
+    /// acknowledged more bytes.
     pub last_progress: Instant,
+    /// Bytes the peer had acknowledged at the last sweep (`TCP_INFO`).
+    pub acked: u64,
 }
 
 /// A token bucket of commands per second (pings included).
@@ -160,6 +163,7 @@ impl Client {
                 last_heard: now,
                 last_ping: None,
                 last_progress: now,
+                acked: 0,
             },
             limiter: CommandLimiter::new(commands_per_s, now),
             errors: ErrorWindow::default(),

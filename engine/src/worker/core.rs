@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use crate::config::EngineConfig;
-use crate::frames::{FrameId, FrameSlab};
+use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag};
 use crate::latency::StageRecorder;
 use crate::protocol::command::{Channel, ChannelSet, ErrorCode};
 use crate::protocol::{encode, frame};
@@ -73,6 +73,8 @@ pub struct Core {
     pub(super) stats: Arc<WorkerStats>,
     /// Vectored write calls made (for the flush policy's cost measurement).
     pub(super) write_calls: u64,
+    /// The staleness limit, ns.
+    pub(super) stale_ns: u64,
 }
 
 impl Core {
@@ -94,7 +96,8 @@ impl Core {
     ) -> Core {
         let symbols = (0..registry.len()).map(|_| SymbolSlot::default()).collect();
         let now = clock.now();
-        Core {
+        let stale_ns = cfg.staleness_limit_ms.saturating_mul(1_000_000);
+        let mut core = Core {
             flush: FlushPolicy::new(Duration::from_micros(cfg.flush_budget_us), now),
             cfg,
             registry,
@@ -111,7 +114,10 @@ impl Core {
             latency: StageRecorder::new(stats.latency.clone()),
             stats,
             write_calls: 0,
-        }
+            stale_ns: 0,
+        };
+        core.stale_ns = stale_ns;
+        core
     }
 
     /// Starts a fan-out pass: reads the clocks once for everything the pass queues.
@@ -611,6 +617,8 @@ impl Core {
         let id = self.frames.text(|buf| {
             encode::ticker(buf, self.registry.info(symbol), &slot.state.ticker);
         });
+        self.frames
+            .set_tag(id, FrameTag::data(FrameKind::Ticker, symbol));
         slot.ticker_frame = Some(id);
         id
     }
@@ -619,7 +627,7 @@ impl Core {
     pub(super) fn book_snapshot_frame(&mut self, symbol: SymbolId, depth: u16) -> FrameId {
         let state = &self.symbols[symbol.index()].state;
         let d = usize::from(depth);
-        self.frames.text(|buf| {
+        let id = self.frames.text(|buf| {
             encode::book(
                 buf,
                 self.registry.info(symbol),
@@ -630,6 +638,9 @@ impl Core {
                 state.book_ts,
                 state.book_ingest_ts,
             );
-        })
+        });
+        self.frames
+            .set_tag(id, FrameTag::data(FrameKind::Book, symbol));
+        id
     }
 }

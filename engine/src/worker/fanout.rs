@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::feed::ResyncReply;
-use crate::frames::FrameId;
+use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag};
 use crate::latency::Stage;
 use crate::protocol::command::Channel;
 use crate::protocol::encode;
@@ -80,6 +80,14 @@ impl Core {
                     );
                 });
                 self.encoded(id, tick.ingest_ts);
+                self.frames.set_tag(
+                    id,
+                    FrameTag {
+                        kind: FrameKind::Trade,
+                        symbol: symbol.0,
+                        seq,
+                    },
+                );
                 for i in 0..self.symbols[symbol.index()].trade_subs.len() {
                     let key = self.symbols[symbol.index()].trade_subs[i];
                     self.offer_trade(key, symbol, seq, id);
@@ -148,6 +156,8 @@ impl Core {
             };
             let ingest_ts = self.symbols[symbol.index()].state.book_ingest_ts;
             self.encoded(id, ingest_ts);
+            self.frames
+                .set_tag(id, FrameTag::data(FrameKind::Book, symbol));
             for mi in 0..self.symbols[symbol.index()].book_groups[gi].members.len() {
                 let key = self.symbols[symbol.index()].book_groups[gi].members[mi];
                 self.offer(key, symbol, Channel::Book, id);
@@ -170,6 +180,13 @@ impl Core {
         let Some(client) = receiver(&mut self.clients, &mut self.flush_list, now, key) else {
             return;
         };
+        shed_stale(
+            client,
+            &mut self.frames,
+            self.clock_ns,
+            self.stale_ns,
+            &self.stats,
+        );
         if client.marked == 0 && client.throttled == 0 && client.outbox.has_room(len) {
             client.outbox.push(&mut self.frames, id, self.clock_ns);
             self.flush.note_receiver(&mut client.flush_epoch);
@@ -227,6 +244,13 @@ impl Core {
         let Some(client) = receiver(&mut self.clients, &mut self.flush_list, now, key) else {
             return;
         };
+        shed_stale(
+            client,
+            &mut self.frames,
+            self.clock_ns,
+            self.stale_ns,
+            &self.stats,
+        );
         if client.marked == 0 && client.outbox.has_room(len) {
             client.outbox.push(&mut self.frames, id, self.clock_ns);
             self.flush.note_receiver(&mut client.flush_epoch);
@@ -429,6 +453,66 @@ impl Core {
     pub fn next_timer(&self) -> Option<Instant> {
         self.throttle.next_due()
     }
+}
+
+/// When the oldest frame in a client's outbox has waited past the staleness limit, drops
+/// its queued data frames and marks their subscriptions for catch-up, exactly as if
+/// they had not fit the budget: the client then gets the market as it is now (latest
+/// ticker, fresh snapshot, one exact trade gap) instead of a queue of old frames.
+fn shed_stale(
+    client: &mut Client,
+    frames: &mut FrameSlab,
+    now_ns: u64,
+    limit_ns: u64,
+    stats: &WorkerStats,
+) {
+    let Some(oldest) = client.outbox.oldest_queued_ns() else {
+        return;
+    };
+    if now_ns.saturating_sub(oldest) <= limit_ns {
+        return;
+    }
+    let Client {
+        outbox,
+        subs,
+        dirty,
+        marked,
+        ..
+    } = client;
+    let mut made = 0u64;
+    outbox.discard_data(frames, |tag| {
+        let symbol = SymbolId(tag.symbol);
+        let Some(sub) = subs.get_mut(symbol) else {
+            return;
+        };
+        let (channel, fresh) = match tag.kind {
+            FrameKind::Ticker => (
+                Channel::Ticker,
+                !std::mem::replace(&mut sub.ticker_dirty, true),
+            ),
+            FrameKind::Book => (Channel::Book, !std::mem::replace(&mut sub.book_stale, true)),
+            FrameKind::Trade => match sub.gap.as_mut() {
+                // Queued trades are contiguous, so the dropped ones with the open gap
+                // make one exact range.
+                Some((from, to)) => {
+                    *from = (*from).min(tag.seq);
+                    *to = (*to).max(tag.seq);
+                    (Channel::Trades, false)
+                }
+                None => {
+                    sub.gap = Some((tag.seq, tag.seq));
+                    (Channel::Trades, true)
+                }
+            },
+            FrameKind::Reply => return,
+        };
+        if fresh {
+            dirty.push_back((symbol, channel));
+            *marked += 1;
+            made += 1;
+        }
+    });
+    WorkerStats::add(&stats.stale_conflations, made);
 }
 
 /// Publishes an outbox's peak to the worker's counter (when it is a new high).

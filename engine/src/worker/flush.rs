@@ -188,7 +188,11 @@ mod tests {
         window(&mut p, &mut now, 35_000, 35_000, 1_200);
         let expect = budget.mul_f64((0.42 - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW));
         let diff = p.window().abs_diff(expect);
-        assert!(diff < Duration::from_micros(5), "{:?} vs {expect:?}", p.window());
+        assert!(
+            diff < Duration::from_micros(5),
+            "{:?} vs {expect:?}",
+            p.window()
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! A sweep runs on the worker thread a few times per ping interval (see
 //! [`sweep_period`]) and reads time only through the worker's [`super::clock::Clock`],
 //! so tests run it on a manual clock. Any frame from the client counts as a sign of life
-//! (`Core::heard`); progress is the socket taking bytes, or having nothing to take.
+//! (`Core::heard`); progress is the socket taking bytes, having nothing to take, or the
+//! peer acknowledging more bytes (`TCP_INFO`), so a client that reads anything within
+//! the idle limit is never closed as idle.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,21 @@ impl Core {
             if c.closing.is_some() {
                 continue;
             }
+            // Progress is what the peer takes: bytes it acknowledged count even while the
+            // socket stays too full to take more writes (a slow reader is not idle).
+            if !c.outbox.is_empty() {
+                if let Ok(acked) = tickwire_sockopt::bytes_acked(c.stream.as_ref()) {
+                    if let Some(c) = self.clients.get_mut(key) {
+                        if acked != c.liveness.acked {
+                            c.liveness.acked = acked;
+                            c.liveness.last_progress = now;
+                        }
+                    }
+                }
+            }
+            let Some(c) = self.clients.get(key) else {
+                continue;
+            };
             let live = c.liveness;
             let silent = now.saturating_duration_since(live.last_heard);
             if silent >= pong_timeout {

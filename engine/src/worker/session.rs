@@ -81,6 +81,11 @@ pub async fn run(
 ) {
     // Small frames go out at once; batching happens in the worker, not in Nagle.
     let _ = stream.set_nodelay(true);
+    if cfg.notsent_lowat_bytes > 0 {
+        // Unsent data in the kernel cannot be conflated: keep it to a little, and let the
+        // rest wait in the outbox (best effort: an old kernel may refuse).
+        let _ = tickwire_sockopt::set_notsent_lowat(&stream, cfg.notsent_lowat_bytes);
+    }
     if let Some(bytes) = cfg.send_buffer_bytes {
         // Best effort: the kernel may round or cap it.
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);

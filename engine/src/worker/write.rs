@@ -44,7 +44,11 @@ impl Core {
 
     /// Writes clients from the front of the flush list while `due` says so.
     fn write_batch(&mut self, due: impl Fn(Instant) -> bool) {
-        if !self.flush_list.front().is_some_and(|&(_, since)| due(since)) {
+        if !self
+            .flush_list
+            .front()
+            .is_some_and(|&(_, since)| due(since))
+        {
             return;
         }
         // Real time, not the worker's clock: this measures the cost of writing.
