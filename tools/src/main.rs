@@ -112,6 +112,15 @@ struct ServeArgs {
     /// Do not pin threads to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Latency budget of write coalescing, µs: under load a client's frames wait up to
+    /// this long to share one write; lightly loaded, they go at once; 0 = never wait
+    /// [default: 10000].
+    #[arg(long)]
+    flush_budget_us: Option<u64>,
+    /// A subscription whose oldest queued frame is older than this is conflated (latest
+    /// ticker, fresh snapshot, exact trade gap), ms [default: 500].
+    #[arg(long)]
+    staleness_limit_ms: Option<u64>,
 }
 
 /// The config file: `[engine]` takes every engine setting (see docs/operations.md).
@@ -180,6 +189,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(workers) = args.workers {
         cfg.workers = workers;
+    }
+    if let Some(us) = args.flush_budget_us {
+        cfg.flush_budget_us = us;
+    }
+    if let Some(ms) = args.staleness_limit_ms {
+        cfg.staleness_limit_ms = ms;
     }
     if !args.no_pin && cfg.worker_cores.is_empty() && cfg.feed_cores.is_empty() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
