@@ -166,6 +166,29 @@ impl Core {
         }
     }
 
+    /// The common start of an offer: the client (put on the flush list), its stale data
+    /// shed, and the frame queued when nothing stands in the way (no mark, no throttle
+    /// for `state` frames, room in the budget). Returns the frame's length when the
+    /// caller must decide (mark or queue), `None` when done or the client is gone.
+    fn queue_unless_marked(&mut self, key: ClientKey, id: FrameId, state: bool) -> Option<usize> {
+        let len = self.frames.len(id);
+        let client = receiver(&mut self.clients, &mut self.flush_list, self.now, key)?;
+        shed_stale(
+            client,
+            &mut self.frames,
+            self.clock_ns,
+            self.stale_ns,
+            &self.stats,
+        );
+        let throttled = state && client.throttled > 0;
+        if client.marked == 0 && !throttled && client.outbox.has_room(len) {
+            client.outbox.push(&mut self.frames, id, self.clock_ns);
+            self.flush.note_receiver(&mut client.flush_epoch);
+            return None;
+        }
+        Some(len)
+    }
+
     /// Offers a state frame (ticker or book) to a client: queued when it fits, else the
     /// subscription is marked for a later catch-up.
     pub(super) fn offer(
@@ -175,23 +198,13 @@ impl Core {
         channel: Channel,
         id: FrameId,
     ) {
-        let len = self.frames.len(id);
-        let now = self.now;
-        let Some(client) = receiver(&mut self.clients, &mut self.flush_list, now, key) else {
+        let Some(len) = self.queue_unless_marked(key, id, true) else {
             return;
         };
-        shed_stale(
-            client,
-            &mut self.frames,
-            self.clock_ns,
-            self.stale_ns,
-            &self.stats,
-        );
-        if client.marked == 0 && client.throttled == 0 && client.outbox.has_room(len) {
-            client.outbox.push(&mut self.frames, id, self.clock_ns);
-            self.flush.note_receiver(&mut client.flush_epoch);
+        let now = self.now;
+        let Some(client) = self.clients.get_mut(key) else {
             return;
-        }
+        };
         let Some(sub) = client.subs.get_mut(symbol) else {
             return;
         };
@@ -239,23 +252,12 @@ impl Core {
 
     /// Offers a trade frame: queued when it fits and no gap is open, else the gap grows.
     fn offer_trade(&mut self, key: ClientKey, symbol: SymbolId, seq: u64, id: FrameId) {
-        let len = self.frames.len(id);
-        let now = self.now;
-        let Some(client) = receiver(&mut self.clients, &mut self.flush_list, now, key) else {
+        let Some(len) = self.queue_unless_marked(key, id, false) else {
             return;
         };
-        shed_stale(
-            client,
-            &mut self.frames,
-            self.clock_ns,
-            self.stale_ns,
-            &self.stats,
-        );
-        if client.marked == 0 && client.outbox.has_room(len) {
-            client.outbox.push(&mut self.frames, id, self.clock_ns);
-            self.flush.note_receiver(&mut client.flush_epoch);
+        let Some(client) = self.clients.get_mut(key) else {
             return;
-        }
+        };
         let Some(sub) = client.subs.get_mut(symbol) else {
             return;
         };
