@@ -161,6 +161,10 @@ async fn serve(spec: WorkerSpec) {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // From the first byte: the handshake's response must not wait for
+                    // the client's delayed ACK (Nagle), and frames are batched by the
+                    // worker, never by the kernel.
+                    let _ = stream.set_nodelay(true);
                     tokio::task::spawn_local(serve_http(ctx.clone(), stream));
                 }
                 Err(e) => {
