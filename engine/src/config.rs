@@ -57,6 +57,15 @@ pub struct EngineConfig {
     /// over budget (latest ticker, fresh book snapshot, one exact trade `gap`), ms.
     /// Default 500.
     pub staleness_limit_ms: u64,
+    /// Time a connection may take to send a request's headers (HTTP and the WebSocket
+    /// upgrade), and to send the next request on a kept-alive connection, ms; past it the
+    /// connection is closed (slowloris). Default 10,000.
+    pub header_timeout_ms: u64,
+    /// Origins (`scheme://host[:port]`) whose pages may open a WebSocket; `*` allows any.
+    /// Besides these, an upgrade whose `Origin` is the engine's own host (same origin) or
+    /// a loopback host (`localhost`, `127.0.0.1`, `[::1]`) passes, and a request without
+    /// an `Origin` (not a browser) passes. Anything else gets `403`. Default: empty.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +89,8 @@ impl Default for EngineConfig {
             flush_budget_us: 10_000,
             notsent_lowat_bytes: 32 * 1024,
             staleness_limit_ms: 500,
+            header_timeout_ms: 10_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -125,6 +136,9 @@ impl EngineConfig {
         }
         if self.idle_timeout_ms == 0 {
             problems.push("idle_timeout_ms = 0: use at least 1".into());
+        }
+        if self.header_timeout_ms == 0 {
+            problems.push("header_timeout_ms = 0: use at least 1".into());
         }
         if self.staleness_limit_ms == 0 {
             problems.push("staleness_limit_ms = 0: use at least 1".into());

@@ -121,6 +121,10 @@ struct ServeArgs {
     /// ticker, fresh snapshot, exact trade gap), ms [default: 500].
     #[arg(long)]
     staleness_limit_ms: Option<u64>,
+    /// Origins whose pages may open a WebSocket, comma separated (`*`: any); loopback
+    /// origins and the engine's own host always may [default: none besides those].
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
 }
 
 /// The config file: `[engine]` takes every engine setting (see docs/operations.md).
@@ -195,6 +199,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(ms) = args.staleness_limit_ms {
         cfg.staleness_limit_ms = ms;
+    }
+    if let Some(origins) = args.allowed_origins {
+        cfg.allowed_origins = origins;
     }
     if !args.no_pin && cfg.worker_cores.is_empty() && cfg.feed_cores.is_empty() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());

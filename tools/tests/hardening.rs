@@ -138,3 +138,80 @@ async fn close_and_control_frames_follow_rfc_6455() {
     );
     engine.shutdown();
 }
+
+/// Sends raw bytes on a fresh connection and returns what the server answers until it
+/// closes (bounded by the test timeout).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(common::TIMEOUT, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                out.extend_from_slice(&chunk[..n]);
+                if out.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => panic!("no answer within the test timeout"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn upgrade(addr: std::net::SocketAddr, origin: Option<&str>) -> Vec<u8> {
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_another_origin_gets_403_and_loopback_same_host_and_bots_pass() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        allowed_origins: vec!["https://dash.example".into()],
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let own = format!("http://{addr}");
+    for (origin, status) in [
+        (Some("https://evil.example"), "HTTP/1.1 403"),
+        (Some("http://localhost.evil.example"), "HTTP/1.1 403"),
+        (Some("https://dash.example"), "HTTP/1.1 101"),
+        (Some("http://localhost:5173"), "HTTP/1.1 101"),
+        (Some(own.as_str()), "HTTP/1.1 101"),
+        (None, "HTTP/1.1 101"),
+    ] {
+        let answer = raw_exchange(addr, &upgrade(addr, origin)).await;
+        assert!(answer.starts_with(status), "{origin:?}: {answer}");
+    }
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_headers_never_end_is_closed_at_the_header_timeout() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        header_timeout_ms: 300,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let started = Instant::now();
+    // Slowloris: a request line and one header, then nothing.
+    let answer = raw_exchange(addr, b"GET /symbols HTTP/1.1\r\nHost: x\r\n").await;
+    let waited = started.elapsed();
+    assert!(
+        waited < common::TIMEOUT,
+        "closed by the server, not by the test's own timeout ({waited:?}): {answer}"
+    );
+    assert!(!answer.contains("200 OK"), "{answer}");
+    engine.shutdown();
+}

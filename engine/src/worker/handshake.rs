@@ -18,6 +18,46 @@ use sha1::{Digest, Sha1};
 /// The GUID of RFC 6455 §1.3, appended to the client's key.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// Whether a browser page from the request's `Origin` may open a WebSocket here
+/// (cross-site WebSocket hijacking): no `Origin` (not a browser), a loopback origin, the
+/// engine's own host (same origin, from `Host`), or one listed in `allowed` (`*` for any).
+pub fn origin_allowed<B>(req: &Request<B>, allowed: &[String]) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = host_of(authority);
+    if matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+        return true;
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|own| authority.eq_ignore_ascii_case(own))
+}
+
+/// The host of `host[:port]` (an IPv6 literal keeps its brackets).
+fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
 /// Why an upgrade request is refused, with the HTTP answer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HandshakeError {
@@ -30,6 +70,9 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Key` is missing or not 16 bytes in base64.
     #[error("missing or malformed Sec-WebSocket-Key")]
     Key,
+    /// A browser page from another origin (see [`origin_allowed`]).
+    #[error("this Origin may not open a WebSocket here (allowed_origins)")]
+    Origin,
 }
 
 impl HandshakeError {
@@ -38,6 +81,7 @@ impl HandshakeError {
         let mut resp = Response::new(Full::new(Bytes::from(format!("{self}\n"))));
         *resp.status_mut() = match self {
             HandshakeError::Version => StatusCode::UPGRADE_REQUIRED,
+            HandshakeError::Origin => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
         let h = resp.headers_mut();
@@ -75,12 +119,16 @@ pub fn accept_key(key: &[u8]) -> String {
 }
 
 /// Accepts an upgrade request: the `101` response to send, and the future that yields
-/// the connection once hyper has sent it.
+/// the connection once hyper has sent it. `allowed_origins` as in [`origin_allowed`].
 pub fn accept<B>(
     req: &mut Request<B>,
+    allowed_origins: &[String],
 ) -> Result<(Response<Full<Bytes>>, OnUpgrade), HandshakeError> {
     if req.method() != Method::GET {
         return Err(HandshakeError::NotGet);
+    }
+    if !origin_allowed(req, allowed_origins) {
+        return Err(HandshakeError::Origin);
     }
     if req.headers().get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
         return Err(HandshakeError::Version);
@@ -127,6 +175,45 @@ mod tests {
     ];
 
     #[test]
+    fn origins_other_than_loopback_same_host_or_listed_are_refused() {
+        let with = |origin: &str| request(&[("host", "md.example:8080"), ("origin", origin)]);
+        let none: &[String] = &[];
+        let listed = ["https://dash.example".to_owned()];
+        assert!(
+            origin_allowed(&request(&[("host", "x")]), none),
+            "no Origin: not a browser"
+        );
+        for ok in [
+            "http://localhost:3000",
+            "http://127.0.0.1",
+            "http://[::1]:9",
+            "http://md.example:8080",
+        ] {
+            assert!(origin_allowed(&with(ok), none), "{ok}");
+        }
+        for bad in [
+            "https://evil.example",
+            "http://md.example:9090",
+            "null",
+            "http://localhost.evil.example",
+        ] {
+            assert!(!origin_allowed(&with(bad), none), "{bad}");
+        }
+        assert!(origin_allowed(&with("https://dash.example"), &listed));
+        assert!(origin_allowed(
+            &with("https://evil.example"),
+            &["*".to_owned()]
+        ));
+        let mut full = request(&GOOD);
+        full.headers_mut().insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        let refused = accept(&mut full, none).unwrap_err();
+        assert_eq!(refused.response().status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
     fn accept_key_matches_rfc_6455_example() {
         // RFC 6455 §1.3.
         assert_eq!(
@@ -139,18 +226,18 @@ mod tests {
     fn a_good_request_is_switched_and_bad_ones_are_refused() {
         let mut req = request(&GOOD);
         assert!(is_upgrade_request(&req));
-        let (resp, _) = accept(&mut req).unwrap();
+        let (resp, _) = accept(&mut req, &[]).unwrap();
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(
             resp.headers()[header::SEC_WEBSOCKET_ACCEPT],
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         let mut old = request(&[GOOD[0], GOOD[1], ("sec-websocket-version", "8"), GOOD[3]]);
-        let err = accept(&mut old).unwrap_err();
+        let err = accept(&mut old, &[]).unwrap_err();
         assert_eq!(err, HandshakeError::Version);
         assert_eq!(err.response().status(), StatusCode::UPGRADE_REQUIRED);
         let mut short = request(&[GOOD[0], GOOD[1], GOOD[2], ("sec-websocket-key", "c2hvcnQ=")]);
-        assert_eq!(accept(&mut short).unwrap_err(), HandshakeError::Key);
+        assert_eq!(accept(&mut short, &[]).unwrap_err(), HandshakeError::Key);
         assert!(
             !is_upgrade_request(&request(&[GOOD[1]])),
             "no Connection: upgrade"

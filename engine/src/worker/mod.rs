@@ -203,11 +203,14 @@ async fn serve(spec: WorkerSpec) {
 }
 
 async fn serve_http(ctx: Rc<Ctx>, stream: tokio::net::TcpStream) {
+    let ctx_timeout_ms = ctx.cfg.header_timeout_ms;
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(route(ctx, req)) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(ctx_timeout_ms))
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -239,7 +242,7 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "GET /ws is a WebSocket endpoint: send an upgrade request\n",
             );
         }
-        return match handshake::accept(&mut req) {
+        return match handshake::accept(&mut req, &ctx.cfg.allowed_origins) {
             Ok((response, on_upgrade)) => {
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
