@@ -45,14 +45,26 @@ pub const DASHBOARD_WORKER_JS: &str = include_str!("dashboard/dashboard-worker.j
 /// The dashboard's style sheet, served at `/dashboard.css`.
 pub const DASHBOARD_CSS: &str = include_str!("dashboard/dashboard.css");
 
-/// `(healthy, reason)`: healthy while every feed is live.
+/// `(healthy, reason)`: healthy while every feed is live and every worker runs.
 pub fn health(shared: &EngineShared) -> (bool, String) {
-    let not_live: Vec<String> = shared
+    let mut not_live: Vec<String> = shared
         .feeds
         .iter()
         .filter(|f| f.stats.state() != FeedState::Live)
         .map(|f| format!("feed {} is {}", f.name, f.stats.state().as_str()))
         .collect();
+    not_live.extend(
+        shared
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| load(&w.failed) != 0)
+            .map(|(i, _)| {
+                format!(
+                    "worker {i} failed (its fan-out panicked; its clients were closed with 1011)"
+                )
+            }),
+    );
     if not_live.is_empty() {
         (true, "ok\n".into())
     } else {
@@ -129,6 +141,7 @@ pub fn stats_json(shared: &EngineShared) -> String {
                 "coalesce_window_us": load(&w.coalesce_window_us),
                 "pongs_dropped": load(&w.pongs_dropped),
                 "stale_conflations": load(&w.stale_conflations),
+                "failed": load(&w.failed) != 0,
             })
         })
         .collect();
@@ -303,6 +316,12 @@ pub fn metrics_text(shared: &EngineShared) -> String {
             "Book snapshots resent to resynchronise clients.",
             "counter",
             &|w| load(&w.snapshots_resent),
+        ),
+        total(
+            "tickwire_workers_failed",
+            "Workers whose fan-out failed (panicked).",
+            "gauge",
+            &|w| load(&w.failed),
         ),
         total(
             "tickwire_writes_total",

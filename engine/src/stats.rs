@@ -20,11 +20,13 @@ pub enum CloseReason {
     Policy,
     /// 1009: message over the size limit.
     TooBig,
+    /// 1011: the engine failed (a worker's fan-out stopped); reconnect elsewhere.
+    InternalError,
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`WorkerStats::closed`].
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::Client,
         CloseReason::GoingAway,
         CloseReason::ProtocolError,
@@ -32,6 +34,7 @@ impl CloseReason {
         CloseReason::InvalidUtf8,
         CloseReason::Policy,
         CloseReason::TooBig,
+        CloseReason::InternalError,
     ];
 
     /// The WebSocket close code the server sends (1000 echoes a client's close).
@@ -44,6 +47,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => Some(1007),
             CloseReason::Policy => Some(1008),
             CloseReason::TooBig => Some(1009),
+            CloseReason::InternalError => Some(1011),
         }
     }
 
@@ -57,6 +61,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::Policy => "policy",
             CloseReason::TooBig => "too_big",
+            CloseReason::InternalError => "internal_error",
         }
     }
 
@@ -97,7 +102,7 @@ pub struct WorkerStats {
     /// Largest outbox seen, bytes.
     pub peak_outbox_bytes: AtomicU64,
     /// Connections closed, by [`CloseReason`].
-    pub closed: [AtomicU64; 7],
+    pub closed: [AtomicU64; 8],
     /// `error` replies sent.
     pub errors_sent: AtomicU64,
     /// Vectored write calls to client sockets.
@@ -106,6 +111,11 @@ pub struct WorkerStats {
     pub flush_rounds: AtomicU64,
     /// The write-coalescing window in force, µs (a gauge; 0 = write after every pass).
     pub coalesce_window_us: AtomicU64,
+    /// 1 once the worker's fan-out has failed (panicked): `/health` answers 503.
+    pub failed: AtomicU64,
+    /// Set by a test to make the fan-out panic at its next pass (the supervision test's
+    /// hook; nothing else sets it).
+    pub inject_panic: std::sync::atomic::AtomicBool,
     /// Client pings left unanswered because a pong to that client was half written.
     pub pongs_dropped: AtomicU64,
     /// Subscriptions conflated because their oldest queued frame passed the staleness

@@ -215,3 +215,32 @@ async fn a_request_whose_headers_never_end_is_closed_at_the_header_timeout() {
     assert!(!answer.contains("200 OK"), "{answer}");
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_fan_out_panics_closes_its_clients_with_1011_and_fails_health() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        workers: 1,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 200));
+    let addr = engine.local_addr();
+    let mut c = Client::connect(addr).await;
+    c.send(json!({"op":"subscribe","channels":["trades"],"symbols":["sim:BTC-USD"]}))
+        .await;
+    c.recv_until(|m| m["type"] == "trade").await;
+    // The test hook: the fan-out panics at its next pass.
+    engine.shared().workers[0]
+        .inject_panic
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        c.recv_close_code().await,
+        Some(1011),
+        "told to reconnect elsewhere"
+    );
+    let (status, body) = common::http_get(addr, "/health").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("worker 0 failed"), "{body}");
+    let (_, metrics) = common::http_get(addr, "/metrics").await;
+    assert!(metrics.contains("tickwire_workers_failed 1"), "{metrics}");
+    engine.shutdown();
+}

@@ -153,9 +153,11 @@ async fn serve(spec: WorkerSpec) {
         cfg: cfg.clone(),
         shared,
     });
-    let fanout = tokio::task::spawn_local(fan_out(core.clone(), feeds, parker));
+    let mut fanout = tokio::task::spawn_local(fan_out(core.clone(), feeds, parker));
+    let stats = core.borrow().stats().clone();
     let housekeeping = tokio::task::spawn_local(housekeep(core.clone(), cfg.clone()));
     let mut accept_errors = 0u64;
+    let mut failed = false;
     let mut last_accept_warning: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -185,6 +187,23 @@ async fn serve(spec: WorkerSpec) {
                 }
             },
             _ = shutdown.changed() => break,
+            ended = &mut fanout, if !failed => {
+                // The fan-out never ends by itself: it panicked. This worker's clients
+                // get no more data; tell them to go elsewhere, and tell /health. The
+                // worker goes on answering HTTP (upgrades get 503) until shutdown.
+                tracing::error!(worker = index, error = ?ended.err(), "fan-out failed; closing this worker's clients with 1011");
+                failed = true;
+                WorkerStats::set(&stats.failed, 1);
+                let keys = core.borrow().client_keys();
+                for key in keys {
+                    core.borrow_mut().close_client(
+                        key,
+                        CloseReason::InternalError,
+                        "engine worker failed; reconnect",
+                        true,
+                    );
+                }
+            }
         }
     }
     drop(listener);
@@ -198,7 +217,9 @@ async fn serve(spec: WorkerSpec) {
     while !core.borrow().client_keys().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    fanout.abort();
+    if !failed {
+        fanout.abort();
+    }
     housekeeping.abort();
 }
 
@@ -235,6 +256,13 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
     if path == "/ws" {
+        if WorkerStats::get(&ctx.core.borrow().stats().failed) != 0 {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "this engine worker failed: retry (another worker may take you)\n",
+            );
+        }
         if !upgrade {
             return text(
                 StatusCode::UPGRADE_REQUIRED,
@@ -350,6 +378,13 @@ async fn fan_out(
         let mut resyncing = false;
         {
             let mut core = core.borrow_mut();
+            if core
+                .stats()
+                .inject_panic
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                panic!("fan-out panic injected by a test");
+            }
             core.begin_pass();
             for port in &mut ports {
                 if let Some(rx) = port.resync.as_mut() {
