@@ -178,6 +178,9 @@ impl Client {
     }
 }
 
+/// Bytes one client takes in the worker's table (its slot), before any heap memory.
+pub const CLIENT_SLOT_BYTES: usize = std::mem::size_of::<Option<Client>>();
+
 /// Every client of a worker, by slot.
 #[derive(Default)]
 pub struct Clients {

@@ -99,7 +99,9 @@ pub async fn run(
     }
     drop(prefix);
     serve(&core, &cfg, &scratch, key, &stream, &signal, &mut reader).await;
-    close(&core, key, &stream, &signal, &scratch).await;
+    // Boxed: the close path's timers would otherwise make every idle connection's task
+    // as large as a closing one's (see engine/tests/conn_size.rs).
+    Box::pin(close(&core, key, &stream, &signal, &scratch)).await;
 }
 
 /// Reads and answers the client until it is closing or gone.
