@@ -286,8 +286,10 @@ impl Kraken {
             let price = decimal(price, "price", self.price_scale)?;
             let qty = decimal(qty, "qty", self.size_scale)?;
             let sym = &mut self.syms[i];
-            sym.price_digits = sym.price_digits.max(price.digits.min(self.price_scale));
-            sym.qty_digits = sym.qty_digits.max(qty.digits.min(self.size_scale));
+            // Digits past the scale are zeros (else the parse failed), but they are part of
+            // the venue's rendering, which the checksum covers.
+            sym.price_digits = sym.price_digits.max(price.digits.min(fixed::MAX_SCALE));
+            sym.qty_digits = sym.qty_digits.max(qty.digits.min(fixed::MAX_SCALE));
             self.scratch.push((side, price.mantissa, qty.mantissa));
         }
         Ok(())
@@ -473,14 +475,19 @@ pub fn checksum_of(
 ) -> u32 {
     let mut crc = crc32fast::Hasher::new();
     let mut buf = itoa::Buffer::new();
-    let price_div = fixed::unit(price_scale.saturating_sub(price_digits));
-    let qty_div = fixed::unit(qty_scale.saturating_sub(qty_digits));
+    // The value at the wire's precision as an integer is exactly "the digits with the
+    // point and leading zeros removed".
+    let at = |mantissa: i64, scale: u8, digits: u8| -> i128 {
+        if digits >= scale {
+            i128::from(mantissa) * i128::from(fixed::unit(digits - scale))
+        } else {
+            i128::from(mantissa / fixed::unit(scale - digits))
+        }
+    };
     for side in [asks, bids] {
         for &(price, qty) in side.iter().take(CHECKSUM_LEVELS) {
-            // The value at the wire's precision as an integer is exactly "digits with the
-            // point and leading zeros removed".
-            crc.update(buf.format(price / price_div).as_bytes());
-            crc.update(buf.format(qty / qty_div).as_bytes());
+            crc.update(buf.format(at(price, price_scale, price_digits)).as_bytes());
+            crc.update(buf.format(at(qty, qty_scale, qty_digits)).as_bytes());
         }
     }
     crc.finalize()

@@ -95,14 +95,12 @@ impl Venue {
         }
     }
 
-    /// Decimal digits kept for prices and sizes: enough for every market the venue lists
-    /// (Binance and Coinbase print at most 8; Kraken prices go to 10 on some pairs). A
-    /// value with more digits is a decode error that names the setting to raise.
+    /// Decimal digits kept for prices and sizes: 8, what Binance and Coinbase print at
+    /// most and what nearly every Kraken pair uses, while an `i64` mantissa still holds
+    /// prices up to 92 billion (far-away resting orders in deep books reach 10^9). A value
+    /// with more digits is a decode error that names the setting to raise.
     pub fn default_scales(self) -> (u8, u8) {
-        match self {
-            Venue::Binance | Venue::Coinbase => (8, 8),
-            Venue::Kraken => (10, 8),
-        }
+        (8, 8)
     }
 
     /// Silence after which a connection counts as dead: Binance pings every 20 s,
