@@ -14,8 +14,10 @@ pub mod decimal;
 pub mod json;
 pub mod mock;
 pub mod record;
+pub mod replay;
 pub mod sim;
 pub mod venue;
 
+pub use replay::ReplayFeed;
 pub use sim::{SimConfig, SimFeed};
 pub use venue::{Venue, VenueConfig, VenueFeed};

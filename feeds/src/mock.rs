@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
+pub use crate::record::Speed;
 use crate::record::{Entry, Reader};
 use crate::venue::conn::{self, ConnError, Msg, Role, WsStream};
 
@@ -271,39 +272,6 @@ impl MockConn {
     }
 }
 
-/// Replay pace of a recording.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Speed {
-    /// `n` times the recorded pace (1 = as recorded).
-    Times(f64),
-    /// As fast as possible.
-    Max,
-}
-
-impl std::str::FromStr for Speed {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Speed, String> {
-        if s.eq_ignore_ascii_case("max") {
-            return Ok(Speed::Max);
-        }
-        match s.trim_end_matches(['x', 'X']).parse::<f64>() {
-            Ok(n) if n > 0.0 && n.is_finite() => Ok(Speed::Times(n)),
-            _ => Err(format!("speed {s:?}: use 1, N (times faster) or max")),
-        }
-    }
-}
-
-impl Speed {
-    /// How long to wait for `recorded_ns` of recorded time.
-    pub fn wait(self, recorded_ns: u64) -> Duration {
-        match self {
-            Speed::Max => Duration::ZERO,
-            Speed::Times(n) => Duration::from_nanos((recorded_ns as f64 / n) as u64),
-        }
-    }
-}
-
 /// A recording split into connection segments, and its REST answers by symbol.
 type Segments = (Vec<Vec<(u64, String)>>, HashMap<String, Vec<String>>);
 
@@ -387,19 +355,6 @@ pub async fn serve_recording(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn speeds_parse() {
-        assert_eq!("max".parse::<Speed>(), Ok(Speed::Max));
-        assert_eq!("10".parse::<Speed>(), Ok(Speed::Times(10.0)));
-        assert_eq!("2x".parse::<Speed>(), Ok(Speed::Times(2.0)));
-        assert!("0".parse::<Speed>().is_err());
-        assert!("fast".parse::<Speed>().is_err());
-        assert_eq!(
-            Speed::Times(2.0).wait(1_000_000),
-            Duration::from_micros(500)
-        );
-    }
 
     #[test]
     fn query_params() {

@@ -65,6 +65,9 @@ pub struct Market {
     /// Latest ticker per symbol: field → raw text.
     pub tickers: HashMap<String, HashMap<String, String>>,
     pub messages: u64,
+    /// Every message, without `ingest_ts` (and without `ts` except on trades, where it
+    /// is the venue's time): what two runs of the same session must agree on.
+    pub log: Vec<String>,
 }
 
 impl Market {
@@ -170,6 +173,14 @@ impl Client {
         let kind = raw(&get("type").expect("type"));
         let m = &mut self.market;
         m.messages += 1;
+        let mut v: serde_json::Value = serde_json::from_slice(text).expect("JSON");
+        if let Some(o) = v.as_object_mut() {
+            o.remove("ingest_ts");
+            if o.get("type").and_then(|t| t.as_str()) != Some("trade") {
+                o.remove("ts");
+            }
+        }
+        m.log.push(v.to_string());
         let symbol = get("symbol").map(|v| raw(&v)).unwrap_or_default();
         match kind.as_str() {
             "trade" => m.trades.push(Trade {
