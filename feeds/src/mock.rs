@@ -296,6 +296,8 @@ fn load_segments(path: &Path) -> Result<Segments, crate::record::RecordError> {
                     seg.push((ts, String::from_utf8_lossy(text).into_owned()));
                 }
             }
+            // A replacement connection's frames repeat the current one's.
+            Entry::CandidateOpen | Entry::CandidateWs(_) | Entry::Switch => {}
             Entry::Rest { symbol, body } => rest
                 .entry(symbol.to_owned())
                 .or_default()

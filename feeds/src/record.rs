@@ -10,6 +10,9 @@
 //! 1633998519000000000 close
 //! ```
 //!
+//! A make-before-break replacement adds `copen` (it connected), `cws` (its frames, until
+//! it takes over) and `switch` (it took over).
+//!
 //! The first field is the receive time in nanoseconds since the Unix epoch. A payload is
 //! the frame's bytes with any CR or LF replaced by a space (JSON whitespace; venues send
 //! none inside strings, where they would have to be escaped). Writing goes through a
@@ -101,6 +104,12 @@ pub enum Event<'a> {
     },
     /// The connection ended.
     Close,
+    /// A replacement connection opened beside the current one (make-before-break).
+    CandidateOpen,
+    /// A text frame on the replacement connection.
+    CandidateWs(&'a [u8]),
+    /// The replacement took over.
+    Switch,
 }
 
 /// Writes a recording (see the module's contract).
@@ -151,6 +160,12 @@ impl Recorder {
             match event {
                 Event::Open => self.out.write_all(b" open")?,
                 Event::Close => self.out.write_all(b" close")?,
+                Event::CandidateOpen => self.out.write_all(b" copen")?,
+                Event::Switch => self.out.write_all(b" switch")?,
+                Event::CandidateWs(text) => {
+                    self.out.write_all(b" cws ")?;
+                    write_payload(&mut self.out, text)?;
+                }
                 Event::Ws(text) => {
                     self.out.write_all(b" ws ")?;
                     write_payload(&mut self.out, text)?;
@@ -214,6 +229,12 @@ pub enum Entry<'a> {
     },
     /// The connection ended.
     Close,
+    /// A replacement connection opened.
+    CandidateOpen,
+    /// A text frame on the replacement connection.
+    CandidateWs(&'a [u8]),
+    /// The replacement took over.
+    Switch,
 }
 
 /// Reads a recording entry by entry.
@@ -282,6 +303,9 @@ impl<R: BufRead> Reader<R> {
             b"open" => Entry::Open,
             b"close" => Entry::Close,
             b"ws" => Entry::Ws(rest),
+            b"cws" => Entry::CandidateWs(rest),
+            b"copen" => Entry::CandidateOpen,
+            b"switch" => Entry::Switch,
             b"rest" => {
                 let (symbol, body) = split_word(rest);
                 let symbol = std::str::from_utf8(symbol).map_err(|_| bad("symbol is not UTF-8"))?;

@@ -161,6 +161,14 @@ impl Feed for ReplayFeed {
                         count_decode_error(publisher, venue, &e, text);
                     }
                 }
+                Entry::CandidateOpen => self.protocol.begin_candidate(),
+                Entry::CandidateWs(text) => {
+                    publisher.begin_message();
+                    if let Err(e) = self.protocol.on_candidate_text(text, publisher, &mut out) {
+                        count_decode_error(publisher, venue, &e, text);
+                    }
+                }
+                Entry::Switch => self.protocol.end_candidate(),
                 Entry::Rest { symbol, body } => {
                     publisher.begin_message();
                     if let Err(e) = self.protocol.on_rest(symbol, body, publisher, &mut out) {

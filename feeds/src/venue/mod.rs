@@ -47,6 +47,10 @@ pub use symbols::{Symbols, TradeCheck, TradeIds};
 const TICK: Duration = Duration::from_millis(5);
 /// A connection that lasted this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// A replacement connection that has not caught up after this long takes over anyway.
+const REPLACE_DEADLINE: Duration = Duration::from_secs(10);
+/// A replacement that failed is tried again after this long.
+const REPLACE_RETRY: Duration = Duration::from_secs(30);
 
 /// The exchanges tickwire speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,6 +142,10 @@ pub struct VenueConfig {
     pub reconnect_max: Duration,
     /// Largest WebSocket message or REST answer. Default 64 MiB.
     pub max_message_bytes: usize,
+    /// Replace the connection after this long, opening the new one first and switching
+    /// once it has caught up by sequence (make-before-break). Default: 23 h 30 min for
+    /// Binance, which closes connections at 24 h; none for the others.
+    pub max_connection_age: Option<Duration>,
     /// Book depth asked for: Binance REST snapshot `limit` (default 1000), Kraken `depth`
     /// (default 25; its checksum covers the top 10). Coinbase sends the whole book.
     pub book_depth: u32,
@@ -159,6 +167,8 @@ impl VenueConfig {
             reconnect_initial: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             max_message_bytes: 64 << 20,
+            max_connection_age: (venue == Venue::Binance)
+                .then_some(Duration::from_secs(23 * 3600 + 30 * 60)),
             book_depth: match venue {
                 Venue::Binance => 1000,
                 Venue::Coinbase => 0,
@@ -294,6 +304,36 @@ pub trait Protocol: Send {
     fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
         let _ = (now, out);
     }
+
+    /// Subscriptions for a replacement connection opened beside the current one
+    /// (make-before-break); unlike [`Protocol::on_open`] nothing is reset.
+    fn subscriptions(&mut self, out: &mut Outbox) {
+        let _ = out;
+    }
+
+    /// A replacement connection is up: start tracking its catch-up.
+    fn begin_candidate(&mut self) {}
+
+    /// A frame from the replacement connection. Only what continues the current state is
+    /// taken: repeats are dropped, and events ahead of the current state are ignored (the
+    /// current connection delivers them).
+    fn on_candidate_text(
+        &mut self,
+        text: &[u8],
+        publisher: &mut Publisher,
+        out: &mut Outbox,
+    ) -> Result<(), DecodeError> {
+        let _ = (text, publisher, out);
+        Ok(())
+    }
+
+    /// Whether the replacement has caught up with the current state on every symbol.
+    fn candidate_caught_up(&self) -> bool {
+        false
+    }
+
+    /// The replacement became the connection (or was given up).
+    fn end_candidate(&mut self) {}
 }
 
 /// The protocol of `cfg.venue`.
@@ -403,6 +443,27 @@ struct Driver<'a> {
 }
 
 type FetchResult = (String, Result<Vec<u8>, ConnError>);
+type WsStream = conn::WsStream<conn::Stream>;
+
+/// The next message of the replacement connection; pending while there is none.
+async fn next_of(
+    candidate: &mut Option<(WsStream, tokio::time::Instant)>,
+) -> Result<Msg, ConnError> {
+    match candidate {
+        Some((ws, _)) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The replacement's connect task; pending while there is none.
+async fn join_of<T>(
+    handle: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match handle {
+        Some(h) => h.await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Driver<'_> {
     fn stopping(&self) -> bool {
@@ -499,7 +560,7 @@ impl Driver<'_> {
         self.set_state(state);
     }
 
-    async fn session(&mut self, mut ws: conn::WsStream<conn::Stream>) -> SessionEnd {
+    async fn session(&mut self, mut ws: WsStream) -> SessionEnd {
         let mut fetches: JoinSet<FetchResult> = JoinSet::new();
         if let Some(r) = self.recorder.as_deref_mut() {
             r.event(crate::record::Event::Open);
@@ -512,6 +573,11 @@ impl Driver<'_> {
         let mut last_frame = tokio::time::Instant::now();
         let mut timer = tokio::time::interval(TICK);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Make-before-break: when the replacement is due, its connect task, and then the
+        // replacement itself until it takes over.
+        let mut replace_at = self.cfg.max_connection_age.map(|age| last_frame + age);
+        let mut connecting: Option<tokio::task::JoinHandle<Result<WsStream, ConnError>>> = None;
+        let mut candidate: Option<(WsStream, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
                 biased;
@@ -539,6 +605,67 @@ impl Driver<'_> {
                         }
                         Msg::Close(code) => return ConnError::Closed(code).into(),
                         Msg::Binary | Msg::Pong => {}
+                    }
+                }
+                msg = next_of(&mut candidate) => {
+                    let Some((cand, _)) = candidate.as_mut() else { continue };
+                    let lost = match msg {
+                        Ok(Msg::Text) => {
+                            let text = cand.payload();
+                            if let Some(r) = self.recorder.as_deref_mut() {
+                                r.event(crate::record::Event::CandidateWs(text));
+                            }
+                            self.publisher.begin_message();
+                            if let Err(e) = self.protocol.on_candidate_text(text, self.publisher, &mut self.outbox) {
+                                count_decode_error(self.publisher, self.cfg.venue, &e, text);
+                            }
+                            None
+                        }
+                        Ok(Msg::Ping) => cand.pong().await.err(),
+                        Ok(Msg::Close(code)) => Some(ConnError::Closed(code)),
+                        Ok(Msg::Binary | Msg::Pong) => None,
+                        Err(e) => Some(e),
+                    };
+                    if let Some(e) = lost {
+                        tracing::warn!(feed = self.cfg.venue.name(), error = %e, "replacement connection lost; the current one goes on");
+                        candidate = None;
+                        self.protocol.end_candidate();
+                        replace_at = Some(tokio::time::Instant::now() + REPLACE_RETRY);
+                    }
+                }
+                joined = join_of(&mut connecting) => {
+                    connecting = None;
+                    match joined {
+                        Ok(Ok(mut cand)) => {
+                            let mut subs = Outbox::default();
+                            self.protocol.subscriptions(&mut subs);
+                            let mut sent = Ok(());
+                            for text in &subs.texts {
+                                sent = cand.send_text(text.as_bytes()).await;
+                                if sent.is_err() {
+                                    break;
+                                }
+                            }
+                            match sent {
+                                Ok(()) => {
+                                    tracing::info!(feed = self.cfg.venue.name(), "replacement connection up; switching once it has caught up");
+                                    if let Some(r) = self.recorder.as_deref_mut() {
+                                        r.event(crate::record::Event::CandidateOpen);
+                                    }
+                                    self.protocol.begin_candidate();
+                                    candidate = Some((cand, tokio::time::Instant::now()));
+                                }
+                                Err(e) => {
+                                    tracing::warn!(feed = self.cfg.venue.name(), error = %e, "replacement connection failed");
+                                    replace_at = Some(tokio::time::Instant::now() + REPLACE_RETRY);
+                                }
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(feed = self.cfg.venue.name(), error = %e, "replacement connection failed");
+                            replace_at = Some(tokio::time::Instant::now() + REPLACE_RETRY);
+                        }
+                        Err(_) => replace_at = Some(tokio::time::Instant::now() + REPLACE_RETRY),
                     }
                 }
                 Some(done) = fetches.join_next() => {
@@ -573,6 +700,33 @@ impl Driver<'_> {
                     if let Some(r) = self.recorder.as_deref_mut() {
                         r.tick();
                     }
+                    let now = tokio::time::Instant::now();
+                    if replace_at.is_some_and(|at| now >= at) && candidate.is_none() && connecting.is_none() {
+                        replace_at = None;
+                        let (url, timeout, max) = (self.ws_url.clone(), self.cfg.connect_timeout, self.cfg.max_message_bytes);
+                        connecting = Some(tokio::spawn(async move { conn::connect_ws(&url, timeout, max).await }));
+                    }
+                }
+            }
+            let switch = candidate.as_ref().is_some_and(|(_, since)| {
+                self.protocol.candidate_caught_up() || since.elapsed() >= REPLACE_DEADLINE
+            });
+            if switch {
+                if let Some((cand, _)) = candidate.take() {
+                    let mut old = std::mem::replace(&mut ws, cand);
+                    // The old connection has nothing the new one lacks: close it politely.
+                    let _ = old.close(1000).await;
+                    drop(old);
+                    self.protocol.end_candidate();
+                    if let Some(r) = self.recorder.as_deref_mut() {
+                        r.event(crate::record::Event::Switch);
+                    }
+                    last_frame = tokio::time::Instant::now();
+                    replace_at = self.cfg.max_connection_age.map(|age| last_frame + age);
+                    tracing::info!(
+                        feed = self.cfg.venue.name(),
+                        "switched to the replacement connection"
+                    );
                 }
             }
             if let Err(e) = self.drain_outbox(&mut ws, &mut fetches).await {
@@ -585,7 +739,7 @@ impl Driver<'_> {
 
     async fn drain_outbox(
         &mut self,
-        ws: &mut conn::WsStream<conn::Stream>,
+        ws: &mut WsStream,
         fetches: &mut JoinSet<FetchResult>,
     ) -> Result<(), ConnError> {
         for text in self.outbox.texts.drain(..) {
