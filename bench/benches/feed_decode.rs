@@ -4,6 +4,8 @@
 //!   prices and sizes to fixed point, trade-id / sequence / checksum checks, and the ticks
 //!   published into a ring (`Publisher::flush` included). Everything a live frame costs
 //!   after the socket read.
+//! - `<venue>_<kind>/tickwire_scan`: the same scanner and decimal parser reading the same
+//!   fields as `serde_json_typed` (no checks, nothing published): the decoder alone.
 //! - `<venue>_<kind>/serde_json_typed`: `serde_json` into a borrowed typed struct, then the
 //!   same fixed-point conversion of prices and sizes (Kraken's numbers go through `f64`,
 //!   which loses the digits its checksum needs); nothing published.
@@ -23,6 +25,7 @@ use tickwire_engine::fixed;
 use tickwire_engine::ring;
 use tickwire_engine::symbol::SymbolRegistryBuilder;
 use tickwire_feeds::venue::{self, Outbox, Protocol};
+use tickwire_feeds::{decimal, json};
 use tickwire_feeds::{Venue, VenueConfig};
 
 const STREAM: u64 = 20_000;
@@ -241,6 +244,90 @@ fn typed(case: &Case, m: &str) -> i64 {
     }
 }
 
+/// A price or size text at 8 decimals through the feeds' decimal parser.
+fn dx(v: Option<json::Value<'_>>) -> i64 {
+    v.and_then(|v| v.text())
+        .and_then(|t| decimal::parse(t, 8).ok())
+        .map_or(0, |d| d.mantissa)
+}
+
+/// Sum of `[price, size, ...]` arrays' first two (or, with `skip`, second and third) texts.
+fn levels_sum(list: Option<json::Value<'_>>, skip: usize) -> i64 {
+    let mut sum = 0;
+    for level in list.and_then(|l| l.array()).into_iter().flatten().flatten() {
+        let mut it = level.array().into_iter().flatten().flatten().skip(skip);
+        sum += dx(it.next()) + dx(it.next());
+    }
+    sum
+}
+
+/// A field of an object, errors as absent.
+fn field<'a>(o: &json::Object<'a>, k: &[u8]) -> Option<json::Value<'a>> {
+    o.get(k).ok().flatten()
+}
+
+/// The fields `serde_json_typed` reads, by the feeds' scanner.
+fn scan(case: &Case, m: &str) -> i64 {
+    let Ok(root) = json::parse(m.as_bytes()) else {
+        return 0;
+    };
+    let Some(obj) = root.object() else { return 0 };
+    match case.venue {
+        Venue::Binance => {
+            let Some(data) = field(&obj, b"data").and_then(|d| d.object()) else {
+                return 0;
+            };
+            let mut sum = 0;
+            for f in data.flatten() {
+                match f.0 {
+                    b"p" | b"q" => sum += dx(Some(f.1)),
+                    b"t" | b"T" | b"E" | b"U" | b"u" => sum += f.1.u64().unwrap_or(0) as i64 & 1,
+                    b"b" | b"a" => sum += levels_sum(Some(f.1), 0),
+                    _ => {}
+                }
+            }
+            sum
+        }
+        Venue::Coinbase => {
+            let mut sum = 0;
+            for f in obj.flatten() {
+                match f.0 {
+                    b"price" | b"size" => sum += dx(Some(f.1)),
+                    b"trade_id" => sum += f.1.u64().unwrap_or(0) as i64 & 1,
+                    b"changes" => sum += levels_sum(Some(f.1), 1),
+                    _ => {}
+                }
+            }
+            sum
+        }
+        Venue::Kraken => {
+            let mut sum = 0;
+            for entry in field(&obj, b"data")
+                .and_then(|d| d.array())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for f in entry.object().into_iter().flatten().flatten() {
+                    match f.0 {
+                        b"price" | b"qty" => sum += dx(Some(f.1)),
+                        b"trade_id" | b"checksum" => sum += f.1.u64().unwrap_or(0) as i64 & 1,
+                        b"bids" | b"asks" => {
+                            for level in f.1.array().into_iter().flatten().flatten() {
+                                for lf in level.object().into_iter().flatten().flatten() {
+                                    sum += dx(Some(lf.1));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            sum
+        }
+    }
+}
+
 fn feed_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("feed_decode");
     group
@@ -271,6 +358,12 @@ fn feed_decode(c: &mut Criterion) {
             })
         });
         let mut i = 0;
+        group.bench_function(format!("{name}/tickwire_scan"), |b| {
+            b.iter(|| {
+                i = (i + 1) % case.stream.len();
+                black_box(scan(&case, black_box(&case.stream[i])))
+            })
+        });
         group.bench_function(format!("{name}/serde_json_typed"), |b| {
             b.iter(|| {
                 i = (i + 1) % case.stream.len();

@@ -369,3 +369,164 @@ async fn a_silent_connection_is_replaced() {
     drop(first);
     engine.shutdown();
 }
+
+#[tokio::test]
+async fn make_before_break_replaces_the_connection_without_a_gap() {
+    let mut mock = MockExchange::start().await.unwrap();
+    let mut cfg = config(&mock, Duration::from_secs(30));
+    cfg.max_connection_age = Some(Duration::from_millis(300));
+    let engine = engine(Box::new(VenueFeed::new(cfg)));
+    let stats = &engine.shared().feeds[0].stats;
+    let mut client = Client::connect(engine.local_addr()).await;
+    client.subscribe_all(&[BTC, ETH]).await;
+    let mut old = accept(&mut mock).await;
+    mock.push_rest(
+        "BTCUSDT",
+        snapshot(
+            100,
+            r#"["100.00000000","1.00000000"]"#,
+            r#"["101.00000000","1.00000000"]"#,
+        ),
+    );
+    mock.push_rest(
+        "ETHUSDT",
+        snapshot(
+            500,
+            r#"["10.00000000","1.00000000"]"#,
+            r#"["11.00000000","1.00000000"]"#,
+        ),
+    );
+    old.send(&depth(
+        "BTCUSDT",
+        101,
+        101,
+        r#"["99.00000000","1.00000000"]"#,
+        "",
+    ))
+    .await
+    .unwrap();
+    old.send(&depth(
+        "ETHUSDT",
+        501,
+        501,
+        r#"["9.00000000","1.00000000"]"#,
+        "",
+    ))
+    .await
+    .unwrap();
+    old.send(&trade("BTCUSDT", 1, "100.00000000", "0.10000000", true))
+        .await
+        .unwrap();
+    client
+        .wait("books and a trade", |m| {
+            m.book(BTC).bids.len() == 2 && m.book(ETH).bids.len() == 2 && m.trades.len() == 1
+        })
+        .await;
+
+    // The replacement opens while the old connection still serves.
+    let mut new = accept(&mut mock).await;
+    // Ahead of the current state on the new one: left to the old one.
+    new.send(&trade("BTCUSDT", 3, "100.30000000", "0.10000000", true))
+        .await
+        .unwrap();
+    new.send(&depth(
+        "BTCUSDT",
+        103,
+        103,
+        r#"["98.00000000","3.00000000"]"#,
+        "",
+    ))
+    .await
+    .unwrap();
+    old.send(&trade("BTCUSDT", 2, "100.20000000", "0.10000000", true))
+        .await
+        .unwrap();
+    old.send(&depth(
+        "BTCUSDT",
+        102,
+        102,
+        r#"["98.50000000","2.00000000"]"#,
+        "",
+    ))
+    .await
+    .unwrap();
+    old.send(&trade("BTCUSDT", 3, "100.30000000", "0.10000000", true))
+        .await
+        .unwrap();
+    old.send(&depth(
+        "BTCUSDT",
+        103,
+        103,
+        r#"["98.00000000","3.00000000"]"#,
+        "",
+    ))
+    .await
+    .unwrap();
+    client
+        .wait("three trades", |m| {
+            m.trades_of(BTC).len() == 3 && m.book(BTC).bids.len() == 4
+        })
+        .await;
+    // The new one repeats what the books hold: caught up, it takes over.
+    new.send(&depth(
+        "BTCUSDT",
+        103,
+        103,
+        r#"["98.00000000","3.00000000"]"#,
+        "",
+    ))
+    .await
+    .unwrap();
+    new.send(&depth(
+        "ETHUSDT",
+        501,
+        501,
+        r#"["9.00000000","1.00000000"]"#,
+        "",
+    ))
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(common::DEADLINE, old.recv_text())
+        .await
+        .expect("the old connection is closed");
+    assert_eq!(closed, None);
+    new.send(&trade("BTCUSDT", 4, "100.40000000", "0.10000000", false))
+        .await
+        .unwrap();
+    new.send(&depth(
+        "BTCUSDT",
+        104,
+        104,
+        r#"["97.00000000","4.00000000"]"#,
+        "",
+    ))
+    .await
+    .unwrap();
+    client
+        .wait("flowing on the new connection", |m| {
+            m.trades_of(BTC).len() == 4 && m.book(BTC).bids.len() == 5
+        })
+        .await;
+    let seqs: Vec<(u64, String)> = client
+        .market
+        .trades_of(BTC)
+        .iter()
+        .map(|t| (t.seq, t.trade_id.clone()))
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            (1, "1".to_string()),
+            (2, "2".to_string()),
+            (3, "3".to_string()),
+            (4, "4".to_string())
+        ]
+    );
+    assert!(client.market.gaps.is_empty());
+    assert_eq!(stats.gaps.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.trades_missed.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.resyncs.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.reconnects.load(Ordering::Relaxed), 0);
+    assert_eq!(mock.rest_requests("BTCUSDT"), 1, "no refetch");
+    engine.shutdown();
+}

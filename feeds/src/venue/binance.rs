@@ -21,6 +21,11 @@
 //!   aggressor sold.
 //! - **Trades**: trade ids count up by one per symbol; a jump (after a reconnect) is
 //!   published as skipped trade seqs, a repeat is dropped.
+//! - **Make-before-break**: Binance closes a connection after 24 h. A replacement is
+//!   opened first; its frames go through the same rules, except that what runs ahead of
+//!   the current state (a depth event past `last_u + 1`, a trade id past the last + 1) is
+//!   left to the current connection. Once the replacement's depth events continue every
+//!   book, it takes over.
 //! - Quantities are absolute; `"0.00000000"` removes a level. The book keeps every level
 //!   it hears of (the snapshot's 1000 and any outside it the diffs touch).
 
@@ -91,6 +96,11 @@ pub struct Binance {
     scratch: Vec<(BookSide, i64, i64)>,
     /// Next request id for SUBSCRIBE.
     next_id: u64,
+    /// While a replacement connection catches up: per symbol, whether one of its depth
+    /// events continued (or repeated) the current book.
+    candidate: Option<Vec<bool>>,
+    /// The frame being decoded came from the replacement connection.
+    from_candidate: bool,
 }
 
 impl Binance {
@@ -118,6 +128,8 @@ impl Binance {
             depth_limit: cfg.book_depth.clamp(1, 5000),
             scratch: Vec::with_capacity(1024),
             next_id: 1,
+            candidate: None,
+            from_candidate: false,
         }
     }
 
@@ -206,6 +218,15 @@ impl Binance {
             Some(false) => Some(Aggressor::Buy),
             None => None,
         };
+        if self.from_candidate {
+            // A replacement that is ahead would make the current connection's next
+            // trades look like repeats: take only what continues the current state.
+            match self.syms[i].trades.last() {
+                Some(last) if trade_id <= last + 1 => {}
+                // Ahead, or no trade yet to continue: the current connection sets the pace.
+                _ => return Ok(()),
+            }
+        }
         let id = self.symbols.id(i);
         match self.syms[i].trades.check(trade_id) {
             TradeCheck::Seen => return Ok(()),
@@ -295,6 +316,9 @@ impl Binance {
         };
         let ts = time.and_then(|v| v.u64()).map(ms_to_ns).unwrap_or(0);
         match self.syms[i].book {
+            // The current connection fills the buffer; the replacement's copy would only
+            // repeat or run ahead of it.
+            BookSync::Waiting { .. } if self.from_candidate => {}
             BookSync::Waiting { requested, .. } => {
                 let sym = &mut self.syms[i];
                 if sym.levels.len() + self.scratch.len() > MAX_BUFFERED_LEVELS {
@@ -320,6 +344,11 @@ impl Binance {
             }
             BookSync::Live { last_u } => {
                 if last <= last_u {
+                    self.caught_up(i);
+                    return Ok(());
+                }
+                if first > last_u + 1 && self.from_candidate {
+                    // Ahead of the current connection: it will deliver these.
                     return Ok(());
                 }
                 if first > last_u + 1 {
@@ -359,9 +388,19 @@ impl Binance {
                 }
                 publisher.end_book();
                 self.syms[i].book = BookSync::Live { last_u: last };
+                self.caught_up(i);
             }
         }
         Ok(())
+    }
+
+    /// Notes that the replacement connection's stream of symbol `i` continues ours.
+    fn caught_up(&mut self, i: usize) {
+        if self.from_candidate {
+            if let Some(flags) = self.candidate.as_mut() {
+                flags[i] = true;
+            }
+        }
     }
 
     fn dispatch(
@@ -543,6 +582,7 @@ impl Protocol for Binance {
     }
 
     fn on_close(&mut self, publisher: &mut Publisher) {
+        self.candidate = None;
         for i in 0..self.syms.len() {
             if matches!(self.syms[i].book, BookSync::Live { .. }) {
                 self.resync(i, publisher);
@@ -587,6 +627,42 @@ impl Protocol for Binance {
         self.syms
             .iter()
             .any(|s| !matches!(s.book, BookSync::Live { .. }))
+    }
+
+    fn subscriptions(&mut self, out: &mut Outbox) {
+        let subscribe = self.subscribe_message();
+        out.texts.push(subscribe);
+    }
+
+    fn begin_candidate(&mut self) {
+        self.candidate = Some(vec![false; self.syms.len()]);
+    }
+
+    fn on_candidate_text(
+        &mut self,
+        text: &[u8],
+        publisher: &mut Publisher,
+        out: &mut Outbox,
+    ) -> Result<(), DecodeError> {
+        self.from_candidate = true;
+        let decoded = self.dispatch(text, publisher, out);
+        self.from_candidate = false;
+        decoded
+    }
+
+    fn candidate_caught_up(&self) -> bool {
+        // Every book in sync and continued by the replacement; a book being rebuilt
+        // waits (the driver's deadline switches anyway).
+        self.candidate.as_ref().is_some_and(|flags| {
+            flags
+                .iter()
+                .zip(&self.syms)
+                .all(|(&caught, sym)| caught && matches!(sym.book, BookSync::Live { .. }))
+        })
+    }
+
+    fn end_candidate(&mut self) {
+        self.candidate = None;
     }
 
     fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
