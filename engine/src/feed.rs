@@ -62,6 +62,9 @@ pub enum FeedState {
     Disconnected = 2,
     /// Ended (shutdown, end of a recording, or a fatal error).
     Stopped = 3,
+    /// Connected, but rebuilding one or more symbols' books after a sequence gap or a
+    /// bad checksum (the other symbols keep flowing).
+    Resyncing = 4,
 }
 
 impl FeedState {
@@ -72,6 +75,7 @@ impl FeedState {
             FeedState::Live => "live",
             FeedState::Disconnected => "disconnected",
             FeedState::Stopped => "stopped",
+            FeedState::Resyncing => "resyncing",
         }
     }
 
@@ -80,6 +84,7 @@ impl FeedState {
             1 => FeedState::Live,
             2 => FeedState::Disconnected,
             3 => FeedState::Stopped,
+            4 => FeedState::Resyncing,
             _ => FeedState::Connecting,
         }
     }
@@ -98,8 +103,15 @@ pub struct FeedStats {
     pub decode_errors: AtomicU64,
     /// Reconnects to the venue.
     pub reconnects: AtomicU64,
-    /// Sequence gaps detected in the venue's stream.
+    /// Sequence gaps detected in the venue's stream (books and trades).
     pub gaps: AtomicU64,
+    /// Book checksums that did not match the venue's (each one resyncs that book).
+    pub checksum_failures: AtomicU64,
+    /// Per-symbol book resyncs started by the feed (after a gap, a bad checksum or a
+    /// reconnect): a fresh snapshot fetched or resubscribed.
+    pub resyncs: AtomicU64,
+    /// Venue trades known to be missed (trade-id gaps), published as skipped seqs.
+    pub trades_missed: AtomicU64,
     /// Resyncs served to lapped workers.
     pub resyncs_served: AtomicU64,
     /// Ticks published during the last full second.
@@ -336,6 +348,22 @@ impl Publisher {
                 trade_id,
             },
         });
+    }
+
+    /// Records that `missed` venue trades of `symbol` will never be published (the venue's
+    /// trade ids jumped, or a reconnect lost them): the next trade's seq is raised by
+    /// `missed`, so the skipped seqs stand for the lost trades and consumers see the jump
+    /// (the fan-out reports it to clients as a `gap`). Counts one gap.
+    pub fn skip_trades(&mut self, symbol: SymbolId, missed: u64) {
+        if missed == 0 {
+            return;
+        }
+        self.end_book();
+        let state = &mut self.states[symbol.index()];
+        state.trade_seq = state.trade_seq.saturating_add(missed);
+        let stats = &self.shared.stats;
+        stats.gaps.fetch_add(1, Ordering::Relaxed);
+        stats.trades_missed.fetch_add(missed, Ordering::Relaxed);
     }
 
     /// Publishes a best bid/offer (size 0 = no level on that side).
@@ -607,6 +635,28 @@ mod tests {
             matches!(got[0].event, Event::Level { flags, .. } if flags.contains(LevelFlags::BATCH_END))
         );
         assert!(matches!(got[1].event, Event::Trade { .. }));
+    }
+
+    #[test]
+    fn skipped_trades_raise_the_next_seq() {
+        let s = SymbolId(0);
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64).0);
+        let mut c = p.subscribe();
+        p.trade(s, None, 5, 1, None, 10);
+        p.skip_trades(s, 3);
+        p.skip_trades(s, 0);
+        p.trade(s, None, 5, 1, None, 14);
+        p.flush();
+        let seqs: Vec<u64> = drain(&mut c)
+            .iter()
+            .filter_map(|t| match t.event {
+                Event::Trade { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, [1, 5]);
+        assert_eq!(p.shared().stats.gaps.load(Ordering::Relaxed), 1);
+        assert_eq!(p.shared().stats.trades_missed.load(Ordering::Relaxed), 3);
     }
 
     #[test]

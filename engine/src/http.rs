@@ -106,7 +106,13 @@ pub fn stats_json(shared: &EngineShared) -> String {
                 "decode_errors": load(&s.decode_errors),
                 "reconnects": load(&s.reconnects),
                 "gaps": load(&s.gaps),
+                "checksum_failures": load(&s.checksum_failures),
+                "resyncs": load(&s.resyncs),
+                "trades_missed": load(&s.trades_missed),
                 "resyncs_served": load(&s.resyncs_served),
+                "exchange_to_ingest": latency::summary(
+                    &latency::merged(std::slice::from_ref(&s.latency), Stage::ExchangeToIngest).0
+                ),
             })
         })
         .collect();
@@ -249,6 +255,36 @@ pub fn metrics_text(shared: &EngineShared) -> String {
         &per_feed(&|f| load(&f.stats.reconnects)),
     );
     counter(
+        "tickwire_feed_gaps_total",
+        "Sequence gaps detected in the venue's stream.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.gaps)),
+    );
+    counter(
+        "tickwire_feed_checksum_failures_total",
+        "Book checksums that did not match the venue's.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.checksum_failures)),
+    );
+    counter(
+        "tickwire_feed_resyncs_total",
+        "Per-symbol book resyncs started by the feed.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.resyncs)),
+    );
+    counter(
+        "tickwire_feed_trades_missed_total",
+        "Venue trades known to be missed (trade-id gaps).",
+        "counter",
+        &per_feed(&|f| load(&f.stats.trades_missed)),
+    );
+    counter(
+        "tickwire_feed_state",
+        "Feed state: 0 connecting, 1 live, 2 disconnected, 3 stopped, 4 resyncing.",
+        "gauge",
+        &per_feed(&|f| f.stats.state() as u64),
+    );
+    counter(
         "tickwire_feed_live",
         "1 while the feed is live.",
         "gauge",
@@ -367,6 +403,28 @@ pub fn metrics_text(shared: &EngineShared) -> String {
         "counter",
         &closed,
     );
+    {
+        let name = "tickwire_feed_exchange_to_ingest_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Venue event time to ingest, per feed.\n# TYPE {name} summary"
+        );
+        for feed in &shared.feeds {
+            let (h, _) = latency::merged(
+                std::slice::from_ref(&feed.stats.latency),
+                Stage::ExchangeToIngest,
+            );
+            for q in [0.5, 0.99] {
+                let v = if h.is_empty() {
+                    f64::NAN
+                } else {
+                    h.value_at_quantile(q) as f64 / 1e9
+                };
+                let _ = writeln!(out, "{name}{{feed=\"{}\",quantile=\"{q}\"}} {v}", feed.name);
+            }
+            let _ = writeln!(out, "{name}_count{{feed=\"{}\"}} {}", feed.name, h.len());
+        }
+    }
     let slots = latency_slots(shared);
     for stage in Stage::ALL {
         let (h, _) = latency::merged(&slots, stage);

@@ -5,6 +5,7 @@
 
 mod bench;
 
+mod feeds;
 mod fetch;
 mod report;
 mod stats_view;
@@ -51,6 +52,47 @@ enum Command {
     Stats(StatsArgs),
     /// Write an HTML latency report (and .hgrm files) from an engine or saved files.
     Report(ReportArgs),
+    /// Capture a venue's raw frames and REST snapshots, with receive times, to a file
+    /// (play it back with `serve --feed replay:FILE` or `mock-exchange`).
+    Record(RecordArgs),
+    /// Serve a recording on 127.0.0.1 in the venue's own protocol (WebSocket and REST
+    /// snapshots), for tests and demos without a network.
+    MockExchange(MockArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// What to record: `VENUE:SYM1,SYM2` (binance, coinbase, kraken).
+    #[arg(long)]
+    feed: String,
+    /// The file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Stop after this many seconds (default: until interrupted).
+    #[arg(long)]
+    duration_s: Option<u64>,
+    /// `VENUE=URL`: the venue's WebSocket URL (`ws://` accepted).
+    #[arg(long, value_name = "VENUE=URL")]
+    feed_url: Vec<String>,
+    /// `VENUE=URL`: the venue's REST base URL.
+    #[arg(long, value_name = "VENUE=URL")]
+    rest_url: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct MockArgs {
+    /// The venue whose protocol the recording is in.
+    #[arg(long)]
+    venue: String,
+    /// The recording (`tickwire record`).
+    #[arg(long)]
+    file: PathBuf,
+    /// Address to listen on (loopback).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    listen: std::net::SocketAddr,
+    /// Pace: 1 (as recorded), N (N times faster) or max.
+    #[arg(long, default_value = "1")]
+    speed: String,
 }
 
 #[derive(Args, Debug)]
@@ -93,9 +135,19 @@ struct ServeArgs {
     /// Fan-out worker threads [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
-    /// Feed to run: `sim` [default: sim].
+    /// Feed to run, repeatable: `sim`, `VENUE:SYM1,SYM2` (`binance:BTCUSDT,ETHUSDT`,
+    /// `coinbase:BTC-USD`, `kraken:BTC/USD`) or `replay:FILE` [default: sim].
     #[arg(long)]
-    feed: Option<String>,
+    feed: Vec<String>,
+    /// `VENUE=URL`, repeatable: a venue's WebSocket URL (testnets, tests; `ws://` accepted).
+    #[arg(long, value_name = "VENUE=URL")]
+    feed_url: Vec<String>,
+    /// `VENUE=URL`, repeatable: a venue's REST base URL (Binance depth snapshots).
+    #[arg(long, value_name = "VENUE=URL")]
+    rest_url: Vec<String>,
+    /// Pace of `replay:` feeds: 1 (as recorded), N (N times faster) or max [default: 1].
+    #[arg(long)]
+    replay_speed: Option<String>,
     /// Number of simulated symbols [default: 16].
     #[arg(long)]
     sim_symbols: Option<usize>,
@@ -132,8 +184,31 @@ struct ServeArgs {
 #[serde(deny_unknown_fields, default)]
 struct FileConfig {
     engine: Option<EngineConfig>,
-    feed: Option<String>,
+    /// One feed spec or a list of them, as `--feed`.
+    feed: Option<OneOrMany>,
+    /// Venue name → WebSocket URL, as `--feed-url`.
+    feed_url: std::collections::BTreeMap<String, String>,
+    /// Venue name → REST base URL, as `--rest-url`.
+    rest_url: std::collections::BTreeMap<String, String>,
+    /// As `--replay-speed`.
+    replay_speed: Option<String>,
     sim: SimFile,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -173,6 +248,8 @@ fn main() -> Result<ExitCode> {
             let path = report::write_html(&run, compare.as_ref(), &args.out)?;
             println!("wrote {}", path.display());
         }
+        Some(Command::Record(args)) => feeds::record(args)?,
+        Some(Command::MockExchange(args)) => feeds::mock_exchange(args)?,
         None => serve(cli.serve)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -208,29 +285,54 @@ fn serve(args: ServeArgs) -> Result<()> {
         cfg.worker_cores = (0..n).collect();
         cfg.feed_cores = vec![n - 1];
     }
-    let feed_name = args.feed.or(file.feed).unwrap_or_else(|| "sim".into());
-    let feed: Box<dyn Feed> = match feed_name.as_str() {
-        "sim" => {
-            let defaults = SimConfig::default();
-            let trades_only = args.sim_trades_only || file.sim.trades_only.unwrap_or(false);
-            Box::new(SimFeed::new(SimConfig {
-                // Trades only means one symbol unless told otherwise (then refused).
-                symbols: args
-                    .sim_symbols
-                    .or(file.sim.symbols)
-                    .unwrap_or(if trades_only { 1 } else { defaults.symbols }),
-                rate_per_s: args
-                    .sim_rate
-                    .or(file.sim.rate)
-                    .unwrap_or(defaults.rate_per_s),
-                seed: args.sim_seed.or(file.sim.seed).unwrap_or(defaults.seed),
-                trades_only,
-                ..defaults
-            }))
-        }
-        other => bail!("unknown feed {other:?}: this build has `sim`"),
+    let specs = if args.feed.is_empty() {
+        file.feed.map(OneOrMany::into_vec).unwrap_or_default()
+    } else {
+        args.feed.clone()
     };
-    let engine = tickwire_engine::server::start(cfg, vec![feed])?;
+    let specs = if specs.is_empty() {
+        vec!["sim".to_owned()]
+    } else {
+        specs
+    };
+    let mut feed_urls = feeds::url_map(&args.feed_url, "--feed-url")?;
+    for (venue, url) in &file.feed_url {
+        feed_urls
+            .entry(venue.clone())
+            .or_insert_with(|| url.clone());
+    }
+    let mut rest_urls = feeds::url_map(&args.rest_url, "--rest-url")?;
+    for (venue, url) in &file.rest_url {
+        rest_urls
+            .entry(venue.clone())
+            .or_insert_with(|| url.clone());
+    }
+    let speed = args
+        .replay_speed
+        .clone()
+        .or(file.replay_speed.clone())
+        .unwrap_or_else(|| "1".into());
+    let speed: tickwire_feeds::record::Speed = speed.parse().map_err(anyhow::Error::msg)?;
+    let sim = || -> Box<dyn Feed> {
+        let defaults = SimConfig::default();
+        let trades_only = args.sim_trades_only || file.sim.trades_only.unwrap_or(false);
+        Box::new(SimFeed::new(SimConfig {
+            // Trades only means one symbol unless told otherwise (then refused).
+            symbols: args
+                .sim_symbols
+                .or(file.sim.symbols)
+                .unwrap_or(if trades_only { 1 } else { defaults.symbols }),
+            rate_per_s: args
+                .sim_rate
+                .or(file.sim.rate)
+                .unwrap_or(defaults.rate_per_s),
+            seed: args.sim_seed.or(file.sim.seed).unwrap_or(defaults.seed),
+            trades_only,
+            ..defaults
+        }))
+    };
+    let feeds = feeds::build(&specs, &feed_urls, &rest_urls, speed, sim)?;
+    let engine = tickwire_engine::server::start(cfg, feeds)?;
     tracing::info!(
         "open http://{}/ for the dashboard; Ctrl-C stops",
         engine.local_addr()
