@@ -12,6 +12,7 @@ pub mod config;
 pub mod feed;
 pub mod fixed;
 pub mod frames;
+pub mod fuzz;
 pub mod hgrm;
 pub mod http;
 pub mod latency;
