@@ -66,6 +66,17 @@ pub struct EngineConfig {
     /// a loopback host (`localhost`, `127.0.0.1`, `[::1]`) passes, and a request without
     /// an `Origin` (not a browser) passes. Anything else gets `403`. Default: empty.
     pub allowed_origins: Vec<String>,
+    /// Connections (HTTP and WebSocket) the engine holds at once; past it new ones are
+    /// closed at accept. Default 100,000 (the open-file limit may cap it first).
+    pub max_connections: usize,
+    /// Connections one client address may hold. Default 1,000.
+    pub max_connections_per_ip: u32,
+    /// WebSocket upgrades per second one address may make (a bucket of this size);
+    /// past it, `429`. Default 50.
+    pub upgrades_per_s_per_ip: u32,
+    /// Loopback addresses are exempt from the per-address limits (local tools, load tests,
+    /// a reverse proxy on this host). Default true.
+    pub loopback_exempt: bool,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +102,10 @@ impl Default for EngineConfig {
             staleness_limit_ms: 500,
             header_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            upgrades_per_s_per_ip: 50,
+            loopback_exempt: true,
         }
     }
 }
@@ -136,6 +151,15 @@ impl EngineConfig {
         }
         if self.idle_timeout_ms == 0 {
             problems.push("idle_timeout_ms = 0: use at least 1".into());
+        }
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.upgrades_per_s_per_ip == 0
+        {
+            problems.push(format!(
+                "max_connections = {}, max_connections_per_ip = {}, upgrades_per_s_per_ip = {}: use at least 1",
+                self.max_connections, self.max_connections_per_ip, self.upgrades_per_s_per_ip
+            ));
         }
         if self.header_timeout_ms == 0 {
             problems.push("header_timeout_ms = 0: use at least 1".into());

@@ -28,6 +28,8 @@ pub struct EngineShared {
     pub cfg: Arc<EngineConfig>,
     /// When the engine started.
     pub started: Instant,
+    /// Connection limits, shared by the workers.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// The dashboard served at `/` (see `docs/dashboard.md`); its scripts and style sheet are
@@ -159,6 +161,8 @@ pub fn stats_json(shared: &EngineShared) -> String {
         "clients": {
             "count": sum(shared, |w| load(&w.clients)),
             "connections_total": sum(shared, |w| load(&w.connections_total)),
+            "connections_refused": sum(shared, |w| load(&w.connections_refused)),
+            "connections_held": shared.admission.connections(),
             "subscriptions": sum(shared, |w| load(&w.subscriptions)),
             "messages_sent": sum(shared, |w| load(&w.messages_sent)),
             "bytes_sent": sum(shared, |w| load(&w.bytes_sent)),

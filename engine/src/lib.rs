@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod config;
 pub mod feed;
 pub mod fixed;

@@ -203,6 +203,7 @@ pub fn start(
         workers: worker_stats.clone(),
         cfg: cfg.clone(),
         started: Instant::now(),
+        admission: Arc::new(crate::admission::Admission::new(&cfg)),
     });
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();

@@ -111,6 +111,8 @@ pub struct WorkerStats {
     pub flush_rounds: AtomicU64,
     /// The write-coalescing window in force, µs (a gauge; 0 = write after every pass).
     pub coalesce_window_us: AtomicU64,
+    /// Connections closed at accept by the connection limits.
+    pub connections_refused: AtomicU64,
     /// 1 once the worker's fan-out has failed (panicked): `/health` answers 503.
     pub failed: AtomicU64,
     /// Set by a test to make the fan-out panic at its next pass (the supervision test's

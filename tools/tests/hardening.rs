@@ -244,3 +244,39 @@ async fn a_worker_whose_fan_out_panics_closes_its_clients_with_1011_and_fails_he
     assert!(metrics.contains("tickwire_workers_failed 1"), "{metrics}");
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_per_address_and_upgrade_rate_answer_as_documented() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        workers: 1,
+        max_connections_per_ip: 3,
+        upgrades_per_s_per_ip: 2,
+        loopback_exempt: false,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    // Two upgrades pass; the third within the second is refused with 429.
+    let (_a, head_a) = RawClient::connect(addr, "/ws").await;
+    let (_b, head_b) = RawClient::connect(addr, "/ws").await;
+    assert!(head_a.starts_with("HTTP/1.1 101") && head_b.starts_with("HTTP/1.1 101"));
+    let answer = raw_exchange(addr, &upgrade(addr, None)).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    // Three connections held (two sessions and one idle HTTP connection): the fourth is
+    // closed at accept, with no answer.
+    let held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let refused = raw_exchange(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(refused.is_empty(), "closed unanswered: {refused}");
+    drop(held);
+    let refused: u64 = engine
+        .shared()
+        .workers
+        .iter()
+        .map(|w| {
+            w.connections_refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(refused >= 1, "counted");
+    engine.shutdown();
+}

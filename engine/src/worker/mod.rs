@@ -33,6 +33,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+use crate::admission::Permit;
 use crate::config::EngineConfig;
 use crate::feed::{FeedShared, ResyncReply};
 use crate::http::{self, EngineShared};
@@ -162,12 +163,21 @@ async fn serve(spec: WorkerSpec) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let permit = match ctx.shared.admission.admit(peer.ip(), Instant::now()) {
+                        Ok(permit) => Rc::new(permit),
+                        Err(refusal) => {
+                            // Closed at once: a full engine answers nothing it cannot keep.
+                            WorkerStats::add(&stats.connections_refused, 1);
+                            tracing::debug!(%peer, %refusal, "connection refused");
+                            continue;
+                        }
+                    };
                     // From the first byte: the handshake's response must not wait for
                     // the client's delayed ACK (Nagle), and frames are batched by the
                     // worker, never by the kernel.
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(serve_http(ctx.clone(), stream));
+                    tokio::task::spawn_local(serve_http(ctx.clone(), stream, permit));
                 }
                 Err(e) => {
                     // Out of descriptors (EMFILE/ENFILE) or buffers: back off instead of
@@ -223,11 +233,12 @@ async fn serve(spec: WorkerSpec) {
     housekeeping.abort();
 }
 
-async fn serve_http(ctx: Rc<Ctx>, stream: tokio::net::TcpStream) {
+async fn serve_http(ctx: Rc<Ctx>, stream: tokio::net::TcpStream, permit: Rc<Permit>) {
     let ctx_timeout_ms = ctx.cfg.header_timeout_ms;
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(route(ctx, req)) }
+        let permit = permit.clone();
+        async move { Ok::<_, Infallible>(route(ctx, permit, req)) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -252,7 +263,7 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     resp
 }
 
-fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
     if path == "/ws" {
@@ -270,10 +281,19 @@ fn route(ctx: Rc<Ctx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "GET /ws is a WebSocket endpoint: send an upgrade request\n",
             );
         }
+        if let Err(refusal) = ctx.shared.admission.upgrade(&permit, Instant::now()) {
+            return text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/plain",
+                format!("{refusal}\n"),
+            );
+        }
         return match handshake::accept(&mut req, &ctx.cfg.allowed_origins) {
             Ok((response, on_upgrade)) => {
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
+                    // The connection keeps its place for as long as the session runs.
+                    let _permit = permit;
                     let upgraded = match on_upgrade.await {
                         Ok(u) => u,
                         Err(e) => {
