@@ -86,17 +86,20 @@ pub fn parse(text: &[u8], scale: u8) -> Result<Decimal, DecimalError> {
     let written = fraction - exponent;
     let digits = u8::try_from(written.clamp(0, 255)).unwrap_or(u8::MAX);
     let shift = i32::from(scale) - written;
+    let pow10 = |n: u32| -> Option<i128> {
+        if n <= u32::from(MAX_SCALE) {
+            Some(i128::from(tickwire_engine::fixed::unit(n as u8)))
+        } else {
+            10i128.checked_pow(n)
+        }
+    };
     let mantissa = if shift >= 0 {
-        let factor = 10i128
-            .checked_pow(shift.unsigned_abs())
-            .ok_or(DecimalError::Overflow(scale))?;
+        let factor = pow10(shift.unsigned_abs()).ok_or(DecimalError::Overflow(scale))?;
         value
             .checked_mul(factor)
             .ok_or(DecimalError::Overflow(scale))?
     } else {
-        let factor = 10i128
-            .checked_pow(shift.unsigned_abs())
-            .ok_or(DecimalError::TooPrecise(scale))?;
+        let factor = pow10(shift.unsigned_abs()).ok_or(DecimalError::TooPrecise(scale))?;
         if value % factor != 0 {
             return Err(DecimalError::TooPrecise(scale));
         }

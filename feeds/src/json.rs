@@ -124,12 +124,37 @@ impl<'a> Value<'a> {
 }
 
 /// Parses a whole message: one value, with only whitespace around it.
+///
+/// An object or array message is not scanned here: its brackets are checked at both
+/// ends and its inside as it is walked (one pass fewer than skipping it first).
 pub fn parse(b: &[u8]) -> Result<Value<'_>, Error> {
     let start = skip_ws(b, 0);
-    let (value, end) = value_at(b, start)?;
-    let end = skip_ws(b, end);
-    if end != b.len() {
-        return Err(Error::Unexpected(end));
+    let mut end = b.len();
+    while end > start && matches!(b[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+        end -= 1;
+    }
+    match (
+        b.get(start),
+        end.checked_sub(1).and_then(|last| b.get(last)),
+    ) {
+        (Some(b'{'), Some(b'}')) if end - start >= 2 => {
+            return Ok(Value {
+                kind: Kind::Obj,
+                raw: &b[start..end],
+            })
+        }
+        (Some(b'['), Some(b']')) if end - start >= 2 => {
+            return Ok(Value {
+                kind: Kind::Arr,
+                raw: &b[start..end],
+            })
+        }
+        _ => {}
+    }
+    let (value, after) = value_at(b, start)?;
+    let after = skip_ws(b, after);
+    if after != b.len() {
+        return Err(Error::Unexpected(after));
     }
     Ok(value)
 }
@@ -221,7 +246,8 @@ fn string_end(b: &[u8], mut i: usize) -> Result<usize, Error> {
 
 /// Offset just after the bracket closing the container opened at `i`.
 fn container_end(b: &[u8], i: usize) -> Result<usize, Error> {
-    let mut stack = [0u8; MAX_DEPTH];
+    // One bit per open container: set for an object, clear for an array.
+    let mut objects: u64 = 0;
     let mut depth = 0usize;
     let mut j = i;
     while j < b.len() {
@@ -231,11 +257,16 @@ fn container_end(b: &[u8], i: usize) -> Result<usize, Error> {
                 if depth == MAX_DEPTH {
                     return Err(Error::TooDeep);
                 }
-                stack[depth] = if c == b'{' { b'}' } else { b']' };
+                let bit = 1u64 << depth;
+                objects = if c == b'{' {
+                    objects | bit
+                } else {
+                    objects & !bit
+                };
                 depth += 1;
             }
             c @ (b'}' | b']') => {
-                if depth == 0 || stack[depth - 1] != c {
+                if depth == 0 || ((objects >> (depth - 1)) & 1 == 1) != (c == b'}') {
                     return Err(Error::Unexpected(j));
                 }
                 depth -= 1;
@@ -457,8 +488,11 @@ mod tests {
                 String::from_utf8_lossy(case)
             );
         }
-        let deep = vec![b'['; MAX_DEPTH + 1];
-        assert_eq!(parse(&deep), Err(Error::TooDeep));
+        let deep = vec![b'['; MAX_DEPTH + 2];
+        assert_eq!(
+            parse(&deep).and_then(|v| v.array().unwrap().next().unwrap().map(|_| ())),
+            Err(Error::TooDeep)
+        );
     }
 
     #[test]
