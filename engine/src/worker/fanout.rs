@@ -56,6 +56,7 @@ impl Core {
         let Some(slot) = self.symbols.get_mut(symbol.index()) else {
             return;
         };
+        let prev_trade_seq = slot.state.trade_seq;
         let applied = slot.state.apply(tick);
         if let Event::Trade {
             seq,
@@ -65,7 +66,12 @@ impl Core {
             trade_id,
         } = tick.event
         {
-            if !slot.trade_subs.is_empty() {
+            if !slot.trade_subs.is_empty() && prev_trade_seq > 0 && seq > prev_trade_seq + 1 {
+                // The venue lost trades (the feed skipped their seqs): no trade is lost
+                // silently, so every subscriber hears of the exact range first.
+                self.fan_out_feed_gap(symbol, prev_trade_seq + 1, seq - 1);
+            }
+            if !self.symbols[symbol.index()].trade_subs.is_empty() {
                 let id = self.frames.text(|buf| {
                     encode::trade(
                         buf,
@@ -112,6 +118,30 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Tells every trade subscriber of `symbol` that trades `from..=to` will never come:
+    /// one shared `gap` frame (reason `feed_gap`) where it fits in order, else the range
+    /// joins the client's own gap mark, so its next `gap` names it exactly.
+    fn fan_out_feed_gap(&mut self, symbol: SymbolId, from: u64, to: u64) {
+        let id = self.frames.text(|buf| {
+            encode::gap(
+                buf,
+                self.registry.info(symbol),
+                Channel::Trades,
+                from,
+                to,
+                "feed_gap",
+            );
+        });
+        for i in 0..self.symbols[symbol.index()].trade_subs.len() {
+            let key = self.symbols[symbol.index()].trade_subs[i];
+            if self.queue_unless_marked(key, id, false).is_none() {
+                continue;
+            }
+            self.mark(key, symbol, Channel::Trades, (from, to));
+        }
+        self.frames.release(id);
     }
 
     fn fan_out_book(&mut self, symbol: SymbolId) {

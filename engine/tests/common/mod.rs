@@ -2,6 +2,7 @@
 //! consumer, and a worker core, on a current-thread runtime like a worker's.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::sync::Arc;
 
 use tickwire_engine::config::EngineConfig;
@@ -57,5 +58,70 @@ pub async fn write_all(core: &mut Core, key: ClientKey) {
     while !core.flush_client(key).unwrap() {
         let stream = core.stream(key).unwrap();
         stream.writable().await.unwrap();
+    }
+}
+
+/// A loopback pair: the server side for the core, the client side for the test (which
+/// reads it only when it says so). `rcvbuf` shrinks the client's receive buffer.
+pub fn pair(rcvbuf: Option<usize>) -> (tokio::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    socket
+        .connect(&listener.local_addr().unwrap().into())
+        .unwrap();
+    let (server, _) = listener.accept().unwrap();
+    if rcvbuf.is_some() {
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+    }
+    server.set_nonblocking(true).unwrap();
+    let client: std::net::TcpStream = socket.into();
+    client.set_nonblocking(true).unwrap();
+    (tokio::net::TcpStream::from_std(server).unwrap(), client)
+}
+
+/// Every complete server frame readable now: (opcode, payload).
+pub fn frames(client: &mut std::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 <= bytes.len() {
+        let opcode = bytes[i] & 0x0f;
+        let (len, header) = match bytes[i + 1] & 0x7f {
+            126 => (u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(bytes[i + 2..i + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        if i + header + len > bytes.len() {
+            break;
+        }
+        out.push((opcode, bytes[i + header..i + header + len].to_vec()));
+        i += header + len;
+    }
+    out
+}
+
+/// What the client's connection task does: write what is pending, waiting for the
+/// socket (tokio learns a new socket is writable only from its reactor).
+pub async fn settle(core: &mut Core, keys: &[ClientKey]) {
+    for &key in keys {
+        if core.stream(key).is_some() {
+            write_all(core, key).await;
+        }
     }
 }
