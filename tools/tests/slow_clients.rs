@@ -89,6 +89,11 @@ impl Seen {
     }
 }
 
+/// One test of this file at a time: each runs an engine and debug-built readers that
+/// must keep up with thousands of messages a second, and side by side on a 2-core
+/// machine they starve each other's "fast" readers into being slow.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn subscribe_all(c: &mut Client, throttle_ms: u64) {
     c.send(json!({"op":"subscribe","id":1,"channels":["ticker","trades","book"],"symbols":SYMBOLS,"depth":10,"throttle_ms":throttle_ms})).await;
     c.recv_until(|m| m["type"] == "subscribed").await;
@@ -113,6 +118,7 @@ async fn drain_fast(c: &mut Client, seen: &mut HashMap<String, Seen>, id: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_stays_correct_and_converges() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let engine = start(slow_config(), sim(2, 5_000));
     let addr = engine.local_addr();
     let mut fast = Client::connect(addr).await;
@@ -233,6 +239,7 @@ async fn a_slow_client_stays_correct_and_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_tickers_come_at_most_once_per_interval_and_end_latest() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let engine = start(test_config(), sim(2, 5_000));
     let addr = engine.local_addr();
     let mut c = Client::connect(addr).await;
@@ -302,6 +309,7 @@ async fn throttled_tickers_come_at_most_once_per_interval_and_end_latest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_percent_slow_clients_cost_the_fast_ones_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
     // 20 clients, 2 slow: the test process itself must parse what 18 fast readers get.
     let engine = start(slow_config(), sim(2, 1_000));
     let addr = engine.local_addr();
@@ -370,6 +378,7 @@ async fn ten_percent_slow_clients_cost_the_fast_ones_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_with_1008_and_nobody_notices() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cfg = EngineConfig {
         idle_timeout_ms: 1_000,
         ..slow_config()
