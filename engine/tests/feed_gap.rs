@@ -73,3 +73,68 @@ fn trades_the_feed_skipped_arrive_as_one_exact_gap_before_the_next_trade() {
         assert_eq!(got[1]["channel"], "trades");
     });
 }
+
+#[test]
+fn a_book_the_venue_replaced_reaches_subscribers_as_a_fresh_snapshot() {
+    common::runtime().block_on(async {
+        let common::Harness {
+            symbol,
+            mut publisher,
+            mut consumer,
+            mut core,
+            ..
+        } = common::harness(2, 4, 1 << 10);
+        let (server, mut client) = pair(None);
+        let key = core.add_client(Rc::new(server), Rc::new(LocalSignal::new()));
+        core.subscribe(
+            key,
+            None,
+            ChannelSet::from_iter([Channel::Book]),
+            &["sim:BTC-USD".to_owned()],
+            5,
+            0,
+        )
+        .unwrap();
+        let book = |p: &mut tickwire_engine::feed::Publisher, clear: bool, base: i64| {
+            p.begin_message();
+            p.begin_book(symbol, None, clear);
+            for i in 0..3 {
+                p.level(tickwire_engine::tick::BookSide::Bid, base - i, 1);
+                p.level(tickwire_engine::tick::BookSide::Ask, base + 10 + i, 1);
+            }
+            p.end_book();
+            p.flush();
+        };
+        let mut run = |core: &mut tickwire_engine::worker::core::Core| {
+            core.begin_pass();
+            while let Ok(t) = consumer.try_recv() {
+                core.on_tick(&t);
+            }
+            core.flush_pending();
+        };
+        book(&mut publisher, false, 1_000);
+        run(&mut core);
+        settle(&mut core, &[key]).await;
+        // The venue resynchronised: its snapshot replaces the whole book.
+        book(&mut publisher, true, 2_000);
+        run(&mut core);
+        settle(&mut core, &[key]).await;
+        let got: Vec<serde_json::Value> = frames(&mut client)
+            .iter()
+            .map(|(_, p)| serde_json::from_slice(p).unwrap())
+            .filter(|m: &serde_json::Value| m["type"] == "book")
+            .collect();
+        let last = got.last().unwrap();
+        assert_eq!(
+            last["snapshot"], true,
+            "a replaced book is sent as a snapshot: {got:?}"
+        );
+        assert_eq!(last["seq"], 2);
+        assert_eq!(
+            last["bids"][0][0].as_f64(),
+            Some(20.0),
+            "the new book: {last}"
+        );
+        assert_eq!(last["bids"].as_array().unwrap().len(), 3);
+    });
+}
