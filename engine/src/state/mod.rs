@@ -30,8 +30,6 @@ pub struct SymbolState {
     pub book_ingest_ts: u64,
     /// Trades-channel seq of the last trade (0 before the first).
     pub trade_seq: u64,
-    /// The book event under way began by clearing the book (a venue snapshot).
-    pub clearing: bool,
 }
 
 /// What applying one tick changed.
@@ -41,8 +39,6 @@ pub struct Applied {
     pub ticker: bool,
     /// A book event completed (the tick was the last of its batch).
     pub book_done: bool,
-    /// That book event replaced the whole book (it began with `CLEAR`).
-    pub book_replaced: bool,
 }
 
 impl SymbolState {
@@ -82,7 +78,6 @@ impl SymbolState {
             } => {
                 if flags.contains(LevelFlags::CLEAR) {
                     self.book.clear();
-                    self.clearing = true;
                 }
                 self.book.set(side, price, size);
                 if flags.contains(LevelFlags::BATCH_END) {
@@ -90,7 +85,6 @@ impl SymbolState {
                     self.book_ts = tick.ts;
                     self.book_ingest_ts = tick.ingest_ts;
                     applied.book_done = true;
-                    applied.book_replaced = std::mem::take(&mut self.clearing);
                     let (bid, ask) = (self.book.best_bid(), self.book.best_ask());
                     if (bid, ask) != (self.ticker.bid, self.ticker.ask) {
                         self.ticker.bid = bid;
@@ -146,10 +140,8 @@ mod tests {
             a,
             Applied {
                 ticker: true,
-                book_done: true,
-                book_replaced: true,
-            },
-            "the event began with CLEAR: the book was replaced"
+                book_done: true
+            }
         );
         assert_eq!(s.ticker.seq, 1);
         assert_eq!(
@@ -165,8 +157,7 @@ mod tests {
             a,
             Applied {
                 ticker: false,
-                book_done: true,
-                book_replaced: false,
+                book_done: true
             }
         );
         assert_eq!((s.ticker.seq, s.book_seq), (1, 2));

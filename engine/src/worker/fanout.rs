@@ -101,9 +101,7 @@ impl Core {
                 self.frames.release(id);
             }
         }
-        if applied.book_replaced {
-            self.resnapshot_book(symbol);
-        } else if applied.book_done {
+        if applied.book_done {
             self.fan_out_book(symbol);
         }
         if applied.ticker {
@@ -144,23 +142,6 @@ impl Core {
             self.mark(key, symbol, Channel::Trades, (from, to));
         }
         self.frames.release(id);
-    }
-
-    /// The venue replaced the whole book (a resync): every book subscriber gets a fresh
-    /// snapshot at its depth, as the protocol promises after a break, rather than one
-    /// update rewriting every level. Each depth group restarts from the new window.
-    fn resnapshot_book(&mut self, symbol: SymbolId) {
-        let slot = &mut self.symbols[symbol.index()];
-        slot.reset_windows();
-        let members: Vec<ClientKey> = slot
-            .book_groups
-            .iter()
-            .flat_map(|g| g.members.iter().copied())
-            .collect();
-        for key in members {
-            self.mark(key, symbol, Channel::Book, (0, 0));
-            WorkerStats::add(&self.stats.conflated, 1);
-        }
     }
 
     fn fan_out_book(&mut self, symbol: SymbolId) {
