@@ -18,8 +18,8 @@ use tickwire_engine::ring::{Consumer, RecvError};
 use tickwire_engine::stats::WorkerStats;
 use tickwire_engine::symbol::SymbolId;
 use tickwire_engine::tick::{Aggressor, BookSide, Tick};
+use tickwire_engine::worker::clients::Conn;
 use tickwire_engine::worker::core::{ClientKey, Core};
-use tickwire_engine::worker::signal::LocalSignal;
 
 struct Counting;
 
@@ -147,7 +147,7 @@ fn steady_state_path_allocates_nothing_per_event() {
         } = common::harness(2, 4, 1 << 12);
         let mut keys = Vec::new();
         for depth in [10, 5] {
-            let key = core.add_client(Rc::new(drained_socket()), Rc::new(LocalSignal::new()));
+            let key = core.add_client(Rc::new(Conn::new(drained_socket())));
             let all = ChannelSet::from_iter([Channel::Ticker, Channel::Trades, Channel::Book]);
             core.subscribe(key, Some(1), all, &["sim:BTC-USD".to_owned()], depth, 0)
                 .unwrap();

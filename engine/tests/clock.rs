@@ -18,9 +18,9 @@ use tickwire_engine::ring::{self, Consumer};
 use tickwire_engine::stats::WorkerStats;
 use tickwire_engine::symbol::{SymbolId, SymbolRegistryBuilder};
 use tickwire_engine::tick::{Aggressor, Tick};
+use tickwire_engine::worker::clients::Conn;
 use tickwire_engine::worker::clock::Clock;
 use tickwire_engine::worker::core::{ClientKey, Core};
-use tickwire_engine::worker::signal::LocalSignal;
 
 struct Rig {
     clock: Clock,
@@ -57,7 +57,7 @@ fn close_code(frame: &(u8, Vec<u8>)) -> Option<u16> {
 }
 
 fn add(core: &mut Core, socket: tokio::net::TcpStream) -> ClientKey {
-    core.add_client(Rc::new(socket), Rc::new(LocalSignal::new()))
+    core.add_client(Rc::new(Conn::new(socket)))
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! What one idle connection costs the worker, in bytes of its own structures: the
 //! connection task's future and the client's slot. Guards against a field or an inline
 //! future growing a connection unnoticed (the RSS per idle connection is measured in
-//! `docs/benchmarks.md`, S3).
+//! `docs/benchmarks.md`, S3; the heap a connection holds in all is `conn_heap.rs`).
 
 mod common;
 
@@ -31,7 +31,9 @@ fn a_connection_task_and_its_client_slot_stay_small() {
         let task = std::mem::size_of_val(&future);
         let slot = tickwire_engine::worker::clients::CLIENT_SLOT_BYTES;
         eprintln!("connection future {task} B, client slot {slot} B");
-        assert!(task <= 448, "connection future: {task} bytes");
-        assert!(slot <= 320, "client slot: {slot} bytes");
+        // tokio's task cell is the future plus ~104 bytes, in steps of 128: at most 296
+        // here leaves room for the upgrade wrapper (its permit and context) within 512.
+        assert!(task <= 296, "connection future: {task} bytes");
+        assert!(slot <= 280, "client slot: {slot} bytes");
     });
 }

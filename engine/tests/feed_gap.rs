@@ -8,7 +8,7 @@ use std::rc::Rc;
 use common::{frames, pair, settle};
 use tickwire_engine::protocol::command::{Channel, ChannelSet};
 use tickwire_engine::tick::Aggressor;
-use tickwire_engine::worker::signal::LocalSignal;
+use tickwire_engine::worker::clients::Conn;
 
 #[test]
 fn trades_the_feed_skipped_arrive_as_one_exact_gap_before_the_next_trade() {
@@ -21,7 +21,7 @@ fn trades_the_feed_skipped_arrive_as_one_exact_gap_before_the_next_trade() {
             ..
         } = common::harness(2, 4, 1 << 10);
         let (server, mut client) = pair(None);
-        let key = core.add_client(Rc::new(server), Rc::new(LocalSignal::new()));
+        let key = core.add_client(Rc::new(Conn::new(server)));
         core.subscribe(
             key,
             None,

@@ -16,8 +16,8 @@ use tickwire_engine::ring::{Consumer, RecvError};
 use tickwire_engine::stats::WorkerStats;
 use tickwire_engine::symbol::SymbolId;
 use tickwire_engine::tick::{Aggressor, BookSide, Tick};
+use tickwire_engine::worker::clients::Conn;
 use tickwire_engine::worker::core::{ClientKey, Core};
-use tickwire_engine::worker::signal::LocalSignal;
 
 /// A loopback socket whose far end a thread parses into JSON messages.
 fn client_socket() -> (tokio::net::TcpStream, mpsc::Receiver<Value>) {
@@ -108,7 +108,7 @@ fn a_lapped_worker_resyncs_every_subscription_from_the_feed() {
             stats,
         } = common::harness(0, 0, 1024);
         let (socket, messages) = client_socket();
-        let key = core.add_client(Rc::new(socket), Rc::new(LocalSignal::new()));
+        let key = core.add_client(Rc::new(Conn::new(socket)));
         let all = ChannelSet::from_iter([Channel::Ticker, Channel::Trades, Channel::Book]);
         core.subscribe(key, None, all, &["sim:BTC-USD".to_owned()], 10, 0).unwrap();
 

@@ -43,7 +43,14 @@ function load() {
     take() {
       const s = this.sent;
       this.sent = [];
+      this.taken = s;
       return s.map(({ id, ...rest }) => rest); // ids are the client's business
+    }
+    // the engine's answer to the subscribes last taken: `subscribed` with their ids
+    ack() {
+      for (const c of this.taken.filter((c) => c.op === "subscribe")) {
+        this.deliver({ type: "subscribed", id: c.id, channels: c.channels, symbols: c.symbols });
+      }
     }
   }
   const self = { addEventListener() {} };
@@ -82,6 +89,7 @@ async function started(w, depth = 5) {
   assert.deepEqual(ws.take(), [{ op: "subscribe", channels: ["ticker"], symbols: [A, B], throttle_ms: 0 }]);
   w.tell({ cmd: "select", symbol: A });
   assert.deepEqual(ws.take(), [{ op: "subscribe", channels: ["trades", "book"], symbols: [A], depth, throttle_ms: 0 }]);
+  ws.ack();
   return ws;
 }
 
@@ -113,6 +121,7 @@ test("book: snapshot replaces, updates apply (size 0 removes), a seq gap resubsc
   assert.equal(f.book.ready, false);
   assert.equal(f.book.resyncs, 1);
   assert.ok(f.notes.some((n) => n.text.includes("book seq gap (seq 12 → 14)")), JSON.stringify(f.notes));
+  ws.ack();
   ws.deliver(book(16, [[100, 1]], [[101, 1]], true));
   ws.deliver(book(17, [[99.5, 2]], []));
   f = await w.pull();
@@ -124,6 +133,7 @@ test("book: snapshot replaces, updates apply (size 0 removes), a seq gap resubsc
   // another depth: resubscribe with it; the page sees at most that many levels
   w.tell({ cmd: "depth", depth: 1 });
   assert.deepEqual(ws.take(), [{ op: "subscribe", channels: ["book"], symbols: [A], depth: 1, throttle_ms: 0 }]);
+  ws.ack();
   ws.deliver(book(18, [[100, 1]], [[101, 1]], true));
   f = await w.pull();
   assert.deepEqual([f.book.bids, f.book.asks, f.book.depth], [[[100, 1]], [[101, 1]], 1]);
@@ -133,6 +143,35 @@ test("book: snapshot replaces, updates apply (size 0 removes), a seq gap resubsc
   ws.deliver(book(19, [], [[101, 0], [102, 3]]));
   f = await w.pull();
   assert.deepEqual([f.book.bids, f.book.asks], [[[100, 1]], [[102, 3]]]);
+});
+
+// Regression: after a depth switch, the engine may still send a snapshot of the previous
+// subscription (a conflation resync) before it answers the new subscribe; that book is at
+// the old depth and must not be shown as the new depth's (the browser suite once saw 5
+// levels at depth 20).
+test("book: a depth switch shows the new depth only from its reply snapshot", async () => {
+  const w = load();
+  const ws = await started(w, 5);
+  const levels = (n, from) => Array.from({ length: n }, (_, i) => [from - i, 1]);
+  ws.deliver(book(10, levels(5, 100), [[101, 1]], true));
+  let f = await w.pull();
+  assert.deepEqual([f.book.depth, f.book.bids.length], [5, 5]);
+
+  w.tell({ cmd: "depth", depth: 20 });
+  assert.deepEqual(ws.take(), [{ op: "subscribe", channels: ["book"], symbols: [A], depth: 20, throttle_ms: 0 }]);
+  // before the reply: the old subscription's conflation snapshot and an update, at depth 5
+  ws.deliver(book(30, levels(5, 100), [[101, 1]], true));
+  ws.deliver(book(31, [[95, 2]], []));
+  f = await w.pull();
+  assert.equal(f.book.depth, 5, "still the old depth's book");
+  assert.equal(f.book.seq, 31);
+  ws.ack();
+  ws.deliver(book(32, levels(20, 100), [[101, 1]], true));
+  f = await w.pull();
+  assert.deepEqual([f.book.depth, f.book.bids.length, f.book.seq], [20, 20, 32]);
+  ws.deliver(book(33, [[80, 1]], []));
+  f = await w.pull();
+  assert.equal(f.book.seq, 33, "updates after the reply apply");
 });
 
 test("trades: tape with gap marks; ticker rows carry their moves", async () => {

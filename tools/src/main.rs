@@ -23,6 +23,11 @@ use tickwire_feeds::{SimConfig, SimFeed};
 // mimalloc: the workers' cold paths (connections, snapshots, commands) allocate from
 // several threads; mimalloc's thread-local heaps keep that off any shared lock and its
 // small-object classes suit the frame and command sizes. The hot path allocates nothing.
+// Built without transparent huge pages (the workspace's `no_thp` feature): mimalloc would
+// otherwise ask for them on its whole arena, and every 2 MiB page touched counts in full
+// in the RSS: 15 MiB more at start and RSS moving in 2 MiB steps, which made an idle
+// connection look twice its size (docs/benchmarks.md, S3). The engine's hot data (ring,
+// frames, client table) is small enough that huge pages bought no measurable speed.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

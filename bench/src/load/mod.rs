@@ -130,6 +130,7 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
         drain_end,
         cut_wall_ns,
         live: live.clone(),
+        latency: Arc::new(client::ClassLatency::new()),
         slow: client::SlowReading {
             read_bps: cfg.slow_read_bps,
             stall: cfg.slow_stall,
@@ -191,7 +192,15 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
             });
         }
     }
+    // Every client task has ended, so this is the last holder.
+    let latency = match Arc::try_unwrap(ctx) {
+        Ok(ctx) => Arc::try_unwrap(ctx.latency)
+            .ok()
+            .map(client::ClassLatency::into_inner),
+        Err(_) => None,
+    };
     let facts = RunFacts {
+        latency,
         started_unix_ms: started_wall
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),

@@ -402,13 +402,18 @@ pub(crate) struct RunFacts {
     pub cpu_sys_s: f64,
     pub steady: Option<SteadyCpu>,
     pub engine_stats: EngineStats,
+    /// Latency per class (fast, slow), ns; `None` if it could not be collected.
+    pub latency: Option<[Histogram<u64>; 2]>,
 }
 
 /// Merges the clients' outcomes into a report.
-pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> Report {
+pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, mut facts: RunFacts) -> Report {
     let cfg = &v.config;
     let mut classes = [ClassSummary::default(), ClassSummary::default()];
-    let mut latency = [histogram(), histogram()];
+    let latency = facts
+        .latency
+        .take()
+        .unwrap_or_else(|| [histogram(), histogram()]);
     let mut connect_by_class = [histogram(), histogram()];
     let mut slow_age = DataAge::new();
     let mut slow_clients = Vec::new();
@@ -491,10 +496,6 @@ pub(crate) fn build(v: &Validated, outcomes: Vec<Outcome>, facts: RunFacts) -> R
             if e.examples.len() < EXAMPLES_PER_CLASS {
                 e.examples.push(format!("{f:?}"));
             }
-        }
-        if let Some(h) = &o.latency {
-            // Same bounds everywhere: adding cannot fail.
-            let _ = latency[o.class.index()].add(h);
         }
         if o.class == Class::Slow {
             if let Some(Failure::Closed(code)) = &o.failure {

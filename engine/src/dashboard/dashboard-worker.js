@@ -204,9 +204,9 @@ function postFrame() {
     const b = st.book;
     b.dirty = false;
     f.book = {
-      sym: b.sym, ready: b.ready, seq: b.seq, resyncs: b.resyncs, lastResync: b.lastResync, depth: st.depth,
-      bids: b.ready ? [...b.bids].sort((x, y) => y[0] - x[0]).slice(0, st.depth) : [],
-      asks: b.ready ? [...b.asks].sort((x, y) => x[0] - y[0]).slice(0, st.depth) : [],
+      sym: b.sym, ready: b.ready, seq: b.seq, resyncs: b.resyncs, lastResync: b.lastResync, depth: b.depth,
+      bids: b.ready ? [...b.bids].sort((x, y) => y[0] - x[0]).slice(0, b.depth) : [],
+      asks: b.ready ? [...b.asks].sort((x, y) => x[0] - y[0]).slice(0, b.depth) : [],
     };
   }
   if (st.tapeReset || (st.tape.length && st.tape[st.tape.length - 1].no > st.tapeSent)) {
@@ -278,11 +278,12 @@ self.onmessage = (ev) => {
 };
 
 // ---- connection -------------------------------------------------------------------------
+// Sends a command with a fresh id; returns the id (0 when not connected).
 function send(obj) {
-  if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return false;
+  if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return 0;
   obj.id = st.nextId++;
   st.ws.send(JSON.stringify(obj));
-  return true;
+  return obj.id;
 }
 
 function connect() {
@@ -381,23 +382,31 @@ function syncDetail() {
     st.subDetail = null;
   }
   if (want && st.subDetail !== want) {
-    if (send({ op: "subscribe", channels: ["trades", "book"], symbols: [want], depth: st.depth, throttle_ms: st.throttle })) {
+    const id = send({ op: "subscribe", channels: ["trades", "book"], symbols: [want], depth: st.depth, throttle_ms: st.throttle });
+    if (id) {
       st.subDetail = want;
-      st.book.awaiting = true;
+      st.book.want = { id, depth: st.depth };
       st.tradeSeq = 0;
     }
   }
 }
 function resubscribeBook() {
   if (!st.sel || st.subDetail !== st.sel) return;
-  if (send({ op: "subscribe", channels: ["book"], symbols: [st.sel], depth: st.depth, throttle_ms: st.throttle })) {
-    st.book.awaiting = true;
-  }
+  const id = send({ op: "subscribe", channels: ["book"], symbols: [st.sel], depth: st.depth, throttle_ms: st.throttle });
+  if (id) st.book.want = { id, depth: st.depth };
 }
 
 // ---- state ----------------------------------------------------------------------------------
+// `depth`: the depth the held snapshot was built at (what the engine keeps us in sync
+// with); `want`: a book subscribe not answered yet ({id, depth}); `replyDepth`: the depth
+// of the snapshot that answers it, due after its `subscribed`. Until that reply, the
+// engine goes on with the previous subscription (its updates, and conflation snapshots,
+// at the previous depth), so those are applied as they are, at `depth`.
 function newBook(sym) {
-  return { sym, seq: 0, ready: false, awaiting: true, bids: new Map(), asks: new Map(), resyncs: 0, lastResync: "", dirty: true };
+  return {
+    sym, seq: 0, ready: false, depth: 0, want: null, replyDepth: 0,
+    bids: new Map(), asks: new Map(), resyncs: 0, lastResync: "", dirty: true,
+  };
 }
 function newRow(sym) {
   return {
@@ -480,7 +489,13 @@ function onMessage(ev) {
       st.counters.errors++;
       note(`server error ${m.code}: ${m.message}`);
       break;
-    default: // subscribed, unsubscribed, pong
+    case "subscribed":
+      if (st.book.want && m.id === st.book.want.id) {
+        st.book.replyDepth = st.book.want.depth;
+        st.book.want = null;
+      }
+      break;
+    default: // unsubscribed, pong
   }
 }
 
@@ -558,8 +573,11 @@ function onBook(m, now) {
     return;
   }
   if (m.snapshot) {
-    if (b.awaiting) b.awaiting = false; // the reply to our subscribe: may be old
-    else recordLatency(m.ingest_ts, now);
+    if (b.replyDepth) {
+      // The reply to our subscribe (its state may be old: no latency), at its depth.
+      b.depth = b.replyDepth;
+      b.replyDepth = 0;
+    } else recordLatency(m.ingest_ts, now);
     b.bids.clear();
     b.asks.clear();
     for (const [p, s] of m.bids) b.bids.set(p, s);
@@ -568,7 +586,7 @@ function onBook(m, now) {
     b.ready = true;
   } else {
     recordLatency(m.ingest_ts, now);
-    if (b.awaiting || !b.ready) return; // a fresh snapshot is on its way
+    if (b.replyDepth || !b.ready) return; // a fresh snapshot is on its way
     if (m.seq !== b.seq + 1) {
       b.resyncs++;
       st.counters.resyncs++;

@@ -80,32 +80,53 @@ impl CommandLimiter {
     }
 }
 
-/// `error` replies sent in the last 10 s.
+/// `error` replies sent in the last 10 s. Allocated at a client's first error: most
+/// clients never get one.
 #[derive(Debug, Default)]
 pub struct ErrorWindow {
-    sent: VecDeque<Instant>,
+    // Boxed on purpose: 8 bytes in every client slot instead of a `VecDeque`'s 32.
+    #[allow(clippy::box_collection)]
+    sent: Option<Box<VecDeque<Instant>>>,
 }
 
 impl ErrorWindow {
     /// Notes an error at `now`; returns how many fall in the last 10 s, this one included.
     pub fn note(&mut self, now: Instant) -> usize {
-        while self
-            .sent
+        let sent = self.sent.get_or_insert_with(Box::default);
+        while sent
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(10))
         {
-            self.sent.pop_front();
+            sent.pop_front();
         }
-        self.sent.push_back(now);
-        self.sent.len()
+        sent.push_back(now);
+        sent.len()
+    }
+}
+
+/// What a client's connection task and the worker share: one allocation per client.
+pub struct Conn {
+    /// The socket (the task waits on its readiness; the worker writes it).
+    pub stream: TcpStream,
+    /// Wakes the connection task (socket blocked, closing).
+    pub signal: LocalSignal,
+}
+
+impl Conn {
+    /// A connection over `stream` with no pending wake-up.
+    pub fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            signal: LocalSignal::new(),
+        }
     }
 }
 
 /// A connected WebSocket client, as the worker sees it.
 pub struct Client {
     generation: u32,
-    /// The socket (shared with the connection task, which waits on its readiness).
-    pub stream: Rc<TcpStream>,
+    /// The socket and the task's wake-up, shared with the connection task.
+    pub conn: Rc<Conn>,
     /// Frames waiting for the socket.
     pub outbox: Outbox,
     /// Subscriptions and their marks.
@@ -126,8 +147,6 @@ pub struct Client {
     pub blocked: bool,
     /// Closing, and why; no data is queued any more.
     pub closing: Option<CloseReason>,
-    /// Wakes the connection task (socket blocked, closing).
-    pub signal: Rc<LocalSignal>,
     /// Liveness times.
     pub liveness: Liveness,
     /// Command rate limit.
@@ -138,16 +157,10 @@ pub struct Client {
 
 impl Client {
     /// A new client at `now`.
-    pub fn new(
-        stream: Rc<TcpStream>,
-        signal: Rc<LocalSignal>,
-        budget_bytes: usize,
-        commands_per_s: u32,
-        now: Instant,
-    ) -> Client {
+    pub fn new(conn: Rc<Conn>, budget_bytes: usize, commands_per_s: u32, now: Instant) -> Client {
         Client {
             generation: 0,
-            stream,
+            conn,
             outbox: Outbox::new(budget_bytes),
             subs: Subs::default(),
             pairs: 0,
@@ -158,7 +171,6 @@ impl Client {
             flush_epoch: 0,
             blocked: false,
             closing: None,
-            signal,
             liveness: Liveness {
                 last_heard: now,
                 last_ping: None,
@@ -181,10 +193,18 @@ impl Client {
 /// Bytes one client takes in the worker's table (its slot), before any heap memory.
 pub const CLIENT_SLOT_BYTES: usize = std::mem::size_of::<Option<Client>>();
 
+/// Slots per chunk of the client table.
+const CHUNK_SLOTS: usize = 64;
+
 /// Every client of a worker, by slot.
+///
+/// Slots live in fixed chunks of [`CHUNK_SLOTS`] that are allocated as the table grows
+/// and never move: a table that doubled a flat vector would copy every slot at each
+/// growth and leave the old copies as allocator slack, up to a slot's size again per
+/// client (measured in `engine/tests/conn_heap.rs`).
 #[derive(Default)]
 pub struct Clients {
-    slots: Vec<Option<Client>>,
+    chunks: Vec<Vec<Option<Client>>>,
     generations: Vec<u32>,
     free: Vec<u32>,
     len: usize,
@@ -193,23 +213,46 @@ pub struct Clients {
 impl Clients {
     /// Puts a client in a free slot and returns its key.
     pub fn insert(&mut self, mut client: Client) -> ClientKey {
-        let index = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(None);
-            self.generations.push(0);
-            (self.slots.len() - 1) as u32
-        });
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = self.generations.len();
+                if index.is_multiple_of(CHUNK_SLOTS) {
+                    self.chunks.push(Vec::with_capacity(CHUNK_SLOTS));
+                }
+                if let Some(chunk) = self.chunks.last_mut() {
+                    chunk.push(None);
+                }
+                self.generations.push(0);
+                index as u32
+            }
+        };
         let generation = self.generations[index as usize].wrapping_add(1);
         self.generations[index as usize] = generation;
         client.generation = generation;
-        self.slots[index as usize] = Some(client);
+        if let Some(slot) = self.slot_mut(index) {
+            *slot = Some(client);
+        }
         self.len += 1;
         ClientKey { index, generation }
+    }
+
+    fn slot(&self, index: u32) -> Option<&Option<Client>> {
+        let i = index as usize;
+        self.chunks.get(i / CHUNK_SLOTS)?.get(i % CHUNK_SLOTS)
+    }
+
+    fn slot_mut(&mut self, index: u32) -> Option<&mut Option<Client>> {
+        let i = index as usize;
+        self.chunks
+            .get_mut(i / CHUNK_SLOTS)?
+            .get_mut(i % CHUNK_SLOTS)
     }
 
     /// Takes the client out of its slot.
     pub fn remove(&mut self, key: ClientKey) -> Option<Client> {
         self.get(key)?;
-        let client = self.slots[key.index as usize].take();
+        let client = self.slot_mut(key.index)?.take();
         self.free.push(key.index);
         self.len -= 1;
         client
@@ -217,16 +260,14 @@ impl Clients {
 
     /// The client at `key`, if that slot still holds it.
     pub fn get(&self, key: ClientKey) -> Option<&Client> {
-        self.slots
-            .get(key.index as usize)?
+        self.slot(key.index)?
             .as_ref()
             .filter(|c| c.generation == key.generation)
     }
 
     /// The client at `key`, mutably, if that slot still holds it.
     pub fn get_mut(&mut self, key: ClientKey) -> Option<&mut Client> {
-        self.slots
-            .get_mut(key.index as usize)?
+        self.slot_mut(key.index)?
             .as_mut()
             .filter(|c| c.generation == key.generation)
     }
@@ -238,8 +279,9 @@ impl Clients {
 
     /// Keys of every client.
     pub fn keys(&self) -> Vec<ClientKey> {
-        self.slots
+        self.chunks
             .iter()
+            .flatten()
             .enumerate()
             .filter_map(|(i, c)| {
                 c.as_ref().map(|c| ClientKey {
@@ -278,6 +320,47 @@ mod tests {
         assert!(!lim.take(4, t0 + Duration::from_millis(260)));
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| lim.take(4, later)).count(), 4, "capped");
+    }
+
+    #[test]
+    fn slots_are_reused_across_chunks_and_old_keys_stay_dead() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        let mut clients = Clients::default();
+        let mut keys = Vec::new();
+        let now = Instant::now();
+        for _ in 0..(CHUNK_SLOTS * 2 + 3) {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            c.set_nonblocking(true).unwrap();
+            held.push(listener.accept().unwrap());
+            let conn = Rc::new(Conn::new(TcpStream::from_std(c).unwrap()));
+            let client = Client::new(conn, 1024, 10, now);
+            keys.push(clients.insert(client));
+        }
+        assert_eq!(clients.len(), CHUNK_SLOTS * 2 + 3);
+        assert_eq!(clients.chunks.len(), 3);
+        let gone = keys[CHUNK_SLOTS + 1];
+        let removed = clients.remove(gone);
+        assert!(removed.is_some());
+        assert!(clients.get(gone).is_none(), "a removed key finds nothing");
+        let reused = clients.insert(removed.unwrap());
+        assert_eq!(reused.index, gone.index, "the free slot is reused");
+        assert_ne!(reused, gone, "with a new generation");
+        assert!(clients.get(gone).is_none(), "the old key stays dead");
+        assert!(clients.get(reused).is_some());
+        let mut all = clients.keys();
+        all.sort();
+        let mut expect: Vec<ClientKey> = keys.iter().copied().filter(|k| *k != gone).collect();
+        expect.push(reused);
+        expect.sort();
+        assert_eq!(all, expect);
+        assert_eq!(clients.chunks.len(), 3, "no chunk added for a reused slot");
     }
 
     #[test]

@@ -119,6 +119,11 @@ impl Subs {
         let i = match self.find(symbol) {
             Ok(i) => i,
             Err(i) => {
+                if self.list.capacity() == 0 {
+                    // Most connections hold one symbol: room for four (Vec's first
+                    // growth) would be 240 bytes per idle client for nothing.
+                    self.list.reserve_exact(1);
+                }
                 self.list.insert(i, (symbol, ClientSub::default()));
                 i
             }

@@ -21,8 +21,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-
 use crate::config::EngineConfig;
 use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag};
 use crate::latency::StageRecorder;
@@ -34,12 +32,11 @@ use crate::symbol::{SymbolId, SymbolRegistry};
 use crate::tick::{now_ns, BookSide};
 
 pub use super::clients::ClientKey;
-use super::clients::{Client, Clients};
+use super::clients::{Client, Clients, Conn};
 use super::clock::Clock;
 use super::conflate::Throttle;
 use super::flush::FlushPolicy;
 use super::index::{remove_key, SymbolSlot};
-use super::signal::LocalSignal;
 
 /// What a subscribe or unsubscribe did, for the reply.
 #[derive(Debug, Default)]
@@ -169,10 +166,9 @@ impl Core {
     // ---- clients ----------------------------------------------------------------------
 
     /// Registers a connected client.
-    pub fn add_client(&mut self, stream: Rc<TcpStream>, signal: Rc<LocalSignal>) -> ClientKey {
+    pub fn add_client(&mut self, conn: Rc<Conn>) -> ClientKey {
         let client = Client::new(
-            stream,
-            signal,
+            conn,
             self.cfg.outbox_budget_bytes,
             self.cfg.commands_per_s,
             self.clock.now(),
@@ -261,12 +257,12 @@ impl Core {
             client.outbox.push(frames, id, now);
             frames.release(id);
         }
-        client.signal.notify();
+        client.conn.signal.notify();
     }
 
-    /// The client's socket, for its connection task.
-    pub fn stream(&self, key: ClientKey) -> Option<Rc<TcpStream>> {
-        self.clients.get(key).map(|c| c.stream.clone())
+    /// The client's connection (socket and wake-up), for its connection task.
+    pub fn conn(&self, key: ClientKey) -> Option<Rc<Conn>> {
+        self.clients.get(key).map(|c| c.conn.clone())
     }
 
     /// Whether the client's socket is full and its task should wait for writability.

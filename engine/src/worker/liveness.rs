@@ -41,7 +41,7 @@ impl Core {
             // Progress is what the peer takes: bytes it acknowledged count even while the
             // socket stays too full to take more writes (a slow reader is not idle).
             if !c.outbox.is_empty() {
-                if let Ok(acked) = tickwire_sockopt::bytes_acked(c.stream.as_ref()) {
+                if let Ok(acked) = tickwire_sockopt::bytes_acked(&c.conn.stream) {
                     if let Some(c) = self.clients.get_mut(key) {
                         if acked != c.liveness.acked {
                             c.liveness.acked = acked;

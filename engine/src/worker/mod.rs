@@ -294,30 +294,17 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
                 tokio::task::spawn_local(async move {
                     // The connection keeps its place for as long as the session runs.
                     let _permit = permit;
-                    let upgraded = match on_upgrade.await {
-                        Ok(u) => u,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "upgrade failed");
-                            return;
-                        }
+                    let Some((stream, prefix)) = upgraded_stream(on_upgrade.await) else {
+                        return;
                     };
-                    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-                        Ok(parts) => {
-                            // Copy the few bytes read past the request and let hyper's
-                            // read buffer go: held, it would cost kilobytes per client.
-                            let prefix = parts.read_buf.to_vec();
-                            drop(parts.read_buf);
-                            session::run(
-                                ctx.core.clone(),
-                                ctx.cfg.clone(),
-                                ctx.scratch.clone(),
-                                parts.io.into_inner(),
-                                prefix,
-                            )
-                            .await
-                        }
-                        Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
-                    }
+                    session::run(
+                        ctx.core.clone(),
+                        ctx.cfg.clone(),
+                        ctx.scratch.clone(),
+                        stream,
+                        prefix,
+                    )
+                    .await
                 });
                 response
             }
@@ -384,6 +371,30 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
             }
         }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// The socket of an upgraded connection and the bytes hyper read past the request.
+///
+/// A plain function so that nothing of hyper's (its `Parts`, its read buffer) stays in
+/// the connection's task for the session's life: held, the buffer would cost kilobytes
+/// per client, and the parts would grow every task.
+fn upgraded_stream(
+    upgraded: Result<hyper::upgrade::Upgraded, hyper::Error>,
+) -> Option<(tokio::net::TcpStream, Vec<u8>)> {
+    let upgraded = match upgraded {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return None;
+        }
+    };
+    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf.to_vec())),
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream");
+            None
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use crate::protocol::encode;
 use crate::stats::{CloseReason, WorkerStats};
 use crate::tick::now_ns;
 
+use super::clients::Conn;
 use super::core::{ClientKey, Core};
 use super::signal::LocalSignal;
 
@@ -72,13 +73,19 @@ enum Wake {
 
 /// Serves one upgraded connection until it ends. `prefix` holds bytes the HTTP layer
 /// read past the upgrade request (client frames already sent).
-pub async fn run(
+///
+/// The client is registered with the worker when this is called; the future it returns
+/// (the connection's task) holds only what the connection needs from then on. An
+/// `async fn` would keep its arguments (the socket handle and `prefix`) in the task for
+/// the connection's whole life, and a few bytes more put every connection's task in
+/// tokio's next 128-byte cell size (see engine/tests/conn_size.rs).
+pub fn run(
     core: Rc<RefCell<Core>>,
     cfg: Arc<EngineConfig>,
     scratch: Rc<ReadScratch>,
     stream: TcpStream,
     mut prefix: Vec<u8>,
-) {
+) -> impl std::future::Future<Output = ()> {
     // Small frames go out at once; batching happens in the worker, not in Nagle.
     let _ = stream.set_nodelay(true);
     if cfg.notsent_lowat_bytes > 0 {
@@ -90,18 +97,20 @@ pub async fn run(
         // Best effort: the kernel may round or cap it.
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
     }
-    let stream = Rc::new(stream);
-    let signal = Rc::new(LocalSignal::new());
-    let key = core.borrow_mut().add_client(stream.clone(), signal.clone());
+    let conn = Rc::new(Conn::new(stream));
+    let key = core.borrow_mut().add_client(conn.clone());
     let mut reader = ClientFrameReader::new();
     if !prefix.is_empty() {
         on_bytes(&core, &cfg, key, &mut reader, &mut prefix);
     }
     drop(prefix);
-    serve(&core, &cfg, &scratch, key, &stream, &signal, &mut reader).await;
-    // Boxed: the close path's timers would otherwise make every idle connection's task
-    // as large as a closing one's (see engine/tests/conn_size.rs).
-    Box::pin(close(&core, key, &stream, &signal, &scratch)).await;
+    async move {
+        let (stream, signal) = (&conn.stream, &conn.signal);
+        serve(&core, &cfg, &scratch, key, stream, signal, &mut reader).await;
+        // Boxed: the close path's timers would otherwise make every idle connection's
+        // task as large as a closing one's (see engine/tests/conn_size.rs).
+        Box::pin(close(&core, key, stream, signal, &scratch)).await;
+    }
 }
 
 /// Reads and answers the client until it is closing or gone.

@@ -101,7 +101,7 @@ impl Core {
             let Some(client) = self.clients.get_mut(key) else {
                 return Ok(true);
             };
-            let stream = &client.stream;
+            let stream = &client.conn.stream;
             let before = client.outbox.pending_bytes();
             let frames_before = client.outbox.frames_written();
             let calls_before = client.outbox.writes();
@@ -151,7 +151,7 @@ impl Core {
                 Ok(WriteOutcome::Blocked) => {
                     if !client.blocked {
                         client.blocked = true;
-                        client.signal.notify();
+                        client.conn.signal.notify();
                     }
                     break Ok(false);
                 }
@@ -161,7 +161,7 @@ impl Core {
         WorkerStats::add(&self.stats.bytes_sent, bytes);
         if let Some(c) = self.clients.get(key) {
             if c.closing.is_some() && c.outbox.is_empty() {
-                c.signal.notify();
+                c.conn.signal.notify();
             }
         }
         result

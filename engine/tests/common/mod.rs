@@ -56,8 +56,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// What a client's writer task does: flush, waiting for writability, until all is written.
 pub async fn write_all(core: &mut Core, key: ClientKey) {
     while !core.flush_client(key).unwrap() {
-        let stream = core.stream(key).unwrap();
-        stream.writable().await.unwrap();
+        let conn = core.conn(key).unwrap();
+        conn.stream.writable().await.unwrap();
     }
 }
 
@@ -120,7 +120,7 @@ pub fn frames(client: &mut std::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
 /// socket (tokio learns a new socket is writable only from its reactor).
 pub async fn settle(core: &mut Core, keys: &[ClientKey]) {
     for &key in keys {
-        if core.stream(key).is_some() {
+        if core.conn(key).is_some() {
             write_all(core, key).await;
         }
     }
