@@ -17,7 +17,7 @@
 //!   optional stall; their data age and how each ended are in [`report::SlowSummary`]. Live figures are flushed to
 //!   shared atomics 4× a second ([`live`]), never per message.
 //! - **Measured** (see [`report`] for definitions): latency = receive wall time −
-//!   `ingest_ts` in `Histogram<u64>` (ns, 3 digits, merged per class); msgs/s and MB/s;
+//!   `ingest_ts` in one `Histogram<u64>` per class (ns, 3 digits, shared by its clients); msgs/s and MB/s;
 //!   gaps and trades skipped; ticker seqs skipped (conflation); resyncs; connect times;
 //!   connection failures and close codes; the process's own CPU time.
 //! - **Checked** ([`check`]): trades contiguous or covered by an exact `gap`; book updates
