@@ -187,6 +187,7 @@ pub struct Publisher {
     latency: StageRecorder,
     /// Start of the current one-second rate window, and the tick count at its start.
     rate_window: (u64, u64),
+    interest: Option<Arc<crate::interest::Interest>>,
 }
 
 struct BookBatch {
@@ -252,7 +253,19 @@ impl Publisher {
             batch: None,
             latency,
             rate_window: (0, 0),
+            interest: None,
         }
+    }
+
+    /// Gives the feed the engine's per-symbol interest (set by the engine at start).
+    pub fn set_interest(&mut self, interest: Arc<crate::interest::Interest>) {
+        self.interest = Some(interest);
+    }
+
+    /// Which symbols the engine's clients want, for a feed that can choose what it
+    /// receives; `None` outside an engine.
+    pub fn interest(&self) -> Option<&Arc<crate::interest::Interest>> {
+        self.interest.as_ref()
     }
 
     /// The handle workers and the control plane keep.
@@ -364,6 +377,40 @@ impl Publisher {
         let stats = &self.shared.stats;
         stats.gaps.fetch_add(1, Ordering::Relaxed);
         stats.trades_missed.fetch_add(missed, Ordering::Relaxed);
+    }
+
+    /// Republishes a tick as it is, with the seqs it carries (a cluster edge passing on
+    /// what its feed node published). Nothing is checked or dropped here: the caller
+    /// keeps the seqs contiguous (see [`Publisher::skip_trades`]) or adopts a state.
+    pub fn republish(&mut self, tick: Tick) {
+        if matches!(tick.event, Event::Reset) {
+            return;
+        }
+        self.end_book();
+        self.push(tick);
+    }
+
+    /// Replaces the authoritative state of `symbol` (a snapshot from elsewhere: a cluster
+    /// edge catching up, a feed seeded with the cluster's last state) and tells every
+    /// consumer to resynchronise from it: the ring carries one [`Event::Reset`], at which
+    /// a worker asks for this publisher's state, so its clients get a fresh ticker, a
+    /// book snapshot and a `gap` naming exactly the trades they missed. Cold path.
+    #[cold]
+    pub fn adopt(&mut self, symbol: SymbolId, state: SymbolState) {
+        self.end_book();
+        let Some(slot) = self.states.get_mut(symbol.index()) else {
+            return;
+        };
+        *slot = state;
+        let now = now_ns();
+        // Pushed past `push`: a reset is not applied to any state.
+        self.producer.push(Tick {
+            symbol,
+            ts: now,
+            ingest_ts: now,
+            event: Event::Reset,
+        });
+        self.unpublished += 1;
     }
 
     /// Publishes a best bid/offer (size 0 = no level on that side).
@@ -657,6 +704,39 @@ mod tests {
         assert_eq!(seqs, [1, 5]);
         assert_eq!(p.shared().stats.gaps.load(Ordering::Relaxed), 1);
         assert_eq!(p.shared().stats.trades_missed.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn adopting_a_state_pushes_one_reset_and_republished_ticks_keep_their_seqs() {
+        let s = SymbolId(0);
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64).0);
+        let mut c = p.subscribe();
+        let mut state = SymbolState::default();
+        state.trade_seq = 41;
+        state.book_seq = 7;
+        p.adopt(s, state);
+        p.republish(Tick {
+            symbol: s,
+            ts: 1,
+            ingest_ts: 2,
+            event: Event::Trade {
+                seq: 42,
+                price: 5,
+                size: 1,
+                side: None,
+                trade_id: 0,
+            },
+        });
+        p.flush();
+        let got = drain(&mut c);
+        assert!(matches!(got[0].event, Event::Reset));
+        assert!(matches!(got[1].event, Event::Trade { seq: 42, .. }));
+        assert_eq!((p.state(s).trade_seq, p.state(s).book_seq), (42, 7));
+        assert_eq!(
+            p.state(s).ticker.seq,
+            1,
+            "the trade moved the adopted ticker"
+        );
     }
 
     #[test]

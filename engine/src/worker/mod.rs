@@ -4,8 +4,9 @@
 //! A worker reads every feed's ring once, applies each tick to its [`core::Core`] (which
 //! encodes and queues frames) and flushes the clients that got frames, in batches that
 //! end on book-event boundaries. When every ring is empty it parks until a feed publishes,
-//! so an idle engine uses no CPU. A lapped worker asks the feed for its state and
-//! resynchronises every affected subscription; the feed never waits for it.
+//! so an idle engine uses no CPU. A lapped worker, or one that reads a feed's
+//! [`Event::Reset`], asks the feed for its state and resynchronises every affected
+//! subscription; the feed never waits for it.
 
 pub mod clients;
 pub mod clock;
@@ -143,11 +144,9 @@ async fn serve(spec: WorkerSpec) {
             return;
         }
     };
-    let core = Rc::new(RefCell::new(Core::new(
-        cfg.clone(),
-        shared.registry.clone(),
-        stats,
-    )));
+    let mut core = Core::new(cfg.clone(), shared.registry.clone(), stats);
+    core.set_interest(shared.interest.clone());
+    let core = Rc::new(RefCell::new(core));
     let ctx = Rc::new(Ctx {
         core: core.clone(),
         scratch: Rc::new(session::ReadScratch::new()),
@@ -439,6 +438,16 @@ async fn fan_out(
                 let mut mid_book_event = false;
                 while taken < BATCH_TICKS || mid_book_event {
                     match port.consumer.try_recv() {
+                        Ok(Tick {
+                            event: Event::Reset,
+                            ..
+                        }) => {
+                            // The feed replaced its state: take it whole, as after a lap,
+                            // before reading on.
+                            port.resync = Some(port.feed.request_resync());
+                            resyncing = true;
+                            break;
+                        }
                         Ok(tick) => {
                             core.on_tick(&tick);
                             taken += 1;
