@@ -160,7 +160,16 @@ pub struct FeedShared {
     /// Its counters.
     pub stats: FeedStats,
     resync_tx: Sender<ResyncRequest>,
+    /// The states adopted lately ([`Publisher::adopt`]), by the ring position of their
+    /// [`Event::Reset`]: a consumer that reads the reset takes the symbol's new state
+    /// from here and goes on reading, so the other symbols lose nothing. Bounded
+    /// ([`RESETS_KEPT`]); a consumer that finds nothing resyncs the whole feed. A lock,
+    /// taken only by an adopt and by a consumer at a reset: cold paths.
+    resets: std::sync::Mutex<std::collections::VecDeque<(u64, SymbolId, SymbolState)>>,
 }
+
+/// Adopted states a feed keeps for its consumers to pick up (see `FeedShared::resets`).
+pub const RESETS_KEPT: usize = 1024;
 
 impl FeedShared {
     /// Asks the feed for its state; the reply arrives on the returned receiver.
@@ -170,6 +179,15 @@ impl FeedShared {
         // `rx`, which the worker treats as "no resync possible".
         let _ = self.resync_tx.send(ResyncRequest { reply: tx });
         rx
+    }
+
+    /// The state adopted by the [`Event::Reset`] at ring `position`, when still kept.
+    pub fn reset_state(&self, position: u64) -> Option<(SymbolId, SymbolState)> {
+        let resets = self.resets.lock().ok()?;
+        resets
+            .iter()
+            .find(|(at, ..)| *at == position)
+            .map(|(_, id, state)| (*id, state.clone()))
     }
 }
 
@@ -245,6 +263,7 @@ impl Publisher {
                 symbols,
                 stats,
                 resync_tx,
+                resets: std::sync::Mutex::new(std::collections::VecDeque::new()),
             }),
             resync_rx,
             ingest_ts: 0,
@@ -392,15 +411,23 @@ impl Publisher {
 
     /// Replaces the authoritative state of `symbol` (a snapshot from elsewhere: a cluster
     /// edge catching up, a feed seeded with the cluster's last state) and tells every
-    /// consumer to resynchronise from it: the ring carries one [`Event::Reset`], at which
-    /// a worker asks for this publisher's state, so its clients get a fresh ticker, a
-    /// book snapshot and a `gap` naming exactly the trades they missed. Cold path.
+    /// consumer: the ring carries one [`Event::Reset`], at which a worker takes the new
+    /// state ([`FeedShared::reset_state`]), so that symbol's clients get a fresh ticker, a
+    /// book snapshot and a `gap` naming exactly the trades they missed; the other symbols
+    /// go on untouched. Cold path: clones the state and takes a lock.
     #[cold]
     pub fn adopt(&mut self, symbol: SymbolId, state: SymbolState) {
         self.end_book();
         let Some(slot) = self.states.get_mut(symbol.index()) else {
             return;
         };
+        let at = self.producer.cursor() + self.producer.pending();
+        if let Ok(mut resets) = self.shared.resets.lock() {
+            if resets.len() == RESETS_KEPT {
+                resets.pop_front();
+            }
+            resets.push_back((at, symbol, state.clone()));
+        }
         *slot = state;
         let now = now_ns();
         // Pushed past `push`: a reset is not applied to any state.
@@ -731,6 +758,12 @@ mod tests {
         let got = drain(&mut c);
         assert!(matches!(got[0].event, Event::Reset));
         assert!(matches!(got[1].event, Event::Trade { seq: 42, .. }));
+        let (id, kept) = p
+            .shared()
+            .reset_state(0)
+            .expect("kept by the reset's position");
+        assert_eq!((id, kept.trade_seq), (s, 41));
+        assert!(p.shared().reset_state(1).is_none());
         assert_eq!((p.state(s).trade_seq, p.state(s).book_seq), (42, 7));
         assert_eq!(
             p.state(s).ticker.seq,

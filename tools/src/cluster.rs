@@ -11,6 +11,7 @@ use tickwire_engine::feed::Feed;
 use tickwire_engine::http::LinkStatus;
 use tickwire_engine::server::{EngineHandle, StartOptions};
 use tickwire_feeds::cluster::edge::{EdgeConfig, EdgeSubscribe, NatsFeed};
+use tickwire_feeds::cluster::seed::SeededFeed;
 use tickwire_feeds::cluster::tap::{self, TapConfig};
 
 use crate::{EdgeSubscribeArg, Role, ServeArgs};
@@ -51,6 +52,11 @@ pub fn start(
                 // local client.
                 cfg.workers = 1;
             }
+            // Each feed first continues the seqs the cluster last saw (a restart).
+            let feeds: Vec<Box<dyn Feed>> = feeds
+                .into_iter()
+                .map(|f| Box::new(SeededFeed::new(f, url)) as Box<dyn Feed>)
+                .collect();
             let mut engine = tickwire_engine::server::start_with(cfg, feeds, options)?;
             let taps = engine.take_taps();
             tap::spawn(

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 const SYMBOL: &str = "sim:BTC-USD";
 
 /// A child process killed when dropped.
-struct Proc(Child, &'static str);
+struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -69,7 +69,7 @@ fn start_nats(port: u16, store: &Path) -> Proc {
         assert!(Instant::now() < deadline, "nats-server listens on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Proc(child, "nats-server")
+    Proc(child)
 }
 
 fn start_node(name: &'static str, port: u16, nats: u16, extra: &[&str]) -> (Proc, SocketAddr) {
@@ -87,11 +87,19 @@ fn start_node(name: &'static str, port: u16, nats: u16, extra: &[&str]) -> (Proc
         // The same feed settings on every node: edges take the symbols from them.
         .args(["--feed", "sim", "--sim-symbols", "2", "--sim-seed", "7"])
         .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env(
+            "RUST_LOG",
+            std::env::var("TICKWIRE_TEST_LOGS").unwrap_or_else(|_| "warn".into()),
+        )
+        // TICKWIRE_TEST_LOGS=info (a RUST_LOG filter) shows the nodes' logs.
+        .stdout(if std::env::var_os("TICKWIRE_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
-        .expect("tickwire starts");
-    (Proc(child, name), addr)
+        .unwrap_or_else(|e| panic!("tickwire ({name}) starts: {e}"));
+    (Proc(child), addr)
 }
 
 async fn wait_health(addr: SocketAddr, want: u16, what: &str) -> String {
@@ -128,6 +136,8 @@ struct Seen {
     books: BTreeMap<u64, (Levels, Levels)>,
     book: BookKeeper,
     gaps: Vec<Value>,
+    /// `gaps.len()` at the last trade.
+    gaps_at_trade: usize,
     book_snapshots: usize,
     tickers: usize,
 }
@@ -139,18 +149,23 @@ impl Seen {
                 let seq = m["seq"].as_u64().unwrap();
                 if let Some(prev) = self.last_trade {
                     assert!(seq > prev, "trade seqs increase: {m}");
-                    if seq != prev + 1 {
-                        let gap = self
-                            .gaps
-                            .last()
-                            .unwrap_or_else(|| panic!("trade {seq} after {prev} with no gap"));
+                    // The gaps since the last trade name exactly the seqs skipped,
+                    // one after another.
+                    let mut next = prev + 1;
+                    for gap in &self.gaps[self.gaps_at_trade..] {
                         assert_eq!(
-                            (gap["from_seq"].as_u64(), gap["to_seq"].as_u64()),
-                            (Some(prev + 1), Some(seq - 1)),
-                            "the gap before trade {seq} names exactly the skipped seqs"
+                            gap["from_seq"].as_u64(),
+                            Some(next),
+                            "gaps chain from trade {prev}: {gap}"
                         );
+                        next = gap["to_seq"].as_u64().unwrap() + 1;
                     }
+                    assert_eq!(
+                        next, seq,
+                        "trade {seq} after {prev}: the gaps between name every skipped seq"
+                    );
                 }
+                self.gaps_at_trade = self.gaps.len();
                 self.last_trade = Some(seq);
                 let key = format!(
                     "{} {} {} {}",
@@ -227,7 +242,7 @@ async fn edges_serve_the_same_seqs_recover_late_joiners_and_survive_a_nats_resta
     let store = std::env::temp_dir().join(format!("tickwire-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&store);
     let nats_port = free_port();
-    let mut nats = start_nats(nats_port, &store);
+    let nats = start_nats(nats_port, &store);
 
     let (mut feed, feed_addr) = start_node(
         "feed",
@@ -380,7 +395,11 @@ async fn edges_serve_the_same_seqs_recover_late_joiners_and_survive_a_nats_resta
         .count();
     assert_eq!(
         after, 15,
-        "both edges carry every trade after the outage ({ta} trades, {tb} books in common)"
+        "both edges carry every trade after the outage ({ta} trades, {tb} books in common; after {mark}: edge1 {:?} gaps {:?}; edge2 {:?} gaps {:?})",
+        sa.trades.range(mark - 5..).map(|(k, _)| *k).collect::<Vec<_>>(),
+        sa.gaps,
+        sb.trades.range(mark - 5..).map(|(k, _)| *k).collect::<Vec<_>>(),
+        sb.gaps
     );
     for (p, name) in [
         (&mut feed, "feed"),
@@ -390,6 +409,31 @@ async fn edges_serve_the_same_seqs_recover_late_joiners_and_survive_a_nats_resta
     ] {
         assert!(p.alive(), "{name} kept running: nothing was restarted");
     }
+
+    // 4. The feed node restarts: the new one continues the cluster's seqs (read from
+    // JetStream), the edges follow its new session, clients get fresh snapshots.
+    drop(feed);
+    let (snaps_a, last_a) = (sa.book_snapshots, sa.last_trade.unwrap());
+    let (_feed, feed_addr) = start_node(
+        "feed again",
+        free_port(),
+        nats_port,
+        &[
+            "--role",
+            "feed",
+            "--sim-rate",
+            "400",
+            "--nats-snapshot-ms",
+            "300",
+        ],
+    );
+    wait_health(feed_addr, 200, "restarted feed node").await;
+    read_until(&mut a, &mut sa, "edge1 follows the new feed node", |s| {
+        s.book_snapshots > snaps_a && s.last_trade.unwrap() > last_a + 20
+    })
+    .await;
+    // (Seen::take checked that trade seqs only went up, and that every jump had its gap.)
+    assert!(edge1.alive() && edge2.alive());
     let _ = std::fs::remove_dir_all(&store);
     eprintln!("cluster test took {:?}", started.elapsed());
 }

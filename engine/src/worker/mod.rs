@@ -4,9 +4,10 @@
 //! A worker reads every feed's ring once, applies each tick to its [`core::Core`] (which
 //! encodes and queues frames) and flushes the clients that got frames, in batches that
 //! end on book-event boundaries. When every ring is empty it parks until a feed publishes,
-//! so an idle engine uses no CPU. A lapped worker, or one that reads a feed's
-//! [`Event::Reset`], asks the feed for its state and resynchronises every affected
-//! subscription; the feed never waits for it.
+//! so an idle engine uses no CPU. A lapped worker asks the feed for its state and
+//! resynchronises every affected subscription; the feed never waits for it. At a feed's
+//! [`Event::Reset`] (one symbol's state replaced) the worker takes that symbol's new
+//! state and resynchronises its subscriptions only.
 
 pub mod clients;
 pub mod clock;
@@ -442,11 +443,21 @@ async fn fan_out(
                             event: Event::Reset,
                             ..
                         }) => {
-                            // The feed replaced its state: take it whole, as after a lap,
-                            // before reading on.
-                            port.resync = Some(port.feed.request_resync());
-                            resyncing = true;
-                            break;
+                            // The feed replaced one symbol's state: take it and read on;
+                            // if the feed no longer keeps it, take the whole feed's state,
+                            // as after a lap.
+                            let at = port.consumer.position() - 1;
+                            match port.feed.reset_state(at) {
+                                Some((symbol, state)) => core.resync(ResyncReply {
+                                    position: at + 1,
+                                    states: vec![(symbol, state)],
+                                }),
+                                None => {
+                                    port.resync = Some(port.feed.request_resync());
+                                    resyncing = true;
+                                    break;
+                                }
+                            }
                         }
                         Ok(tick) => {
                             core.on_tick(&tick);

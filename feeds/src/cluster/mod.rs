@@ -13,6 +13,7 @@
 //! repairs from a snapshot (clients get a `gap` and fresh snapshots, never silence).
 
 pub mod edge;
+pub mod seed;
 
 pub mod tap;
 pub mod wire;
@@ -22,10 +23,12 @@ use std::time::Duration;
 
 use tickwire_engine::http::LinkStatus;
 
-/// Name of the JetStream stream that keeps the last snapshot of every symbol.
-pub const SNAPSHOT_STREAM: &str = "TICKWIRE_SNAPSHOTS";
+/// Name of the JetStream stream that keeps the last message of every subject: each
+/// symbol's last snapshot (what new edges start from) and its last trade, book event and
+/// quote (whose seqs a restarted feed node continues).
+pub const SNAPSHOT_STREAM: &str = "TICKWIRE_LAST";
 /// The subjects it keeps.
-pub const SNAPSHOT_SUBJECTS: &str = "tickwire.*.*.snapshot";
+pub const SNAPSHOT_SUBJECTS: &str = "tickwire.*.*.*";
 
 /// Reconnect backoff: attempt `n` waits `min(100 ms × 2^n, 2 s)`, less a random part of
 /// up to a quarter so that many nodes do not knock at the same instant. Short because a
@@ -78,9 +81,9 @@ pub async fn connect(
         .await
 }
 
-/// Creates the snapshot stream unless it exists: file storage (where the NATS server
-/// keeps its JetStream store, so it outlives a server restart), the last message of
-/// each subject only. Feed nodes and edges both call it; whoever comes first makes it.
+/// Creates the stream unless it exists: file storage (where the NATS server keeps its
+/// JetStream store, so it outlives a server restart), the last message of each subject
+/// only. Feed nodes and edges both call it; whoever comes first makes it.
 pub async fn ensure_stream(client: &async_nats::Client) -> Result<(), async_nats::Error> {
     use async_nats::jetstream::stream;
     async_nats::jetstream::new(client.clone())

@@ -57,6 +57,9 @@ struct Sym {
     subjects: [Subject; 4],
     sym_seq: u64,
     scales: (u8, u8),
+    /// The tap holds the feed's state (its first resync reply came): before that, a
+    /// snapshot would be an empty state that could overwrite the cluster's stored one.
+    ready: bool,
 }
 
 struct Tap {
@@ -120,6 +123,7 @@ async fn run(
                 subjects: wire::CHANNELS.map(|c| Subject::from(format!("{prefix}.{c}"))),
                 sym_seq: 0,
                 scales: (info.price_scale, info.size_scale),
+                ready: false,
             });
         }
     }
@@ -166,6 +170,9 @@ async fn run(
                         port.tap.consumer.skip_to(reply.position);
                         for (id, state) in reply.states {
                             t.states[id.index()] = state;
+                            if let Some(Some(sym)) = t.syms.get_mut(id.index()) {
+                                sym.ready = true;
+                            }
                             t.publish_snapshot(id).await;
                         }
                     }
@@ -183,8 +190,23 @@ async fn run(
                     Ok(Tick {
                         event: Event::Reset,
                         ..
-                    })
-                    | Err(RecvError::Lagged(_)) => {
+                    }) => {
+                        // One symbol's state replaced (a seeded start): take it, tell the
+                        // edges; if the feed no longer keeps it, take the whole feed's.
+                        let at = port.tap.consumer.position() - 1;
+                        match port.tap.feed.reset_state(at) {
+                            Some((id, state)) => {
+                                t.states[id.index()] = state;
+                                t.publish_snapshot(id).await;
+                            }
+                            None => {
+                                port.resync = Some(port.tap.feed.request_resync());
+                                resyncing = true;
+                                break;
+                            }
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
                         port.resync = Some(port.tap.feed.request_resync());
                         resyncing = true;
                         break;
@@ -272,6 +294,9 @@ impl Tap {
         let Some(Some(sym)) = self.syms.get(symbol.index()) else {
             return;
         };
+        if !sym.ready {
+            return;
+        }
         let scales = sym.scales;
         let now = tickwire_engine::tick::now_ns();
         let h = Header {
