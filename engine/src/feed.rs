@@ -139,6 +139,8 @@ impl FeedStats {
 pub struct ResyncRequest {
     /// Where the reply goes.
     pub reply: tokio::sync::oneshot::Sender<ResyncReply>,
+    /// Seqs to continue (see [`FeedShared::request_rebase`]); empty for a plain resync.
+    pub rebase: Vec<(SymbolId, SymbolState)>,
 }
 
 /// The feed's authoritative state, taken between two published batches.
@@ -177,7 +179,28 @@ impl FeedShared {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // A send fails only when the feed thread is gone; the dropped sender then closes
         // `rx`, which the worker treats as "no resync possible".
-        let _ = self.resync_tx.send(ResyncRequest { reply: tx });
+        let _ = self.resync_tx.send(ResyncRequest {
+            reply: tx,
+            rebase: Vec::new(),
+        });
+        rx
+    }
+
+    /// Asks the feed to continue the seqs of `seqs` (states published elsewhere: a
+    /// cluster standby taking over from the node that led): each symbol keeps its own
+    /// book and prices, and its trade, book and ticker seqs are raised to at least
+    /// those given, adopted as with [`Publisher::adopt`]. The reply is the feed's state
+    /// after that, at a ring position past the resets.
+    pub fn request_rebase(
+        &self,
+        seqs: Vec<(SymbolId, SymbolState)>,
+    ) -> tokio::sync::oneshot::Receiver<ResyncReply> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // As in `request_resync`: a feed that is gone closes `rx`.
+        let _ = self.resync_tx.send(ResyncRequest {
+            reply: tx,
+            rebase: seqs,
+        });
         rx
     }
 
@@ -579,6 +602,25 @@ impl Publisher {
     #[cold]
     fn serve_resyncs(&mut self) {
         while let Ok(request) = self.resync_rx.try_recv() {
+            if !request.rebase.is_empty() {
+                for (id, given) in request.rebase {
+                    let Some(own) = self.states.get(id.index()) else {
+                        continue;
+                    };
+                    let mut own = own.clone();
+                    own.trade_seq = own.trade_seq.max(given.trade_seq);
+                    own.book_seq = own.book_seq.max(given.book_seq);
+                    own.ticker.seq = own.ticker.seq.max(given.ticker.seq);
+                    self.adopt(id, own);
+                }
+                // The resets go out before the reply's position.
+                self.producer.publish();
+                self.shared
+                    .stats
+                    .ticks
+                    .fetch_add(self.unpublished, Ordering::Relaxed);
+                self.unpublished = 0;
+            }
             let states = self
                 .shared
                 .symbols

@@ -66,6 +66,11 @@ pub fn start(
                     url: url.to_owned(),
                     // Default: 1 s, see docs/cluster.md.
                     snapshot_interval_ms: args.nats_snapshot_ms.unwrap_or(1000),
+                    // Default: a 3 s lease, see docs/cluster.md ("Hot standby").
+                    lease_ttl_ms: match args.nats_lease_ms.unwrap_or(3000) {
+                        0 => None,
+                        ms => Some(ms),
+                    },
                 },
                 link,
                 stop.clone(),

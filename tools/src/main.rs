@@ -207,6 +207,11 @@ struct ServeArgs {
     /// recovering edges, ms [default: 1000].
     #[arg(long, requires = "nats")]
     nats_snapshot_ms: Option<u64>,
+    /// Feed node, hot standby: a feed is published only by the node holding its lease in
+    /// NATS KV, which expires this long after its holder stops renewing it; 0 = no lease
+    /// (every feed node publishes), ms [default: 3000].
+    #[arg(long, requires = "nats")]
+    nats_lease_ms: Option<u64>,
 }
 
 /// A cluster node's role (`--role`).

@@ -17,6 +17,17 @@ use common::*;
 use serde_json::{json, Value};
 
 const SYMBOL: &str = "sim:BTC-USD";
+/// Feed node flags: a fast market, frequent snapshots, a short lease.
+const FEED: &[&str] = &[
+    "--role",
+    "feed",
+    "--sim-rate",
+    "400",
+    "--nats-snapshot-ms",
+    "300",
+    "--nats-lease-ms",
+    "1500",
+];
 
 /// A child process killed when dropped.
 struct Proc(Child);
@@ -414,7 +425,7 @@ async fn edges_serve_the_same_seqs_recover_late_joiners_and_survive_a_nats_resta
     // JetStream), the edges follow its new session, clients get fresh snapshots.
     drop(feed);
     let (snaps_a, last_a) = (sa.book_snapshots, sa.last_trade.unwrap());
-    let (_feed, feed_addr) = start_node(
+    let (feed2, feed_addr) = start_node(
         "feed again",
         free_port(),
         nats_port,
@@ -433,6 +444,30 @@ async fn edges_serve_the_same_seqs_recover_late_joiners_and_survive_a_nats_resta
     })
     .await;
     // (Seen::take checked that trade seqs only went up, and that every jump had its gap.)
+    assert!(edge1.alive() && edge2.alive());
+
+    // 5. Hot standby: a second feed node for the same feed publishes nothing while the
+    // first holds the lease (clients see one contiguous stream, no resync), and takes
+    // over, continuing the seqs, when the first dies.
+    let (_standby, standby_addr) = start_node("standby", free_port(), nats_port, FEED);
+    wait_health(standby_addr, 200, "standby feed node").await;
+    let (gaps_a, snaps_a) = (sa.gaps.len(), sa.book_snapshots);
+    let quiet_until = Instant::now() + Duration::from_millis(1500);
+    read_until(&mut a, &mut sa, "edge1 with a standby", |_| {
+        Instant::now() > quiet_until
+    })
+    .await;
+    assert_eq!(
+        (sa.gaps.len(), sa.book_snapshots),
+        (gaps_a, snaps_a),
+        "a standby does not publish: no gap, no resync"
+    );
+    let last_a = sa.last_trade.unwrap();
+    drop(feed2);
+    read_until(&mut a, &mut sa, "edge1 follows the standby", |s| {
+        s.book_snapshots > snaps_a && s.last_trade.unwrap() > last_a + 20
+    })
+    .await;
     assert!(edge1.alive() && edge2.alive());
     let _ = std::fs::remove_dir_all(&store);
     eprintln!("cluster test took {:?}", started.elapsed());

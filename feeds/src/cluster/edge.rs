@@ -529,6 +529,18 @@ impl Edge<'_> {
     }
 
     fn adopt(&mut self, t: &mut Track, h: Header, state: tickwire_engine::state::SymbolState) {
+        let held = self.publisher.state(t.id);
+        if state.trade_seq < held.trade_seq || state.book_seq < held.book_seq {
+            // Only a feed node that did not continue the cluster's seqs (its store was
+            // wiped, or two nodes publish one feed without a lease) does this; clients
+            // will see seqs go back.
+            tracing::error!(
+                symbol = %t.prefix,
+                trades = state.trade_seq,
+                held = held.trade_seq,
+                "the feed node's seqs went back; adopting them"
+            );
+        }
         self.publisher.adopt(t.id, state);
         self.publisher
             .shared()

@@ -119,7 +119,9 @@ async fn read_seeds(
     }
 }
 
-async fn try_read(
+/// What the cluster last saw of `symbols` (see the module doc for the seqs): every
+/// symbol with a stored snapshot.
+pub(super) async fn try_read(
     client: &async_nats::Client,
     symbols: &[(SymbolId, String)],
 ) -> Result<Vec<(SymbolId, SymbolState)>, async_nats::Error> {

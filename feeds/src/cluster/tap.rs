@@ -41,6 +41,21 @@ pub struct TapConfig {
     /// How often every symbol's state is published for new edges (default 1000 ms,
     /// `--nats-snapshot-ms`): an edge that lost messages is whole again within this.
     pub snapshot_interval_ms: u64,
+    /// Hot standby: a feed is published only while this node holds its lease, a key of
+    /// the KV bucket [`LEASE_BUCKET`] that lives this long unless renewed (renewed every
+    /// third of it). `None`: always publish (default 3000 ms, `--nats-lease-ms`, 0 = none).
+    pub lease_ttl_ms: Option<u64>,
+}
+
+/// The KV bucket of the feeds' leases: one key per feed name (`sim`, `binance`, ...).
+pub const LEASE_BUCKET: &str = "tickwire-leases";
+
+/// One feed's lease.
+struct Lease {
+    key: String,
+    revision: u64,
+    /// Taken, seqs being continued: becomes leading when the feed's reply comes.
+    rebase: Option<tokio::sync::oneshot::Receiver<ResyncReply>>,
 }
 
 /// Ticks taken from one ring before the tap looks at the others.
@@ -48,6 +63,9 @@ const BATCH_TICKS: usize = 1024;
 
 struct Port {
     tap: RingTap,
+    /// Publishes this feed (holds its lease, or no lease is used).
+    leading: bool,
+    lease: Option<Lease>,
     resync: Option<tokio::sync::oneshot::Receiver<ResyncReply>>,
     /// The book event being gathered (its ticks are contiguous in the ring).
     book: Vec<Tick>,
@@ -57,6 +75,8 @@ struct Sym {
     subjects: [Subject; 4],
     sym_seq: u64,
     scales: (u8, u8),
+    /// Index of its feed's port.
+    port: usize,
     /// The tap holds the feed's state (its first resync reply came): before that, a
     /// snapshot would be an empty state that could overwrite the cluster's stored one.
     ready: bool,
@@ -69,6 +89,8 @@ struct Tap {
     states: Vec<SymbolState>,
     scratch: Vec<u8>,
     dropped: u64,
+    /// Per port: publishes it (see `Port::leading`).
+    leading: Vec<bool>,
 }
 
 /// Starts the publisher thread for `taps`; it runs until `stop` is set.
@@ -115,7 +137,7 @@ async fn run(
         tokio::spawn(async move { super::ensure_stream_retrying(&client).await });
     }
     let mut syms: Vec<Option<Sym>> = (0..registry.len()).map(|_| None).collect();
-    for tap in &taps {
+    for (port, tap) in taps.iter().enumerate() {
         for &id in &tap.feed.symbols {
             let info = registry.info(id);
             let prefix = wire::symbol_prefix(&info.name);
@@ -123,6 +145,7 @@ async fn run(
                 subjects: wire::CHANNELS.map(|c| Subject::from(format!("{prefix}.{c}"))),
                 sym_seq: 0,
                 scales: (info.price_scale, info.size_scale),
+                port,
                 ready: false,
             });
         }
@@ -135,7 +158,18 @@ async fn run(
         states: vec![SymbolState::default(); registry.len()],
         scratch: Vec::with_capacity(4096),
         dropped: 0,
+        leading: vec![cfg.lease_ttl_ms.is_none(); taps.len()],
     };
+    let prefixes: Vec<Vec<(SymbolId, String)>> = taps
+        .iter()
+        .map(|tap| {
+            tap.feed
+                .symbols
+                .iter()
+                .map(|&id| (id, wire::symbol_prefix(&registry.info(id).name)))
+                .collect()
+        })
+        .collect();
     let parker = taps.first().map(|p| p.parker.clone());
     let mut ports: Vec<Port> = taps
         .into_iter()
@@ -143,10 +177,19 @@ async fn run(
             // Start from the feed's whole state: what it published before this
             // consumer existed is in there.
             resync: Some(tap.feed.request_resync()),
+            leading: cfg.lease_ttl_ms.is_none(),
+            lease: cfg.lease_ttl_ms.map(|_| Lease {
+                key: lease_key(&tap.feed.name),
+                revision: 0,
+                rebase: None,
+            }),
             tap,
             book: Vec::new(),
         })
         .collect();
+    let lease_every = Duration::from_millis(cfg.lease_ttl_ms.unwrap_or(3000).max(3) / 3);
+    let mut next_lease = Instant::now();
+    let mut kv: Option<async_nats::jetstream::kv::Store> = None;
     let interval = Duration::from_millis(cfg.snapshot_interval_ms.max(1));
     let mut next_snapshots = Instant::now() + interval;
     let mut was_connected = false;
@@ -159,6 +202,17 @@ async fn run(
             next_snapshots = Instant::now() + interval;
         }
         was_connected = connected;
+        if let Some(ttl_ms) = cfg.lease_ttl_ms {
+            if connected && Instant::now() >= next_lease {
+                next_lease = Instant::now() + lease_every;
+                t.tend_leases(&mut ports, &prefixes, &mut kv, ttl_ms).await;
+            }
+            if t.take_rebases(&mut ports) {
+                // A new leader: a new session, so edges adopt its snapshots.
+                t.session = rand::random::<u64>() | 1;
+                t.publish_all_snapshots().await;
+            }
+        }
         let mut got = 0usize;
         let mut resyncing = false;
         for port in &mut ports {
@@ -241,7 +295,142 @@ async fn run(
     let _ = t.client.flush().await;
 }
 
+/// A KV key for a feed name (KV keys take letters, digits and `-_/=.`).
+fn lease_key(feed: &str) -> String {
+    feed.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 impl Tap {
+    /// Renews the leases held, tries to take the others (a standby takes a lease its
+    /// leader let expire, then continues the cluster's seqs before it publishes).
+    async fn tend_leases(
+        &mut self,
+        ports: &mut [Port],
+        prefixes: &[Vec<(SymbolId, String)>],
+        kv: &mut Option<async_nats::jetstream::kv::Store>,
+        ttl_ms: u64,
+    ) {
+        let timeout = Duration::from_secs(1);
+        if kv.is_none() {
+            let js = async_nats::jetstream::new(self.client.clone());
+            // The bucket's stream, made by hand: the KV helper's own create request
+            // is one Debian's nats-server 2.9 answers in a form async-nats cannot read.
+            let stream = async_nats::jetstream::stream::Config {
+                name: format!("KV_{LEASE_BUCKET}"),
+                subjects: vec![format!("$KV.{LEASE_BUCKET}.>")],
+                max_messages_per_subject: 1,
+                max_age: Duration::from_millis(ttl_ms),
+                storage: async_nats::jetstream::stream::StorageType::File,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                ..Default::default()
+            };
+            let store = async {
+                tokio::time::timeout(timeout, js.get_or_create_stream(stream))
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                tokio::time::timeout(timeout, js.get_key_value(LEASE_BUCKET))
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match store {
+                Ok(store) => *kv = Some(store),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no lease bucket yet");
+                    return;
+                }
+            }
+        }
+        let Some(store) = kv.as_ref() else {
+            return;
+        };
+        let me = Bytes::from(format!("{:016x}", self.session));
+        for (i, port) in ports.iter_mut().enumerate() {
+            let Some(lease) = port.lease.as_mut() else {
+                continue;
+            };
+            if port.leading {
+                match tokio::time::timeout(
+                    timeout,
+                    store.update(&lease.key, me.clone(), lease.revision),
+                )
+                .await
+                {
+                    Ok(Ok(revision)) => lease.revision = revision,
+                    other => {
+                        tracing::warn!(feed = %port.tap.feed.name, result = ?other.map(|r| r.map_err(|e| e.to_string())), "lost the feed's lease: standing by");
+                        port.leading = false;
+                        self.leading[i] = false;
+                    }
+                }
+            } else if lease.rebase.is_none() {
+                if let Ok(Ok(revision)) =
+                    tokio::time::timeout(timeout, store.create(&lease.key, me.clone())).await
+                {
+                    lease.revision = revision;
+                    // Continue what the last leader published before publishing.
+                    let seqs = match super::seed::try_read(&self.client, &prefixes[i]).await {
+                        Ok(seqs) => seqs,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the cluster's last state; continuing this node's seqs");
+                            Vec::new()
+                        }
+                    };
+                    tracing::info!(feed = %port.tap.feed.name, "took the feed's lease: publishing");
+                    lease.rebase = Some(port.tap.feed.request_rebase(seqs));
+                }
+            }
+        }
+    }
+
+    /// Ports whose rebase reply came start leading; returns whether any did.
+    fn take_rebases(&mut self, ports: &mut [Port]) -> bool {
+        let mut any = false;
+        for (i, port) in ports.iter_mut().enumerate() {
+            let Some(rx) = port.lease.as_mut().and_then(|l| l.rebase.as_mut()) else {
+                continue;
+            };
+            let reply = match rx.try_recv() {
+                Ok(reply) => reply,
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    if let Some(l) = port.lease.as_mut() {
+                        l.rebase = None;
+                    }
+                    continue;
+                }
+            };
+            if let Some(l) = port.lease.as_mut() {
+                l.rebase = None;
+            }
+            port.tap.consumer.skip_to(reply.position);
+            port.book.clear();
+            for (id, state) in reply.states {
+                self.states[id.index()] = state;
+                if let Some(Some(sym)) = self.syms.get_mut(id.index()) {
+                    sym.ready = true;
+                }
+            }
+            port.leading = true;
+            self.leading[i] = true;
+            any = true;
+        }
+        any
+    }
+
     async fn on_tick(&mut self, book: &mut Vec<Tick>, tick: Tick) {
         let symbol = tick.symbol;
         let Some(state) = self.states.get_mut(symbol.index()) else {
@@ -323,6 +512,9 @@ impl Tap {
         let Some(Some(sym)) = self.syms.get(symbol.index()) else {
             return;
         };
+        if !self.leading.get(sym.port).copied().unwrap_or(false) {
+            return; // A standby: the leader publishes this feed.
+        }
         if self.client.connection_state() != State::Connected {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
