@@ -780,9 +780,11 @@ mod tests {
         let s = SymbolId(0);
         let mut p = Publisher::new("t", vec![s], 1, ring::ring(64).0);
         let mut c = p.subscribe();
-        let mut state = SymbolState::default();
-        state.trade_seq = 41;
-        state.book_seq = 7;
+        let state = SymbolState {
+            trade_seq: 41,
+            book_seq: 7,
+            ..SymbolState::default()
+        };
         p.adopt(s, state);
         p.republish(Tick {
             symbol: s,

@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve market data over WebSocket and HTTP (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load-test an engine: many WebSocket clients, latency and delivery checks.
     Bench(Box<bench::BenchCommand>),
     /// Live view of a running engine's /stats in the terminal.
@@ -283,7 +283,7 @@ fn main() -> Result<ExitCode> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Serve(args)) => serve(args)?,
+        Some(Command::Serve(args)) => serve(*args)?,
         Some(Command::Bench(args)) => return bench::run(*args),
         Some(Command::Stats(args)) => stats_view::run(
             &args.url,

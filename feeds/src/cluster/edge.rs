@@ -579,7 +579,7 @@ impl Edge<'_> {
     fn bad(&self, subject: &str, e: &wire::WireError) {
         let stats = &self.publisher.shared().stats;
         let n = stats.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
-        if n <= 10 || n % 1000 == 0 {
+        if n <= 10 || n.is_multiple_of(1000) {
             tracing::warn!(%subject, error = %e, count = n, "undecodable message from NATS");
         }
     }

@@ -102,12 +102,12 @@ pub async fn ensure_stream(client: &async_nats::Client) -> Result<(), async_nats
 /// [`ensure_stream`] until it succeeds (the bus may not be up yet), with the reconnect
 /// backoff between attempts.
 pub async fn ensure_stream_retrying(client: &async_nats::Client) {
-    let mut attempt = 0;
+    let mut attempt: usize = 0;
     loop {
         match ensure_stream(client).await {
             Ok(()) => return,
             Err(e) => {
-                if attempt % 10 == 0 {
+                if attempt.is_multiple_of(10) {
                     tracing::warn!(error = %e, "cannot create the JetStream stream {SNAPSHOT_STREAM} yet; retrying");
                 }
                 tokio::time::sleep(reconnect_delay(attempt)).await;

@@ -101,7 +101,7 @@ async fn read_seeds(
             return Vec::new();
         }
     };
-    let mut attempt = 0;
+    let mut attempt: usize = 0;
     loop {
         if shutdown.load(Ordering::Relaxed) {
             return Vec::new();
@@ -109,7 +109,7 @@ async fn read_seeds(
         match try_read(&client, symbols).await {
             Ok(seeds) => return seeds,
             Err(e) => {
-                if attempt % 10 == 0 {
+                if attempt.is_multiple_of(10) {
                     tracing::warn!(%url, error = %e, "waiting for NATS to read the cluster's last state before the feed starts");
                 }
                 tokio::time::sleep(super::reconnect_delay(attempt)).await;
