@@ -1,9 +1,11 @@
 //! A tickwire cluster on NATS, with the real binary: a NATS server (JetStream on, a free
 //! loopback port, a temporary store), one feed node running the simulator and edges.
-//! Clients on two edges get the same trades (same seqs) and the same books; a client on
-//! an edge started late gets correct snapshots at once; after the NATS server is killed
-//! and started again, every node reconnects by itself and clients get a `gap` and fresh
-//! snapshots, then data again.
+//! Clients on two edges (one subscribing on interest, one taking everything) get the
+//! same trades (same seqs) and the same books; a client on an edge started late gets
+//! correct snapshots at once; after the NATS server is killed and started again (same
+//! port, same store), every node reconnects by itself and clients get a `gap` and fresh
+//! snapshots, then data again; a restarted feed node continues the seqs; a hot standby
+//! publishes nothing until the leader dies, then takes over. About 12 s.
 
 mod common;
 
