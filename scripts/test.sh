@@ -14,6 +14,17 @@ if ! python3 -c 'import websockets, prometheus_client' 2>/dev/null; then
     'websockets>=12,<16' 'prometheus-client>=0.17,<1'
 fi
 
+# The cluster test (tools/tests/cluster.rs) runs Debian's NATS server (JetStream is in
+# every 2.x). The package also installs a systemd unit; the test starts its own server on
+# a free loopback port and never uses that one.
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  say "installing Debian's nats-server"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nats-server >/dev/null
+fi
+
 say "cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -139,6 +139,8 @@ impl FeedStats {
 pub struct ResyncRequest {
     /// Where the reply goes.
     pub reply: tokio::sync::oneshot::Sender<ResyncReply>,
+    /// Seqs to continue (see [`FeedShared::request_rebase`]); empty for a plain resync.
+    pub rebase: Vec<(SymbolId, SymbolState)>,
 }
 
 /// The feed's authoritative state, taken between two published batches.
@@ -160,7 +162,16 @@ pub struct FeedShared {
     /// Its counters.
     pub stats: FeedStats,
     resync_tx: Sender<ResyncRequest>,
+    /// The states adopted lately ([`Publisher::adopt`]), by the ring position of their
+    /// [`Event::Reset`]: a consumer that reads the reset takes the symbol's new state
+    /// from here and goes on reading, so the other symbols lose nothing. Bounded
+    /// ([`RESETS_KEPT`]); a consumer that finds nothing resyncs the whole feed. A lock,
+    /// taken only by an adopt and by a consumer at a reset: cold paths.
+    resets: std::sync::Mutex<std::collections::VecDeque<(u64, SymbolId, SymbolState)>>,
 }
+
+/// Adopted states a feed keeps for its consumers to pick up (see `FeedShared::resets`).
+pub const RESETS_KEPT: usize = 1024;
 
 impl FeedShared {
     /// Asks the feed for its state; the reply arrives on the returned receiver.
@@ -168,8 +179,38 @@ impl FeedShared {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // A send fails only when the feed thread is gone; the dropped sender then closes
         // `rx`, which the worker treats as "no resync possible".
-        let _ = self.resync_tx.send(ResyncRequest { reply: tx });
+        let _ = self.resync_tx.send(ResyncRequest {
+            reply: tx,
+            rebase: Vec::new(),
+        });
         rx
+    }
+
+    /// Asks the feed to continue the seqs of `seqs` (states published elsewhere: a
+    /// cluster standby taking over from the node that led): each symbol keeps its own
+    /// book and prices, and its trade, book and ticker seqs are raised to at least
+    /// those given, adopted as with [`Publisher::adopt`]. The reply is the feed's state
+    /// after that, at a ring position past the resets.
+    pub fn request_rebase(
+        &self,
+        seqs: Vec<(SymbolId, SymbolState)>,
+    ) -> tokio::sync::oneshot::Receiver<ResyncReply> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // As in `request_resync`: a feed that is gone closes `rx`.
+        let _ = self.resync_tx.send(ResyncRequest {
+            reply: tx,
+            rebase: seqs,
+        });
+        rx
+    }
+
+    /// The state adopted by the [`Event::Reset`] at ring `position`, when still kept.
+    pub fn reset_state(&self, position: u64) -> Option<(SymbolId, SymbolState)> {
+        let resets = self.resets.lock().ok()?;
+        resets
+            .iter()
+            .find(|(at, ..)| *at == position)
+            .map(|(_, id, state)| (*id, state.clone()))
     }
 }
 
@@ -187,6 +228,7 @@ pub struct Publisher {
     latency: StageRecorder,
     /// Start of the current one-second rate window, and the tick count at its start.
     rate_window: (u64, u64),
+    interest: Option<Arc<crate::interest::Interest>>,
 }
 
 struct BookBatch {
@@ -244,6 +286,7 @@ impl Publisher {
                 symbols,
                 stats,
                 resync_tx,
+                resets: std::sync::Mutex::new(std::collections::VecDeque::new()),
             }),
             resync_rx,
             ingest_ts: 0,
@@ -252,7 +295,19 @@ impl Publisher {
             batch: None,
             latency,
             rate_window: (0, 0),
+            interest: None,
         }
+    }
+
+    /// Gives the feed the engine's per-symbol interest (set by the engine at start).
+    pub fn set_interest(&mut self, interest: Arc<crate::interest::Interest>) {
+        self.interest = Some(interest);
+    }
+
+    /// Which symbols the engine's clients want, for a feed that can choose what it
+    /// receives; `None` outside an engine.
+    pub fn interest(&self) -> Option<&Arc<crate::interest::Interest>> {
+        self.interest.as_ref()
     }
 
     /// The handle workers and the control plane keep.
@@ -364,6 +419,48 @@ impl Publisher {
         let stats = &self.shared.stats;
         stats.gaps.fetch_add(1, Ordering::Relaxed);
         stats.trades_missed.fetch_add(missed, Ordering::Relaxed);
+    }
+
+    /// Republishes a tick as it is, with the seqs it carries (a cluster edge passing on
+    /// what its feed node published). Nothing is checked or dropped here: the caller
+    /// keeps the seqs contiguous (see [`Publisher::skip_trades`]) or adopts a state.
+    pub fn republish(&mut self, tick: Tick) {
+        if matches!(tick.event, Event::Reset) {
+            return;
+        }
+        self.end_book();
+        self.push(tick);
+    }
+
+    /// Replaces the authoritative state of `symbol` (a snapshot from elsewhere: a cluster
+    /// edge catching up, a feed seeded with the cluster's last state) and tells every
+    /// consumer: the ring carries one [`Event::Reset`], at which a worker takes the new
+    /// state ([`FeedShared::reset_state`]), so that symbol's clients get a fresh ticker, a
+    /// book snapshot and a `gap` naming exactly the trades they missed; the other symbols
+    /// go on untouched. Cold path: clones the state and takes a lock.
+    #[cold]
+    pub fn adopt(&mut self, symbol: SymbolId, state: SymbolState) {
+        self.end_book();
+        let Some(slot) = self.states.get_mut(symbol.index()) else {
+            return;
+        };
+        let at = self.producer.cursor() + self.producer.pending();
+        if let Ok(mut resets) = self.shared.resets.lock() {
+            if resets.len() == RESETS_KEPT {
+                resets.pop_front();
+            }
+            resets.push_back((at, symbol, state.clone()));
+        }
+        *slot = state;
+        let now = now_ns();
+        // Pushed past `push`: a reset is not applied to any state.
+        self.producer.push(Tick {
+            symbol,
+            ts: now,
+            ingest_ts: now,
+            event: Event::Reset,
+        });
+        self.unpublished += 1;
     }
 
     /// Publishes a best bid/offer (size 0 = no level on that side).
@@ -505,6 +602,25 @@ impl Publisher {
     #[cold]
     fn serve_resyncs(&mut self) {
         while let Ok(request) = self.resync_rx.try_recv() {
+            if !request.rebase.is_empty() {
+                for (id, given) in request.rebase {
+                    let Some(own) = self.states.get(id.index()) else {
+                        continue;
+                    };
+                    let mut own = own.clone();
+                    own.trade_seq = own.trade_seq.max(given.trade_seq);
+                    own.book_seq = own.book_seq.max(given.book_seq);
+                    own.ticker.seq = own.ticker.seq.max(given.ticker.seq);
+                    self.adopt(id, own);
+                }
+                // The resets go out before the reply's position.
+                self.producer.publish();
+                self.shared
+                    .stats
+                    .ticks
+                    .fetch_add(self.unpublished, Ordering::Relaxed);
+                self.unpublished = 0;
+            }
             let states = self
                 .shared
                 .symbols
@@ -657,6 +773,47 @@ mod tests {
         assert_eq!(seqs, [1, 5]);
         assert_eq!(p.shared().stats.gaps.load(Ordering::Relaxed), 1);
         assert_eq!(p.shared().stats.trades_missed.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn adopting_a_state_pushes_one_reset_and_republished_ticks_keep_their_seqs() {
+        let s = SymbolId(0);
+        let mut p = Publisher::new("t", vec![s], 1, ring::ring(64).0);
+        let mut c = p.subscribe();
+        let state = SymbolState {
+            trade_seq: 41,
+            book_seq: 7,
+            ..SymbolState::default()
+        };
+        p.adopt(s, state);
+        p.republish(Tick {
+            symbol: s,
+            ts: 1,
+            ingest_ts: 2,
+            event: Event::Trade {
+                seq: 42,
+                price: 5,
+                size: 1,
+                side: None,
+                trade_id: 0,
+            },
+        });
+        p.flush();
+        let got = drain(&mut c);
+        assert!(matches!(got[0].event, Event::Reset));
+        assert!(matches!(got[1].event, Event::Trade { seq: 42, .. }));
+        let (id, kept) = p
+            .shared()
+            .reset_state(0)
+            .expect("kept by the reset's position");
+        assert_eq!((id, kept.trade_seq), (s, 41));
+        assert!(p.shared().reset_state(1).is_none());
+        assert_eq!((p.state(s).trade_seq, p.state(s).book_seq), (42, 7));
+        assert_eq!(
+            p.state(s).ticker.seq,
+            1,
+            "the trade moved the adopted ticker"
+        );
     }
 
     #[test]

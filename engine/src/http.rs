@@ -30,6 +30,46 @@ pub struct EngineShared {
     pub started: Instant,
     /// Connection limits, shared by the workers.
     pub admission: Arc<crate::admission::Admission>,
+    /// Links to outside services (a cluster node's NATS connection).
+    pub links: Vec<Arc<LinkStatus>>,
+    /// Which symbols the clients want (kept by the workers).
+    pub interest: Arc<crate::interest::Interest>,
+}
+
+/// The state of a link to an outside service (a cluster node's NATS connection), set by
+/// whoever owns the connection and read by `/health` and `/stats` (Relaxed: statistics).
+#[derive(Debug)]
+pub struct LinkStatus {
+    /// What `/health` calls it (`nats nats://127.0.0.1:4222`).
+    pub name: String,
+    up: std::sync::atomic::AtomicBool,
+    /// Times the link came back after it was lost.
+    pub reconnects: std::sync::atomic::AtomicU64,
+}
+
+impl LinkStatus {
+    /// A link named `name`, down until [`LinkStatus::set_up`] says otherwise.
+    pub fn new(name: impl Into<String>) -> LinkStatus {
+        LinkStatus {
+            name: name.into(),
+            up: std::sync::atomic::AtomicBool::new(false),
+            reconnects: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the link is up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Records the link going up or down (a down-to-up change counts a reconnect after
+    /// the first).
+    pub fn set_up(&self, up: bool, first: bool) {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        if up && !was && !first {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The dashboard served at `/` (see `docs/dashboard.md`); its scripts and style sheet are
@@ -55,6 +95,13 @@ pub fn health(shared: &EngineShared) -> (bool, String) {
         .filter(|f| f.stats.state() != FeedState::Live)
         .map(|f| format!("feed {} is {}", f.name, f.stats.state().as_str()))
         .collect();
+    not_live.extend(
+        shared
+            .links
+            .iter()
+            .filter(|l| !l.is_up())
+            .map(|l| format!("link {} is down", l.name)),
+    );
     not_live.extend(
         shared
             .workers
@@ -179,6 +226,11 @@ pub fn stats_json(shared: &EngineShared) -> String {
             "closed": closed,
         },
         "workers": workers,
+        "links": shared.links.iter().map(|l| json!({
+            "name": l.name,
+            "up": l.is_up(),
+            "reconnects": load(&l.reconnects),
+        })).collect::<Vec<Value>>(),
         "latency": latency_json(shared, false),
         "latency_window": latency_json(shared, true),
     });

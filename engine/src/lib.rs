@@ -16,6 +16,7 @@ pub mod frames;
 pub mod fuzz;
 pub mod hgrm;
 pub mod http;
+pub mod interest;
 pub mod latency;
 pub mod outbox;
 pub mod protocol;

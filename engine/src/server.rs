@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::config::{ConfigError, EngineConfig};
-use crate::feed::{Feed, FeedError, FeedState, Publisher};
+use crate::feed::{Feed, FeedError, FeedShared, FeedState, Publisher};
 use crate::http::EngineShared;
 use crate::ring;
 use crate::stats::WorkerStats;
@@ -58,6 +58,29 @@ pub struct EngineHandle {
     feeds_stop: Arc<AtomicBool>,
     workers_stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    taps: Vec<RingTap>,
+}
+
+/// A reader of one feed's ring beside the workers, for whoever passes the feed's ticks
+/// on (a cluster feed node's NATS publisher). Like a worker it never slows the feed: a
+/// tap that falls a ring behind is lapped and asks the feed for its state.
+pub struct RingTap {
+    /// The feed (its name, symbols, counters and resync requests).
+    pub feed: Arc<FeedShared>,
+    /// Reads the feed's ring from where it stood at start.
+    pub consumer: ring::Consumer<crate::tick::Tick>,
+    /// Woken after each publish of any feed (one parker for all the taps of an engine,
+    /// which one thread serves).
+    pub parker: crate::sync::Arc<Parker>,
+}
+
+/// What [`start_with`] sets up besides feeds and workers. `Default`: nothing.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Make one [`RingTap`] per feed ([`EngineHandle::take_taps`]).
+    pub taps: bool,
+    /// Links to outside services whose state `/health` and `/stats` report.
+    pub links: Vec<Arc<crate::http::LinkStatus>>,
 }
 
 impl EngineHandle {
@@ -75,6 +98,11 @@ impl EngineHandle {
     /// waits for every thread.
     pub fn shutdown(mut self) {
         self.stop_and_join();
+    }
+
+    /// The ring taps asked for in [`StartOptions::taps`] (once; empty after).
+    pub fn take_taps(&mut self) -> Vec<RingTap> {
+        std::mem::take(&mut self.taps)
     }
 
     /// Stops only the feeds (tests use this to freeze the market and compare states).
@@ -145,9 +173,15 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// Starts an engine serving `feeds`.
-pub fn start(
+pub fn start(cfg: EngineConfig, feeds: Vec<Box<dyn Feed>>) -> Result<EngineHandle, EngineError> {
+    start_with(cfg, feeds, StartOptions::default())
+}
+
+/// Starts an engine serving `feeds`, with the extras of `options`.
+pub fn start_with(
     cfg: EngineConfig,
     mut feeds: Vec<Box<dyn Feed>>,
+    options: StartOptions,
 ) -> Result<EngineHandle, EngineError> {
     cfg.validate()?;
     if feeds.is_empty() {
@@ -181,6 +215,11 @@ pub fn start(
         })
         .collect();
 
+    let interest = Arc::new(crate::interest::Interest::new(registry.len()));
+    for p in &mut publishers {
+        p.set_interest(interest.clone());
+    }
+
     let first = bind(cfg.listen).map_err(|source| EngineError::Bind {
         addr: cfg.listen,
         source,
@@ -204,6 +243,8 @@ pub fn start(
         cfg: cfg.clone(),
         started: Instant::now(),
         admission: Arc::new(crate::admission::Admission::new(&cfg)),
+        links: options.links,
+        interest: interest.clone(),
     });
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -242,6 +283,18 @@ pub fn start(
     for p in &mut publishers {
         for parker in &parkers {
             p.add_waker(parker.clone());
+        }
+    }
+    let mut taps = Vec::new();
+    if options.taps {
+        let parker = crate::sync::Arc::new(Parker::new());
+        for p in &mut publishers {
+            p.add_waker(parker.clone());
+            taps.push(RingTap {
+                feed: p.shared().clone(),
+                consumer: p.subscribe(),
+                parker: parker.clone(),
+            });
         }
     }
     for p in &publishers {
@@ -307,5 +360,6 @@ pub fn start(
         feeds_stop,
         workers_stop,
         threads,
+        taps,
     })
 }

@@ -81,6 +81,11 @@ impl SymbolRegistryBuilder {
         Self::default()
     }
 
+    /// What is registered under `id` so far.
+    pub fn info(&self, id: SymbolId) -> Option<&SymbolInfo> {
+        self.infos.get(id.index())
+    }
+
     /// Registers `name` with its price and size scales and returns its id.
     pub fn add(
         &mut self,

@@ -92,6 +92,11 @@ pub enum Event {
         /// Batch flags.
         flags: LevelFlags,
     },
+    /// Not market data: the feed replaced its authoritative state of this tick's symbol
+    /// out of band (a cluster edge adopting a snapshot, a feed seeded with the cluster's
+    /// last state). A consumer stops here and resynchronises from the feed's state, as
+    /// after a ring lap. Applying it changes nothing.
+    Reset,
 }
 
 /// One normalized market event.
@@ -115,6 +120,7 @@ pub const TICK_WORDS: usize = 8;
 const KIND_TRADE: u64 = 1;
 const KIND_QUOTE: u64 = 2;
 const KIND_LEVEL: u64 = 3;
+const KIND_RESET: u64 = 4;
 
 impl Tick {
     /// Packs the tick into words: `[header, ts, ingest_ts, seq, payload × 4]`, where the
@@ -184,6 +190,16 @@ impl Tick {
                     0,
                 ]
             }
+            Event::Reset => [
+                header(KIND_RESET, 0, 0),
+                self.ts,
+                self.ingest_ts,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
         }
     }
 
@@ -222,6 +238,7 @@ impl Tick {
                 size: w[5] as i64,
                 flags: LevelFlags(flags),
             },
+            KIND_RESET => Event::Reset,
             _ => return None,
         };
         Some(Tick {
@@ -293,6 +310,12 @@ mod tests {
                     size: 0,
                     flags: LevelFlags::BATCH_END | LevelFlags::CLEAR,
                 },
+            },
+            Tick {
+                symbol: SymbolId(3),
+                ts: 1,
+                ingest_ts: 1,
+                event: Event::Reset,
             },
         ];
         for t in ticks {

@@ -1,6 +1,7 @@
 //! Feed handlers: each turns a source of market data into ticks published on its ring.
 //!
 //! - [`sim`]: the synthetic venue.
+//! - [`cluster`]: tickwire on NATS (a feed node's publisher, an edge's feed).
 //! - [`venue`]: Binance, Coinbase and Kraken over WebSocket (and REST snapshots), with
 //!   one shared connection layer ([`venue::conn`]).
 //! - [`record`] and [`replay`]: capture a venue session to a file and play it back
@@ -10,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod decimal;
 pub mod json;
 pub mod mock;

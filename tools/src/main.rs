@@ -5,6 +5,7 @@
 
 mod bench;
 
+mod cluster;
 mod feeds;
 mod fetch;
 mod report;
@@ -50,7 +51,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve market data over WebSocket and HTTP (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load-test an engine: many WebSocket clients, latency and delivery checks.
     Bench(Box<bench::BenchCommand>),
     /// Live view of a running engine's /stats in the terminal.
@@ -182,6 +183,55 @@ struct ServeArgs {
     /// origins and the engine's own host always may [default: none besides those].
     #[arg(long, value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+    /// Run as a node of a cluster on this NATS server (`nats://HOST:PORT`, JetStream on);
+    /// see docs/cluster.md [default: none, one process does everything].
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// With --nats: `feed` runs the feeds and publishes them, `edge` serves clients from
+    /// NATS (give it the same --feed specs as the feed nodes), `all` does both [default: all].
+    #[arg(long, value_enum, requires = "nats")]
+    role: Option<Role>,
+    /// Edge: `interest` subscribes a symbol while a local client wants it, `all` takes
+    /// every symbol from start [default: interest].
+    #[arg(long, value_enum, requires = "nats")]
+    edge_subscribe: Option<EdgeSubscribeArg>,
+    /// Edge, `interest`: a symbol stays subscribed this long after its last client, ms
+    /// [default: 1000].
+    #[arg(long, requires = "nats")]
+    edge_linger_ms: Option<u64>,
+    /// Edge: a symbol not heard from (no data, no snapshot) this long makes /health 503,
+    /// ms [default: 3000].
+    #[arg(long, requires = "nats")]
+    edge_stale_ms: Option<u64>,
+    /// Feed node: every symbol's whole state is published this often for new and
+    /// recovering edges, ms [default: 1000].
+    #[arg(long, requires = "nats")]
+    nats_snapshot_ms: Option<u64>,
+    /// Feed node, hot standby: a feed is published only by the node holding its lease in
+    /// NATS KV, which expires this long after its holder stops renewing it; 0 = no lease
+    /// (every feed node publishes), ms [default: 3000].
+    #[arg(long, requires = "nats")]
+    nats_lease_ms: Option<u64>,
+}
+
+/// A cluster node's role (`--role`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Runs the feeds and publishes them to NATS.
+    Feed,
+    /// Serves clients from NATS.
+    Edge,
+    /// Both: runs the feeds, publishes them, and serves clients from them directly.
+    All,
+}
+
+/// What an edge subscribes (`--edge-subscribe`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum EdgeSubscribeArg {
+    /// Each symbol while a local client wants it.
+    Interest,
+    /// Everything, from start.
+    All,
 }
 
 /// The config file: `[engine]` takes every engine setting (see docs/operations.md).
@@ -233,7 +283,7 @@ fn main() -> Result<ExitCode> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Serve(args)) => serve(args)?,
+        Some(Command::Serve(args)) => serve(*args)?,
         Some(Command::Bench(args)) => return bench::run(*args),
         Some(Command::Stats(args)) => stats_view::run(
             &args.url,
@@ -282,7 +332,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(ms) = args.staleness_limit_ms {
         cfg.staleness_limit_ms = ms;
     }
-    if let Some(origins) = args.allowed_origins {
+    if let Some(origins) = args.allowed_origins.clone() {
         cfg.allowed_origins = origins;
     }
     if !args.no_pin && cfg.worker_cores.is_empty() && cfg.feed_cores.is_empty() {
@@ -337,7 +387,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         }))
     };
     let feeds = feeds::build(&specs, &feed_urls, &rest_urls, speed, sim)?;
-    let engine = tickwire_engine::server::start(cfg, feeds)?;
+    let (engine, _cluster) = match &args.nats {
+        None => (tickwire_engine::server::start(cfg, feeds)?, None),
+        Some(url) => {
+            let (engine, node) = cluster::start(url, &args, cfg, feeds)?;
+            (engine, Some(node))
+        }
+    };
     tracing::info!(
         "open http://{}/ for the dashboard; Ctrl-C stops",
         engine.local_addr()

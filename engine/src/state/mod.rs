@@ -93,6 +93,8 @@ impl SymbolState {
                     }
                 }
             }
+            // The consumer resynchronises from the feed instead (see `Event::Reset`).
+            Event::Reset => {}
         }
         applied
     }

@@ -72,6 +72,8 @@ pub struct Core {
     pub(super) write_calls: u64,
     /// The staleness limit, ns.
     pub(super) stale_ns: u64,
+    /// The engine's per-symbol interest counters, when something follows them.
+    pub(super) interest: Option<Arc<crate::interest::Interest>>,
 }
 
 impl Core {
@@ -112,9 +114,28 @@ impl Core {
             stats,
             write_calls: 0,
             stale_ns: 0,
+            interest: None,
         };
         core.stale_ns = stale_ns;
         core
+    }
+
+    /// Reports this worker's first and last subscribers of each symbol to `interest`.
+    pub fn set_interest(&mut self, interest: Arc<crate::interest::Interest>) {
+        self.interest = Some(interest);
+    }
+
+    /// Brings the interest counter of `symbol` up to date after its subscribers changed.
+    fn note_interest(&mut self, symbol: SymbolId) {
+        let Some(interest) = &self.interest else {
+            return;
+        };
+        let slot = &mut self.symbols[symbol.index()];
+        let has = slot.has_subscribers();
+        if has != slot.interested {
+            slot.interested = has;
+            interest.set(symbol, has);
+        }
     }
 
     /// Starts a fan-out pass: reads the clocks once for everything the pass queues.
@@ -528,6 +549,7 @@ impl Core {
             self.offer(key, symbol, Channel::Book, frame);
             self.frames.release(frame);
         }
+        self.note_interest(symbol);
     }
 
     /// Removes pairs; returns the symbols it applied to and the unknown names. Pairs the
@@ -599,6 +621,7 @@ impl Core {
                 self.frames.release(f);
             }
         }
+        self.note_interest(symbol);
     }
 
     // ---- encoding ---------------------------------------------------------------------

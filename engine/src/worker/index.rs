@@ -37,6 +37,15 @@ pub struct SymbolSlot {
     pub trade_subs: Vec<ClientKey>,
     /// Book subscribers by depth.
     pub book_groups: Vec<DepthGroup>,
+    /// Whether this worker counts in the engine's [`crate::interest::Interest`] for it.
+    pub interested: bool,
+}
+
+impl SymbolSlot {
+    /// Whether anyone in this worker subscribes to the symbol, on any channel.
+    pub fn has_subscribers(&self) -> bool {
+        !self.ticker_subs.is_empty() || !self.trade_subs.is_empty() || !self.book_groups.is_empty()
+    }
 }
 
 impl SymbolSlot {

@@ -5,7 +5,9 @@
 //! encodes and queues frames) and flushes the clients that got frames, in batches that
 //! end on book-event boundaries. When every ring is empty it parks until a feed publishes,
 //! so an idle engine uses no CPU. A lapped worker asks the feed for its state and
-//! resynchronises every affected subscription; the feed never waits for it.
+//! resynchronises every affected subscription; the feed never waits for it. At a feed's
+//! [`Event::Reset`] (one symbol's state replaced) the worker takes that symbol's new
+//! state and resynchronises its subscriptions only.
 
 pub mod clients;
 pub mod clock;
@@ -143,11 +145,9 @@ async fn serve(spec: WorkerSpec) {
             return;
         }
     };
-    let core = Rc::new(RefCell::new(Core::new(
-        cfg.clone(),
-        shared.registry.clone(),
-        stats,
-    )));
+    let mut core = Core::new(cfg.clone(), shared.registry.clone(), stats);
+    core.set_interest(shared.interest.clone());
+    let core = Rc::new(RefCell::new(core));
     let ctx = Rc::new(Ctx {
         core: core.clone(),
         scratch: Rc::new(session::ReadScratch::new()),
@@ -439,6 +439,26 @@ async fn fan_out(
                 let mut mid_book_event = false;
                 while taken < BATCH_TICKS || mid_book_event {
                     match port.consumer.try_recv() {
+                        Ok(Tick {
+                            event: Event::Reset,
+                            ..
+                        }) => {
+                            // The feed replaced one symbol's state: take it and read on;
+                            // if the feed no longer keeps it, take the whole feed's state,
+                            // as after a lap.
+                            let at = port.consumer.position() - 1;
+                            match port.feed.reset_state(at) {
+                                Some((symbol, state)) => core.resync(ResyncReply {
+                                    position: at + 1,
+                                    states: vec![(symbol, state)],
+                                }),
+                                None => {
+                                    port.resync = Some(port.feed.request_resync());
+                                    resyncing = true;
+                                    break;
+                                }
+                            }
+                        }
                         Ok(tick) => {
                             core.on_tick(&tick);
                             taken += 1;

@@ -148,6 +148,7 @@ fn check(run: &Run) -> Seen {
                 assert!(size >= 0 && size % sym.lot == 0, "size: {tick:?}");
             }
             Event::Quote { .. } => panic!("the sim publishes no quotes: {tick:?}"),
+            Event::Reset => panic!("the sim resets no state: {tick:?}"),
         }
         let done = state.apply(tick).book_done;
         // Also within an event: no book grows past its working size.
