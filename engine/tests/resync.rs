@@ -18,6 +18,7 @@ use tickwire_engine::symbol::SymbolId;
 use tickwire_engine::tick::{Aggressor, BookSide, Tick};
 use tickwire_engine::worker::clients::Conn;
 use tickwire_engine::worker::core::{ClientKey, Core};
+use tickwire_engine::worker::fanout::GapCause;
 
 /// A loopback socket whose far end a thread parses into JSON messages.
 fn client_socket() -> (tokio::net::TcpStream, mpsc::Receiver<Value>) {
@@ -125,7 +126,7 @@ fn a_lapped_worker_resyncs_every_subscription_from_the_feed() {
         publisher.flush(); // the feed serves requests between batches
         let reply = reply.try_recv().expect("served");
         consumer.skip_to(reply.position);
-        core.resync(reply);
+        core.resync(reply, GapCause::Consumer);
         for i in 1_000..1_050 {
             publish(&mut publisher, symbol, i);
             assert!(!consume(&mut consumer, &mut core, key).await);

@@ -108,6 +108,7 @@ async fn adopting_one_symbols_state_resyncs_its_clients_and_no_one_else() {
                         10,
                         "the gap is the 10 seqs the adopted state skipped"
                     );
+                    assert_eq!(g["reason"], "feed_gap", "lost upstream, not by this client");
                 }
                 prev = seq;
             }

@@ -46,6 +46,9 @@ pub struct ClientSub {
     pub book_stale: bool,
     /// Skipped trade seqs not yet reported: `(from, to)` inclusive.
     pub gap: Option<(u64, u64)>,
+    /// The open gap began with trades the feed lost (reported as `feed_gap`), not with
+    /// this client's own backlog (`slow_consumer`).
+    pub gap_upstream: bool,
 }
 
 impl ClientSub {
@@ -88,7 +91,10 @@ impl ClientSub {
                 self.book_stale = false;
                 self.book_next = next;
             }
-            Channel::Trades => self.gap = None,
+            Channel::Trades => {
+                self.gap = None;
+                self.gap_upstream = false;
+            }
         }
     }
 }

@@ -599,6 +599,7 @@ impl Core {
                 Channel::Trades => {
                     remove_key(&mut slot.trade_subs, key);
                     sub.gap = None;
+                    sub.gap_upstream = false;
                 }
                 Channel::Book => {
                     slot.leave_group(key, sub.depth);

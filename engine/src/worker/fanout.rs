@@ -41,6 +41,15 @@ fn receiver<'a>(
     Some(client)
 }
 
+/// Whose loss a trade gap reports (its `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapCause {
+    /// The client, or this worker, fell behind: `slow_consumer`.
+    Consumer,
+    /// The feed lost trades upstream (a venue or cluster link outage): `feed_gap`.
+    Feed,
+}
+
 impl Core {
     /// Notes a live event frame: its ingest time (for tick-to-wire) and the encode latency.
     fn encoded(&mut self, id: FrameId, ingest_ts: u64) {
@@ -139,7 +148,7 @@ impl Core {
             if self.queue_unless_marked(key, id, false).is_none() {
                 continue;
             }
-            self.mark(key, symbol, Channel::Trades, (from, to));
+            self.mark(key, symbol, Channel::Trades, (from, to), GapCause::Feed);
         }
         self.frames.release(id);
     }
@@ -347,7 +356,11 @@ impl Core {
                             Channel::Trades,
                             from,
                             to,
-                            "slow_consumer",
+                            if sub.gap_upstream {
+                                "feed_gap"
+                            } else {
+                                "slow_consumer"
+                            },
                         );
                     }),
                     None => {
@@ -389,10 +402,12 @@ impl Core {
         }
     }
 
-    /// Adopts a feed's authoritative state after this worker was lapped: every
-    /// subscription of the feed's symbols catches up (ticker latest, book snapshot, trade
-    /// gap covering what was missed).
-    pub fn resync(&mut self, reply: ResyncReply) {
+    /// Adopts a feed's authoritative state: every subscription of the reply's symbols
+    /// catches up (ticker latest, book snapshot, trade gap covering what was missed).
+    /// `cause` says whose loss a trade gap is: this worker's, lapped by the ring
+    /// ([`GapCause::Consumer`], reported `slow_consumer`), or the feed's, which replaced
+    /// a symbol's state after losing data upstream ([`GapCause::Feed`], `feed_gap`).
+    pub fn resync(&mut self, reply: ResyncReply, cause: GapCause) {
         for (symbol, state) in reply.states {
             let Some(slot) = self.symbols.get_mut(symbol.index()) else {
                 continue;
@@ -413,7 +428,7 @@ impl Core {
                 marks.extend(slot.trade_subs.iter().map(|k| (*k, Channel::Trades)));
             }
             for (key, channel) in marks {
-                self.mark(key, symbol, channel, (missed_from, missed_to));
+                self.mark(key, symbol, channel, (missed_from, missed_to), cause);
             }
         }
         self.flush_all();
@@ -426,6 +441,7 @@ impl Core {
         symbol: SymbolId,
         channel: Channel,
         missed: (u64, u64),
+        cause: GapCause,
     ) {
         let now = self.now;
         let Some(client) = receiver(&mut self.clients, &mut self.flush_list, now, key) else {
@@ -445,6 +461,7 @@ impl Core {
                 }
                 None => {
                     sub.gap = Some(missed);
+                    sub.gap_upstream = cause == GapCause::Feed;
                     true
                 }
             },

@@ -45,6 +45,7 @@ use crate::tick::{Event, LevelFlags, Tick};
 use crate::wake::Parker;
 
 use self::core::Core;
+use self::fanout::GapCause;
 
 /// Ticks taken from one ring before the worker flushes and lets connections run.
 const BATCH_TICKS: usize = 1024;
@@ -422,7 +423,7 @@ async fn fan_out(
                     match rx.try_recv() {
                         Ok(reply) => {
                             port.consumer.skip_to(reply.position);
-                            core.resync(reply);
+                            core.resync(reply, GapCause::Consumer);
                             port.resync = None;
                         }
                         Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
@@ -448,10 +449,13 @@ async fn fan_out(
                             // as after a lap.
                             let at = port.consumer.position() - 1;
                             match port.feed.reset_state(at) {
-                                Some((symbol, state)) => core.resync(ResyncReply {
-                                    position: at + 1,
-                                    states: vec![(symbol, state)],
-                                }),
+                                Some((symbol, state)) => core.resync(
+                                    ResyncReply {
+                                        position: at + 1,
+                                        states: vec![(symbol, state)],
+                                    },
+                                    GapCause::Feed,
+                                ),
                                 None => {
                                     port.resync = Some(port.feed.request_resync());
                                     resyncing = true;
