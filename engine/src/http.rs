@@ -30,6 +30,10 @@ pub struct EngineShared {
     pub started: Instant,
     /// Connection limits, shared by the workers.
     pub admission: Arc<crate::admission::Admission>,
+    /// TLS (`https`/`wss`) when a certificate is configured; its certificate reloads.
+    pub tls: Option<Arc<crate::tls::TlsSetup>>,
+    /// Token checks when a secret is configured; `None`: the engine is open.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 /// The dashboard served at `/` (see `docs/dashboard.md`); its scripts and style sheet are
@@ -162,6 +166,8 @@ pub fn stats_json(shared: &EngineShared) -> String {
             "count": sum(shared, |w| load(&w.clients)),
             "connections_total": sum(shared, |w| load(&w.connections_total)),
             "connections_refused": sum(shared, |w| load(&w.connections_refused)),
+            "upgrades_unauthorized": sum(shared, |w| load(&w.upgrades_unauthorized)),
+            "tls_handshakes_failed": sum(shared, |w| load(&w.tls_handshakes_failed)),
             "connections_held": shared.admission.connections(),
             "subscriptions": sum(shared, |w| load(&w.subscriptions)),
             "messages_sent": sum(shared, |w| load(&w.messages_sent)),
