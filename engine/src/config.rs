@@ -1,7 +1,9 @@
 //! Engine configuration: limits, budgets, threads. Every field has a default that runs
 //! out of the box; [`EngineConfig::validate`] collects every problem at once.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +79,49 @@ pub struct EngineConfig {
     /// Loopback addresses are exempt from the per-address limits (local tools, load tests,
     /// a reverse proxy on this host). Default true.
     pub loopback_exempt: bool,
+    /// PEM file with the certificate chain (leaf first); with [`EngineConfig::tls_key`]
+    /// the port serves `https` and `wss` only. Reloaded on SIGHUP by the binary.
+    /// Default: none (plain `http` and `ws`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1). Default: none.
+    pub tls_key: Option<PathBuf>,
+    /// HS256 secret for client tokens; with it (or [`EngineConfig::auth_secret_file`])
+    /// every WebSocket upgrade needs a valid token (`docs/security.md`). Default: none
+    /// (the engine is open to anyone who can reach the port, and says so at start-up).
+    pub auth_secret: Option<Secret>,
+    /// A file holding the HS256 secret (trailing newlines dropped), so that the secret is
+    /// in neither the command line nor the config file. Default: none.
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+/// A secret from the configuration: never printed (`Debug` and `Serialize` say
+/// `<redacted>`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
 }
 
 impl Default for EngineConfig {
@@ -106,6 +151,10 @@ impl Default for EngineConfig {
             max_connections_per_ip: 1_000,
             upgrades_per_s_per_ip: 50,
             loopback_exempt: true,
+            tls_cert: None,
+            tls_key: None,
+            auth_secret: None,
+            auth_secret_file: None,
         }
     }
 }
@@ -172,6 +221,21 @@ impl EngineConfig {
                 "flush_budget_us = {}: use 0 (no coalescing) to 1000000",
                 self.flush_budget_us
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            problems.push(
+                "tls_cert and tls_key: give both (--tls-cert and --tls-key) or neither".into(),
+            );
+        }
+        if self.auth_secret.is_some() && self.auth_secret_file.is_some() {
+            problems.push("auth_secret and auth_secret_file: give one of them".into());
+        }
+        if self
+            .auth_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty())
+        {
+            problems.push("auth_secret is empty: use at least 32 random bytes".into());
         }
         if problems.is_empty() {
             Ok(())

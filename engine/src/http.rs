@@ -34,6 +34,10 @@ pub struct EngineShared {
     pub links: Vec<Arc<LinkStatus>>,
     /// Which symbols the clients want (kept by the workers).
     pub interest: Arc<crate::interest::Interest>,
+    /// TLS (`https`/`wss`) when a certificate is configured; its certificate reloads.
+    pub tls: Option<Arc<crate::tls::TlsSetup>>,
+    /// Token checks when a secret is configured; `None`: the engine is open.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 /// The state of a link to an outside service (a cluster node's NATS connection), set by
@@ -209,6 +213,8 @@ pub fn stats_json(shared: &EngineShared) -> String {
             "count": sum(shared, |w| load(&w.clients)),
             "connections_total": sum(shared, |w| load(&w.connections_total)),
             "connections_refused": sum(shared, |w| load(&w.connections_refused)),
+            "upgrades_unauthorized": sum(shared, |w| load(&w.upgrades_unauthorized)),
+            "tls_handshakes_failed": sum(shared, |w| load(&w.tls_handshakes_failed)),
             "connections_held": shared.admission.connections(),
             "subscriptions": sum(shared, |w| load(&w.subscriptions)),
             "messages_sent": sum(shared, |w| load(&w.messages_sent)),

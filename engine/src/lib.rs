@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod feed;
 pub mod fixed;
@@ -27,5 +28,6 @@ pub mod stats;
 pub mod symbol;
 pub(crate) mod sync;
 pub mod tick;
+pub mod tls;
 pub mod wake;
 pub mod worker;

@@ -12,12 +12,14 @@ use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::sync::watch;
 
+use crate::auth::Authenticator;
 use crate::config::{ConfigError, EngineConfig};
 use crate::feed::{Feed, FeedError, FeedShared, FeedState, Publisher};
 use crate::http::EngineShared;
 use crate::ring;
 use crate::stats::WorkerStats;
 use crate::symbol::SymbolRegistryBuilder;
+use crate::tls::{TlsError, TlsSetup};
 use crate::wake::Parker;
 use crate::worker::{self, FeedPort, WorkerSpec};
 
@@ -49,6 +51,17 @@ pub enum EngineError {
     /// A thread could not be started.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The token secret's file cannot be read or is empty.
+    #[error("auth_secret_file {path}: {problem}")]
+    AuthSecret {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// A running engine.
@@ -103,6 +116,21 @@ impl EngineHandle {
     /// The ring taps asked for in [`StartOptions::taps`] (once; empty after).
     pub fn take_taps(&mut self) -> Vec<RingTap> {
         std::mem::take(&mut self.taps)
+    }
+
+    /// Whether the port serves TLS (`https`, `wss`).
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// Reads the TLS certificate and key files again (the binary calls this on SIGHUP).
+    /// On success new handshakes present the new certificate and open connections go
+    /// on; on error the certificate in force stays. `Ok(false)`: the engine has no TLS.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        match &self.shared.tls {
+            None => Ok(false),
+            Some(tls) => tls.reload().map(|()| true),
+        }
     }
 
     /// Stops only the feeds (tests use this to freeze the market and compare states).
@@ -172,6 +200,42 @@ pub fn raise_fd_limit() -> u64 {
     limit
 }
 
+/// HS256 secrets shorter than this draw a warning: a token is enough to guess a short
+/// secret offline.
+const SHORT_SECRET_BYTES: usize = 32;
+
+/// The token checker the configuration asks for: the secret itself or its file
+/// (trailing newlines dropped). `None` when neither is set.
+fn authenticator(cfg: &EngineConfig) -> Result<Option<Authenticator>, EngineError> {
+    let secret: Vec<u8> = match (&cfg.auth_secret, &cfg.auth_secret_file) {
+        (Some(secret), _) => secret.expose().to_vec(),
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(path).map_err(|e| EngineError::AuthSecret {
+                path: path.clone(),
+                problem: e.to_string(),
+            })?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            if bytes.is_empty() {
+                return Err(EngineError::AuthSecret {
+                    path: path.clone(),
+                    problem: "the file is empty".into(),
+                });
+            }
+            bytes
+        }
+        (None, None) => return Ok(None),
+    };
+    if secret.len() < SHORT_SECRET_BYTES {
+        tracing::warn!(
+            bytes = secret.len(),
+            "auth secret is short: use at least {SHORT_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 48`)"
+        );
+    }
+    Ok(Some(Authenticator::new(&secret)))
+}
+
 /// Starts an engine serving `feeds`.
 pub fn start(cfg: EngineConfig, feeds: Vec<Box<dyn Feed>>) -> Result<EngineHandle, EngineError> {
     start_with(cfg, feeds, StartOptions::default())
@@ -187,6 +251,11 @@ pub fn start_with(
     if feeds.is_empty() {
         return Err(EngineError::NoFeed);
     }
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(TlsSetup::load(cert, key)?)),
+        _ => None,
+    };
+    let auth = authenticator(&cfg)?.map(Arc::new);
     raise_fd_limit();
     let cfg = Arc::new(cfg);
     let mut builder = SymbolRegistryBuilder::new();
@@ -245,6 +314,8 @@ pub fn start_with(
         admission: Arc::new(crate::admission::Admission::new(&cfg)),
         links: options.links,
         interest: interest.clone(),
+        tls,
+        auth,
     });
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -352,6 +423,17 @@ pub fn start_with(
             })
             .map_err(EngineError::Thread)?;
         threads.push(t);
+    }
+    match &shared.tls {
+        Some(tls) => tracing::info!(cert = %tls.cert_path().display(), "TLS on: this port serves https and wss only (SIGHUP reloads the certificate)"),
+        None => tracing::info!("TLS off: this port serves http and ws (give --tls-cert and --tls-key for https and wss)"),
+    }
+    if shared.auth.is_some() {
+        tracing::info!(
+            "token authentication on: WebSocket upgrades need an HS256 token (401 without one)"
+        );
+    } else {
+        tracing::warn!(%addr, "no auth secret: the engine is open, anyone who can reach this port may subscribe (give --auth-secret-file for tokens)");
     }
     tracing::info!(%addr, workers = cfg.workers, feeds = shared.feeds.len(), symbols = registry.len(), "tickwire serving");
     Ok(EngineHandle {

@@ -113,6 +113,10 @@ pub struct WorkerStats {
     pub coalesce_window_us: AtomicU64,
     /// Connections closed at accept by the connection limits.
     pub connections_refused: AtomicU64,
+    /// WebSocket upgrades refused with `401` (missing, bad or expired token).
+    pub upgrades_unauthorized: AtomicU64,
+    /// TLS handshakes that failed or timed out (a plain-text client on a TLS port too).
+    pub tls_handshakes_failed: AtomicU64,
     /// 1 once the worker's fan-out has failed (panicked): `/health` answers 503.
     pub failed: AtomicU64,
     /// Set by a test to make the fan-out panic at its next pass (the supervision test's

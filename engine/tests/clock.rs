@@ -215,3 +215,37 @@ fn a_throttled_ticker_holds_the_latest_state_until_its_interval_ends() {
         );
     });
 }
+
+#[test]
+fn a_token_whose_exp_passes_is_closed_with_1008_on_the_worker_clock() {
+    common::runtime().block_on(async {
+        let Rig {
+            clock, mut core, ..
+        } = rig(EngineConfig::default());
+        let now_s = tickwire_engine::tick::now_ns() / 1_000_000_000;
+        let grant = |exp| tickwire_engine::auth::Grant {
+            expires_at_s: exp,
+            scope: None,
+        };
+        let (s1, mut expiring) = pair(None);
+        let (s2, mut lasting) = pair(None);
+        let k1 = core.add_secure_client(Rc::new(Conn::new(s1)), Some(grant(now_s + 10)));
+        let k2 = core.add_secure_client(Rc::new(Conn::new(s2)), Some(grant(now_s + 3600)));
+        clock.advance(Duration::from_secs(8));
+        core.heard(k1);
+        core.heard(k2);
+        core.sweep(clock.now());
+        settle(&mut core, &[k1, k2]).await;
+        assert!(!core.is_closing(k1), "exp is still 1-2 s away");
+        assert!(frames(&mut expiring).is_empty());
+
+        clock.advance(Duration::from_secs(3));
+        core.sweep(clock.now());
+        settle(&mut core, &[k1, k2]).await;
+        let got = frames(&mut expiring);
+        assert_eq!(got.last().and_then(close_code), Some(1008), "{got:?}");
+        assert!(got.last().unwrap().1.ends_with(b"token expired"));
+        assert!(!core.is_closing(k2), "a later exp stays open");
+        assert!(frames(&mut lasting).is_empty());
+    });
+}

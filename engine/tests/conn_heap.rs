@@ -104,6 +104,8 @@ async fn open_subscribed(
             scratch.clone(),
             stream,
             Vec::new(),
+            None,
+            None,
         )));
         clients.push(client);
         let c = clients.last_mut().unwrap();

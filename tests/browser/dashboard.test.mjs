@@ -6,6 +6,7 @@
 // CHROMIUM (default /usr/bin/chromium), TICKWIRE_ARTIFACTS (default
 // target/browser-artifacts: screenshots and perf.json).
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -228,6 +229,25 @@ test("reconnects and resumes after the engine restarts on the same port", { time
   await page.waitForFunction(() => [...document.querySelectorAll("#tape .trow")].some((r) => r.textContent.includes("reconnected")));
   console.log(`reconnect: page live again ${back} ms after the kill`);
   assert.deepEqual(pageErrors, []);
+});
+
+// An engine with an auth secret: the page's `?token=` goes on to the socket.
+test("with an auth secret, the dashboard opened with ?token= goes live", { timeout: 40000 }, async () => {
+  const secret = "browser test secret, at least 32 bytes long";
+  const b64 = (v) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
+  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ exp: Math.floor(Date.now() / 1000) + 600 })}`;
+  const sig = crypto.createHmac("sha256", secret).update(unsigned).digest("base64url");
+  const authPort = await freePort();
+  const authEngine = await startEngine(authPort, SIM_RATE, { env: { TICKWIRE_AUTH_SECRET: secret } });
+  const pg = await browser.context.newPage();
+  try {
+    await pg.goto(`http://127.0.0.1:${authPort}/?token=${unsigned}.${sig}`);
+    await pg.waitForSelector('#conn[data-state="live"]', { timeout: 15000 });
+    await waitGridFilled(pg, 16);
+  } finally {
+    await pg.close();
+    await stopEngine(authEngine);
+  }
 });
 
 // Measured in a Chromium driven over a bare DevTools pipe (see launchBare): under

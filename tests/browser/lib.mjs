@@ -59,13 +59,14 @@ process.on("exit", () => {
  * /health answers 200. Retries the start a few times if the port is not free yet
  * (a restart on the same port).
  */
-export async function startEngine(port, simRate, { deadlineMs = 30000 } = {}) {
+export async function startEngine(port, simRate, { deadlineMs = 30000, env = {} } = {}) {
   if (!fs.existsSync(binary)) throw new Error(`no tickwire binary at ${binary} (cargo build -p tickwire, or set TICKWIRE_BIN)`);
   const end = Date.now() + deadlineMs;
   let lastErr = "";
   while (Date.now() < end) {
     const proc = spawn(binary, ["serve", "--listen", `127.0.0.1:${port}`, "--no-pin", "--sim-rate", String(simRate)], {
       stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, ...env },
     });
     const engine = { proc, port, log: "", exited: null };
     running.add(engine);

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
-use tickwire_engine::config::EngineConfig;
+use tickwire_engine::config::{EngineConfig, Secret};
 use tickwire_engine::feed::Feed;
 use tickwire_feeds::{SimConfig, SimFeed};
 
@@ -212,6 +212,21 @@ struct ServeArgs {
     /// (every feed node publishes), ms [default: 3000].
     #[arg(long, requires = "nats")]
     nats_lease_ms: Option<u64>,
+    /// PEM certificate chain (leaf first): with --tls-key the port serves https and wss
+    /// only; SIGHUP reloads both files [default: none, plain http and ws].
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// HS256 secret for client tokens: WebSocket upgrades then need a JWT (401 without).
+    /// Visible in `ps`: prefer --auth-secret-file or the TICKWIRE_AUTH_SECRET environment
+    /// variable [default: none, the engine is open].
+    #[arg(long, value_name = "SECRET", conflicts_with = "auth_secret_file")]
+    auth_secret: Option<String>,
+    /// A file holding the HS256 secret (trailing newlines dropped).
+    #[arg(long, value_name = "PATH")]
+    auth_secret_file: Option<PathBuf>,
 }
 
 /// A cluster node's role (`--role`).
@@ -233,6 +248,10 @@ enum EdgeSubscribeArg {
     /// Everything, from start.
     All,
 }
+
+/// The environment variable that may hold the token secret (below the two flags, above
+/// the config file).
+const AUTH_SECRET_ENV: &str = "TICKWIRE_AUTH_SECRET";
 
 /// The config file: `[engine]` takes every engine setting (see docs/operations.md).
 #[derive(Deserialize, Debug, Default)]
@@ -310,6 +329,19 @@ fn main() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGHUP: reads the TLS certificate and key again; a bad file keeps the one in force.
+#[cfg(unix)]
+fn reload_tls(engine: &tickwire_engine::server::EngineHandle) {
+    match engine.reload_tls() {
+        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded; new handshakes use it"),
+        Ok(false) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+        Err(e) => tracing::error!(
+            error = %e,
+            "SIGHUP: TLS reload failed; keeping the certificate in force"
+        ),
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -334,6 +366,24 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(origins) = args.allowed_origins.clone() {
         cfg.allowed_origins = origins;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        cfg.tls_cert = Some(cert.clone());
+        cfg.tls_key = Some(key.clone());
+    }
+    // One secret wins, in this order; the others (config file included) are dropped.
+    let env_secret = std::env::var(AUTH_SECRET_ENV)
+        .ok()
+        .filter(|s| !s.is_empty());
+    if let Some(secret) = args.auth_secret.clone() {
+        cfg.auth_secret = Some(Secret::new(secret));
+        cfg.auth_secret_file = None;
+    } else if let Some(path) = &args.auth_secret_file {
+        cfg.auth_secret = None;
+        cfg.auth_secret_file = Some(path.clone());
+    } else if let Some(secret) = env_secret {
+        cfg.auth_secret = Some(Secret::new(secret));
+        cfg.auth_secret_file = None;
     }
     if !args.no_pin && cfg.worker_cores.is_empty() && cfg.feed_cores.is_empty() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -387,6 +437,20 @@ fn serve(args: ServeArgs) -> Result<()> {
         }))
     };
     let feeds = feeds::build(&specs, &feed_urls, &rest_urls, speed, sim)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Signal handlers before the engine starts: SIGHUP's default action ends the
+    // process, and a reload asked for while the engine comes up must not do that.
+    #[cfg(unix)]
+    let (mut term, mut hup) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_runtime = runtime.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     let (engine, _cluster) = match &args.nats {
         None => (tickwire_engine::server::start(cfg, feeds)?, None),
         Some(url) => {
@@ -395,20 +459,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
     };
     tracing::info!(
-        "open http://{}/ for the dashboard; Ctrl-C stops",
+        "open {}://{}/ for the dashboard; Ctrl-C stops",
+        if engine.is_tls() { "https" } else { "http" },
         engine.local_addr()
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
         #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
             tokio::select! {
-                r = tokio::signal::ctrl_c() => r?,
-                _ = term.recv() => {}
+                r = tokio::signal::ctrl_c() => break r?,
+                _ = term.recv() => break,
+                _ = hup.recv() => reload_tls(&engine),
             }
         }
         #[cfg(not(unix))]

@@ -761,6 +761,14 @@
   }
   setInterval(pollStats, 2000);
 
+  // The socket's URL: wss on an https page; a `?token=` on the page's URL (an engine run
+  // with an auth secret) goes on to the socket, which is where the engine checks it.
+  function socketUrl() {
+    const token = new URLSearchParams(location.search).get("token");
+    const base = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    return token ? base + "?token=" + encodeURIComponent(token) : base;
+  }
+
   // ---- start ---------------------------------------------------------------------------
   buildHead();
   readColors();
@@ -769,7 +777,7 @@
   sizeCanvas();
   tell({
     cmd: "init",
-    url: (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws",
+    url: socketUrl(),
     chosen: st.chosen,
     sel: null, // chosen once the symbols are known
     depth: st.depth,

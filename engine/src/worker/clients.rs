@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use crate::auth::Scope;
 use crate::outbox::Outbox;
 use crate::protocol::command::Channel;
 use crate::stats::CloseReason;
@@ -20,6 +21,7 @@ use crate::symbol::SymbolId;
 
 use super::conflate::Subs;
 use super::signal::LocalSignal;
+use super::tls::TlsConn;
 
 /// Identifies a client slot; the generation guards against a reused slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,6 +112,8 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Wakes the connection task (socket blocked, closing).
     pub signal: LocalSignal,
+    /// The TLS session of a `wss` connection (boxed: a plain one pays a pointer).
+    pub tls: Option<Box<TlsConn>>,
 }
 
 impl Conn {
@@ -118,8 +122,26 @@ impl Conn {
         Conn {
             stream,
             signal: LocalSignal::new(),
+            tls: None,
         }
     }
+
+    /// A `wss` connection: reads and writes go through its TLS session.
+    pub fn with_tls(stream: TcpStream, tls: TlsConn) -> Conn {
+        Conn {
+            tls: Some(Box::new(tls)),
+            ..Conn::new(stream)
+        }
+    }
+}
+
+/// What a client's token granted: when it expires and which symbols it allows. Boxed
+/// in [`Client::secure`], so a client of an open engine pays one pointer for it.
+pub struct Secure {
+    /// When the token's `exp` passes (worker clock): the connection is closed with 1008.
+    pub expires: Instant,
+    /// The token's `symbols`; `None` allows every symbol.
+    pub scope: Option<Scope>,
 }
 
 /// A connected WebSocket client, as the worker sees it.
@@ -153,6 +175,8 @@ pub struct Client {
     pub limiter: CommandLimiter,
     /// Recent `error` replies.
     pub errors: ErrorWindow,
+    /// The token's grant; `None` on an open engine.
+    pub secure: Option<Box<Secure>>,
 }
 
 impl Client {
@@ -179,7 +203,21 @@ impl Client {
             },
             limiter: CommandLimiter::new(commands_per_s, now),
             errors: ErrorWindow::default(),
+            secure: None,
         }
+    }
+
+    /// The client's TLS session, if it came over `wss`.
+    pub fn tls(&self) -> Option<&TlsConn> {
+        self.conn.tls.as_deref()
+    }
+
+    /// Whether the client's token allows `symbol` (always, without a token scope).
+    pub fn may_subscribe(&self, symbol: &str) -> bool {
+        self.secure
+            .as_ref()
+            .and_then(|s| s.scope.as_ref())
+            .is_none_or(|scope| scope.allows(symbol))
     }
 
     /// Heap bytes this client holds beyond its slot (memory accounting).

@@ -32,11 +32,12 @@ use crate::symbol::{SymbolId, SymbolRegistry};
 use crate::tick::{now_ns, BookSide};
 
 pub use super::clients::ClientKey;
-use super::clients::{Client, Clients, Conn};
+use super::clients::{Client, Clients, Conn, Secure};
 use super::clock::Clock;
 use super::conflate::Throttle;
 use super::flush::FlushPolicy;
 use super::index::{remove_key, SymbolSlot};
+use crate::auth::Grant;
 
 /// What a subscribe or unsubscribe did, for the reply.
 #[derive(Debug, Default)]
@@ -45,6 +46,8 @@ pub struct SubscribeOutcome {
     pub applied: Vec<SymbolId>,
     /// Names the engine does not carry.
     pub unknown: Vec<String>,
+    /// Symbols the engine carries that the connection's token does not allow.
+    pub unauthorized: Vec<String>,
 }
 
 /// The worker's state; see the module doc.
@@ -186,14 +189,32 @@ impl Core {
 
     // ---- clients ----------------------------------------------------------------------
 
-    /// Registers a connected client.
+    /// Registers a connected client (no token).
     pub fn add_client(&mut self, conn: Rc<Conn>) -> ClientKey {
-        let client = Client::new(
+        self.add_secure_client(conn, None)
+    }
+
+    /// Registers a connected client with its token's grant (its TLS session, if any,
+    /// is in `conn`). The token's `exp` (wall clock) becomes a deadline on the worker's
+    /// clock.
+    pub fn add_secure_client(&mut self, conn: Rc<Conn>, grant: Option<Grant>) -> ClientKey {
+        let now = self.clock.now();
+        let mut client = Client::new(
             conn,
             self.cfg.outbox_budget_bytes,
             self.cfg.commands_per_s,
-            self.clock.now(),
+            now,
         );
+        if let Some(g) = grant {
+            let left_ns = g
+                .expires_at_s
+                .saturating_mul(1_000_000_000)
+                .saturating_sub(now_ns());
+            client.secure = Some(Box::new(Secure {
+                expires: now + Duration::from_nanos(left_ns),
+                scope: g.scope,
+            }));
+        }
         WorkerStats::add(&self.stats.clients, 1);
         WorkerStats::add(&self.stats.connections_total, 1);
         self.clients.insert(client)
@@ -433,16 +454,21 @@ impl Core {
         throttle_ms: u32,
     ) -> Result<SubscribeOutcome, (ErrorCode, String)> {
         let mut outcome = SubscribeOutcome::default();
+        let Some(client) = self.clients.get(key) else {
+            return Ok(outcome);
+        };
         for name in names {
             match self.registry.lookup(name) {
+                Some(_) if !client.may_subscribe(name) => {
+                    if !outcome.unauthorized.contains(name) {
+                        outcome.unauthorized.push(name.clone());
+                    }
+                }
                 Some(s) if !outcome.applied.contains(&s) => outcome.applied.push(s),
                 Some(_) => {}
                 None => outcome.unknown.push(name.clone()),
             }
         }
-        let Some(client) = self.clients.get(key) else {
-            return Ok(outcome);
-        };
         let new_pairs: usize = outcome
             .applied
             .iter()
@@ -467,6 +493,15 @@ impl Core {
         if !outcome.unknown.is_empty() {
             let message = format!("no such symbol: {}", outcome.unknown.join(", "));
             if !self.send_error(key, id, ErrorCode::UnknownSymbol, &message) {
+                return Ok(outcome);
+            }
+        }
+        if !outcome.unauthorized.is_empty() {
+            let message = format!(
+                "not allowed by this connection's token: {}",
+                outcome.unauthorized.join(", ")
+            );
+            if !self.send_error(key, id, ErrorCode::Unauthorized, &message) {
                 return Ok(outcome);
             }
         }

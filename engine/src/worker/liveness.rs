@@ -1,5 +1,6 @@
 //! Liveness sweeps: server pings after silence, dead peers closed with `1001`, clients
-//! that read nothing closed with `1008`.
+//! that read nothing closed with `1008`, and so are clients whose token's `exp` passed
+//! (within one sweep period of it, at most a second).
 //!
 //! A sweep runs on the worker thread a few times per ping interval (see
 //! [`sweep_period`]) and reads time only through the worker's [`super::clock::Clock`],
@@ -26,7 +27,8 @@ pub fn sweep_period(cfg: &EngineConfig) -> Duration {
 }
 
 impl Core {
-    /// Pings silent clients, closes dead peers (`1001`) and idle readers (`1008`).
+    /// Pings silent clients, closes dead peers (`1001`), idle readers and expired tokens
+    /// (`1008`).
     pub fn sweep(&mut self, now: Instant) {
         let ping_interval = self.cfg.ping_interval();
         let pong_timeout = self.cfg.pong_timeout();
@@ -38,9 +40,16 @@ impl Core {
             if c.closing.is_some() {
                 continue;
             }
+            if c.secure.as_ref().is_some_and(|s| now >= s.expires) {
+                // Queued data is dropped: the token no longer covers it.
+                self.close_client(key, CloseReason::Policy, "token expired", true);
+                continue;
+            }
             // Progress is what the peer takes: bytes it acknowledged count even while the
             // socket stays too full to take more writes (a slow reader is not idle).
-            if !c.outbox.is_empty() {
+            // Records TLS encrypted and the socket has not taken are pending too.
+            let pending = !c.outbox.is_empty() || c.tls().is_some_and(|t| t.wants_write());
+            if pending {
                 if let Ok(acked) = tickwire_sockopt::bytes_acked(&c.conn.stream) {
                     if let Some(c) = self.clients.get_mut(key) {
                         if acked != c.liveness.acked {
@@ -59,8 +68,8 @@ impl Core {
                 self.close_client(key, CloseReason::GoingAway, "no pong", true);
                 continue;
             }
-            let stalled = !c.outbox.is_empty()
-                && now.saturating_duration_since(live.last_progress) >= idle_timeout;
+            let stalled =
+                pending && now.saturating_duration_since(live.last_progress) >= idle_timeout;
             if stalled {
                 self.close_client(
                     key,

@@ -20,6 +20,7 @@ pub mod index;
 pub mod liveness;
 pub mod session;
 pub mod signal;
+pub mod tls;
 pub mod write;
 
 use std::cell::RefCell;
@@ -46,6 +47,9 @@ use crate::wake::Parker;
 
 use self::core::Core;
 use self::fanout::GapCause;
+
+/// A TLS connection as the HTTP layer holds it.
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 /// Ticks taken from one ring before the worker flushes and lets connections run.
 const BATCH_TICKS: usize = 1024;
@@ -119,6 +123,8 @@ pub fn run(spec: WorkerSpec) {
 
 struct Ctx {
     core: Rc<RefCell<Core>>,
+    /// Set when the engine serves TLS: every connection starts with a handshake.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     scratch: Rc<session::ReadScratch>,
     cfg: Arc<EngineConfig>,
     shared: Arc<EngineShared>,
@@ -151,6 +157,10 @@ async fn serve(spec: WorkerSpec) {
     let core = Rc::new(RefCell::new(core));
     let ctx = Rc::new(Ctx {
         core: core.clone(),
+        tls: shared
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config())),
         scratch: Rc::new(session::ReadScratch::new()),
         cfg: cfg.clone(),
         shared,
@@ -178,7 +188,15 @@ async fn serve(spec: WorkerSpec) {
                     // the client's delayed ACK (Nagle), and frames are batched by the
                     // worker, never by the kernel.
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(serve_http(ctx.clone(), stream, permit));
+                    match &ctx.tls {
+                        None => {
+                            tokio::task::spawn_local(serve_http(ctx.clone(), stream, permit));
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            tokio::task::spawn_local(serve_https(ctx.clone(), acceptor, stream, permit));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors (EMFILE/ENFILE) or buffers: back off instead of
@@ -234,7 +252,32 @@ async fn serve(spec: WorkerSpec) {
     housekeeping.abort();
 }
 
-async fn serve_http(ctx: Rc<Ctx>, stream: tokio::net::TcpStream, permit: Rc<Permit>) {
+/// The TLS handshake (within the header timeout: a client that stalls it is a
+/// slowloris too), then HTTP over it. New handshakes get the certificate in force.
+async fn serve_https(
+    ctx: Rc<Ctx>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    permit: Rc<Permit>,
+) {
+    let timeout = Duration::from_millis(ctx.cfg.header_timeout_ms);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_http(ctx, tls, permit).await,
+        Ok(Err(e)) => {
+            WorkerStats::add(&ctx.core.borrow().stats().tls_handshakes_failed, 1);
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            WorkerStats::add(&ctx.core.borrow().stats().tls_handshakes_failed, 1);
+            tracing::debug!("TLS handshake timed out");
+        }
+    }
+}
+
+async fn serve_http<I>(ctx: Rc<Ctx>, stream: I, permit: Rc<Permit>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ctx_timeout_ms = ctx.cfg.header_timeout_ms;
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
@@ -260,6 +303,20 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     resp.headers_mut().insert(
         hyper::header::CACHE_CONTROL,
         hyper::header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// `401` for a refused token, with the reason (RFC 6750 §3 challenge).
+fn unauthorized(refusal: &crate::auth::AuthError) -> Response<Full<Bytes>> {
+    let mut resp = text(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        format!("{refusal}\n"),
+    );
+    resp.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer realm=\"tickwire\""),
     );
     resp
 }
@@ -291,11 +348,22 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
         }
         return match handshake::accept(&mut req, &ctx.cfg.allowed_origins) {
             Ok((response, on_upgrade)) => {
+                // After the handshake's own checks (403, 426, 400): a token is looked at
+                // only on a request that could otherwise be upgraded.
+                let grant = match ctx.shared.auth.as_ref().map(|a| a.check(&req)) {
+                    None => None,
+                    Some(Ok(grant)) => Some(grant),
+                    Some(Err(refusal)) => {
+                        WorkerStats::add(&ctx.core.borrow().stats().upgrades_unauthorized, 1);
+                        tracing::debug!(%refusal, "upgrade refused: 401");
+                        return unauthorized(&refusal);
+                    }
+                };
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
                     // The connection keeps its place for as long as the session runs.
                     let _permit = permit;
-                    let Some((stream, prefix)) = upgraded_stream(on_upgrade.await) else {
+                    let Some((stream, prefix, tls)) = upgraded_stream(on_upgrade.await) else {
                         return;
                     };
                     session::run(
@@ -304,6 +372,8 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
                         ctx.scratch.clone(),
                         stream,
                         prefix,
+                        tls,
+                        grant,
                     )
                     .await
                 });
@@ -382,7 +452,7 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
 /// per client, and the parts would grow every task.
 fn upgraded_stream(
     upgraded: Result<hyper::upgrade::Upgraded, hyper::Error>,
-) -> Option<(tokio::net::TcpStream, Vec<u8>)> {
+) -> Option<(tokio::net::TcpStream, Vec<u8>, Option<tls::TlsConn>)> {
     let upgraded = match upgraded {
         Ok(u) => u,
         Err(e) => {
@@ -391,11 +461,20 @@ fn upgraded_stream(
         }
     };
     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf.to_vec())),
-        Err(_) => {
-            tracing::error!("upgraded connection is not a TCP stream");
-            None
-        }
+        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf.to_vec(), None)),
+        Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream>>() {
+            // The TLS session goes on with the socket; what hyper read past the request
+            // is plaintext, like a plain connection's.
+            Ok(parts) => {
+                let prefix = parts.read_buf.to_vec();
+                let (io, conn) = parts.io.into_inner().into_inner();
+                Some((io, prefix, Some(tls::TlsConn::new(conn))))
+            }
+            Err(_) => {
+                tracing::error!("upgraded connection is neither TCP nor TLS");
+                None
+            }
+        },
     }
 }
 

@@ -10,6 +10,11 @@
 //! wake this task, which waits for writability and writes the rest. So an idle
 //! connection costs its socket, this task and its slot in the worker's client table.
 //!
+//! A `wss` connection reads and writes through its rustls session ([`super::tls`]):
+//! records from the socket are decrypted into the same scratch buffer and parsed the
+//! same way; that session (and its buffers) is the one extra a TLS connection holds. The
+//! token's grant, when the engine checks tokens, is handed to the worker with the client.
+//!
 //! Nothing here blocks the worker: every socket operation is non-blocking. A protocol
 //! violation closes the connection with its RFC 6455 code; a closing connection gets
 //! [`CLOSE_LINGER`] to take its close frame, then its write side is shut and its reads
@@ -35,7 +40,8 @@ use crate::tick::now_ns;
 
 use super::clients::Conn;
 use super::core::{ClientKey, Core};
-use super::signal::LocalSignal;
+use super::tls::{TlsConn, TlsRead};
+use crate::auth::Grant;
 
 /// How long a closing connection may take to flush its close frame.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
@@ -72,7 +78,8 @@ enum Wake {
 }
 
 /// Serves one upgraded connection until it ends. `prefix` holds bytes the HTTP layer
-/// read past the upgrade request (client frames already sent).
+/// read past the upgrade request (client frames already sent); `tls` is the session of
+/// a `wss` connection, `grant` what its token allows (`None` on an open engine).
 ///
 /// The client is registered with the worker when this is called; the future it returns
 /// (the connection's task) holds only what the connection needs from then on. An
@@ -85,6 +92,8 @@ pub fn run(
     scratch: Rc<ReadScratch>,
     stream: TcpStream,
     mut prefix: Vec<u8>,
+    tls: Option<TlsConn>,
+    grant: Option<Grant>,
 ) -> impl std::future::Future<Output = ()> {
     // Small frames go out at once; batching happens in the worker, not in Nagle.
     let _ = stream.set_nodelay(true);
@@ -97,19 +106,32 @@ pub fn run(
         // Best effort: the kernel may round or cap it.
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
     }
-    let conn = Rc::new(Conn::new(stream));
-    let key = core.borrow_mut().add_client(conn.clone());
+    let conn = Rc::new(match tls {
+        Some(tls) => Conn::with_tls(stream, tls),
+        None => Conn::new(stream),
+    });
+    let key = core.borrow_mut().add_secure_client(conn.clone(), grant);
     let mut reader = ClientFrameReader::new();
     if !prefix.is_empty() {
         on_bytes(&core, &cfg, key, &mut reader, &mut prefix);
     }
     drop(prefix);
+    // Records that came with the upgrade request may already hold client frames.
+    let ended = conn.tls.as_deref().is_some_and(|tls| {
+        tls.process_buffered(&conn.stream).is_err()
+            || tls_plaintext(&core, &cfg, &scratch, key, &mut reader, tls)
+    });
+    if ended {
+        gone(&core, key);
+    }
     async move {
-        let (stream, signal) = (&conn.stream, &conn.signal);
-        serve(&core, &cfg, &scratch, key, stream, signal, &mut reader).await;
+        if ended {
+            return;
+        }
+        serve(&core, &cfg, &scratch, key, &conn, &mut reader).await;
         // Boxed: the close path's timers would otherwise make every idle connection's
         // task as large as a closing one's (see engine/tests/conn_size.rs).
-        Box::pin(close(&core, key, stream, signal, &scratch)).await;
+        Box::pin(close(&core, key, &conn, &scratch)).await;
     }
 }
 
@@ -119,10 +141,10 @@ async fn serve(
     cfg: &EngineConfig,
     scratch: &ReadScratch,
     key: ClientKey,
-    stream: &TcpStream,
-    signal: &LocalSignal,
+    conn: &Conn,
     reader: &mut ClientFrameReader,
 ) {
+    let (stream, signal) = (&conn.stream, &conn.signal);
     loop {
         if core.borrow().is_closing(key) {
             return;
@@ -152,6 +174,21 @@ async fn serve(
                 }
             }
             Wake::Readable(Ok(())) => {
+                if let Some(tls) = conn.tls.as_deref() {
+                    let ended = match tls.read(stream) {
+                        Ok(TlsRead::Eof) | Err(_) => true,
+                        Ok(TlsRead::WouldBlock) => false,
+                        Ok(TlsRead::Records) => {
+                            core.borrow_mut().heard(key);
+                            tls_plaintext(core, cfg, scratch, key, reader, tls)
+                        }
+                    };
+                    if ended {
+                        gone(core, key);
+                        return;
+                    }
+                    continue;
+                }
                 let mut buf = scratch.0.borrow_mut();
                 match stream.try_read(&mut buf) {
                     Ok(0) => {
@@ -174,6 +211,27 @@ async fn serve(
             }
         }
     }
+}
+
+/// Hands the plaintext rustls decrypted to the frame reader, then writes what rustls
+/// wants to send back (alerts, key updates). Returns true when the peer is gone.
+fn tls_plaintext(
+    core: &Rc<RefCell<Core>>,
+    cfg: &EngineConfig,
+    scratch: &ReadScratch,
+    key: ClientKey,
+    reader: &mut ClientFrameReader,
+    tls: &TlsConn,
+) -> bool {
+    while !core.borrow().is_closing(key) {
+        let mut buf = scratch.0.borrow_mut();
+        let n = tls.plaintext(&mut buf);
+        if n == 0 {
+            break;
+        }
+        on_bytes(core, cfg, key, reader, &mut buf[..n]);
+    }
+    tls.wants_write() && core.borrow_mut().flush_client(key).is_err()
 }
 
 /// The peer went away without a close handshake: it takes nothing more.
@@ -229,16 +287,11 @@ fn on_bytes(
 
 /// Lets a closing connection take its close frame, then ends it: shut the write side,
 /// drain what the peer still sends (briefly), drop the socket.
-async fn close(
-    core: &Rc<RefCell<Core>>,
-    key: ClientKey,
-    stream: &TcpStream,
-    signal: &LocalSignal,
-    scratch: &ReadScratch,
-) {
+async fn close(core: &Rc<RefCell<Core>>, key: ClientKey, conn: &Conn, scratch: &ReadScratch) {
     if core.borrow().is_gone(key) {
         return;
     }
+    let (stream, signal) = (&conn.stream, &conn.signal);
     let flushed = tokio::time::timeout(CLOSE_LINGER, async {
         loop {
             let flushed = core.borrow_mut().flush_client(key);
@@ -267,6 +320,10 @@ async fn close(
     core.borrow_mut().remove_client(key);
     if !flushed {
         return;
+    }
+    if let Some(tls) = conn.tls.as_deref() {
+        // The TLS end of the stream, before the TCP one (RFC 8446 §6.1).
+        tls.close_notify(stream);
     }
     // Failing to shut down a socket that is going away changes nothing.
     let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);

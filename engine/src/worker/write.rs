@@ -107,19 +107,25 @@ impl Core {
             let calls_before = client.outbox.writes();
             let latency = &mut self.latency;
             let mut wall = 0;
-            let outcome = client.outbox.write_to(
-                frames,
-                |iov| stream.try_write_vectored(iov),
-                |ingest_ts, queued_ns| {
-                    if wall == 0 {
-                        wall = now_ns();
-                    }
-                    if ingest_ts != 0 {
-                        latency.record(Stage::TickToWire, wall.saturating_sub(ingest_ts));
-                    }
-                    latency.record(Stage::OutboxWait, wall.saturating_sub(queued_ns));
-                },
-            );
+            let on_written = |ingest_ts: u64, queued_ns: u64| {
+                if wall == 0 {
+                    wall = now_ns();
+                }
+                if ingest_ts != 0 {
+                    latency.record(Stage::TickToWire, wall.saturating_sub(ingest_ts));
+                }
+                latency.record(Stage::OutboxWait, wall.saturating_sub(queued_ns));
+            };
+            // A plain socket takes the gathered frames as they are; TLS encrypts them
+            // first (worker/tls.rs).
+            let outcome = match client.conn.tls.as_deref() {
+                None => {
+                    client
+                        .outbox
+                        .write_to(frames, |iov| stream.try_write_vectored(iov), on_written)
+                }
+                Some(tls) => tls.write_outbox(stream, &mut client.outbox, frames, on_written),
+            };
             let calls = client.outbox.writes() - calls_before;
             self.write_calls += calls;
             WorkerStats::add(&self.stats.writes, calls);
