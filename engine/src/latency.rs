@@ -75,8 +75,8 @@ impl Stage {
 }
 
 /// A histogram with the engine's bounds.
+#[allow(clippy::expect_used)] // invariant: constant bounds that hdrhistogram accepts
 pub fn new_histogram() -> Histogram<u64> {
-    // The bounds are constants that hdrhistogram accepts; a failure here is a bug.
     Histogram::new_with_bounds(1, HIGHEST_NS, SIGFIG).expect("valid histogram bounds")
 }
 

@@ -1,6 +1,8 @@
 //! Protocol v1 against a running engine: the subscribe flow, every error code, close
 //! codes, number formatting, HTTP endpoints.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::collections::{HashMap, HashSet};

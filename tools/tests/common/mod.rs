@@ -1,4 +1,6 @@
 //! Test helpers: an in-process engine on a free loopback port, and WebSocket clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
 #![allow(dead_code, missing_docs)]
 
 use std::collections::BTreeMap;
