@@ -77,6 +77,11 @@ pub struct EngineConfig {
     /// Loopback addresses are exempt from the per-address limits (local tools, load tests,
     /// a reverse proxy on this host). Default true.
     pub loopback_exempt: bool,
+    /// Test only: serve `GET /echo`, a WebSocket endpoint that sends every text and
+    /// binary message back as it came, through the same frame reader, control-frame and
+    /// close path as `/ws` (the Autobahn conformance run uses it; `/ws` forbids binary
+    /// and takes only commands). Default false: the path does not exist.
+    pub echo_endpoint: bool,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +111,7 @@ impl Default for EngineConfig {
             max_connections_per_ip: 1_000,
             upgrades_per_s_per_ip: 50,
             loopback_exempt: true,
+            echo_endpoint: false,
         }
     }
 }

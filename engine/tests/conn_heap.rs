@@ -104,6 +104,7 @@ async fn open_subscribed(
             scratch.clone(),
             stream,
             Vec::new(),
+            session::Endpoint::Protocol,
         )));
         clients.push(client);
         let c = clients.last_mut().unwrap();

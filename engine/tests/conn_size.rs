@@ -27,6 +27,7 @@ fn a_connection_task_and_its_client_slot_stay_small() {
             Rc::new(ReadScratch::new()),
             stream,
             Vec::new(),
+            session::Endpoint::Protocol,
         );
         let task = std::mem::size_of_val(&future);
         let slot = tickwire_engine::worker::clients::CLIENT_SLOT_BYTES;

@@ -182,6 +182,10 @@ struct ServeArgs {
     /// origins and the engine's own host always may [default: none besides those].
     #[arg(long, value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+    /// Test only: also serve `/echo`, a WebSocket endpoint that echoes text and binary
+    /// messages (for the Autobahn conformance suite); never on in production [default: off].
+    #[arg(long)]
+    echo_endpoint: bool,
 }
 
 /// The config file: `[engine]` takes every engine setting (see docs/operations.md).
@@ -284,6 +288,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(origins) = args.allowed_origins {
         cfg.allowed_origins = origins;
+    }
+    if args.echo_endpoint {
+        cfg.echo_endpoint = true;
+        tracing::warn!("--echo-endpoint: serving /echo (a test endpoint; not for production)");
     }
     if !args.no_pin && cfg.worker_cores.is_empty() && cfg.feed_cores.is_empty() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());

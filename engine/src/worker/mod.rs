@@ -43,6 +43,7 @@ use crate::tick::{Event, LevelFlags, Tick};
 use crate::wake::Parker;
 
 use self::core::Core;
+use self::session::Endpoint;
 
 /// Ticks taken from one ring before the worker flushes and lets connections run.
 const BATCH_TICKS: usize = 1024;
@@ -266,7 +267,12 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
-    if path == "/ws" {
+    let endpoint = match path.as_str() {
+        "/ws" => Some(Endpoint::Protocol),
+        "/echo" if ctx.cfg.echo_endpoint => Some(Endpoint::Echo),
+        _ => None,
+    };
+    if let Some(endpoint) = endpoint {
         if WorkerStats::get(&ctx.core.borrow().stats().failed) != 0 {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -303,6 +309,7 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
                         ctx.scratch.clone(),
                         stream,
                         prefix,
+                        endpoint,
                     )
                     .await
                 });

@@ -275,6 +275,23 @@ impl RawClient {
         }
     }
 
+    /// Reads the next frame: (opcode, payload).
+    pub async fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            if let Some((opcode, payload, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return (opcode, payload);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "socket closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Reads the next text frame's payload.
     pub async fn read_text(&mut self) -> String {
         loop {
