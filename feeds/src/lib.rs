@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decimal;
+pub mod fuzz;
 pub mod json;
 pub mod mock;
 pub mod record;
