@@ -107,6 +107,7 @@ pub fn stats_json(shared: &EngineShared) -> String {
                 "ticks_per_s_average": if uptime > 0.0 { ticks as f64 / uptime } else { 0.0 },
                 "decode_errors": load(&s.decode_errors),
                 "reconnects": load(&s.reconnects),
+                "restarts": load(&s.restarts),
                 "gaps": load(&s.gaps),
                 "checksum_failures": load(&s.checksum_failures),
                 "resyncs": load(&s.resyncs),
@@ -259,6 +260,12 @@ pub fn metrics_text(shared: &EngineShared) -> String {
         &per_feed(&|f| load(&f.stats.reconnects)),
     );
     counter(
+        "tickwire_feed_restarts_total",
+        "Restarts after the feed panicked.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.restarts)),
+    );
+    counter(
         "tickwire_feed_gaps_total",
         "Sequence gaps detected in the venue's stream.",
         "counter",
@@ -284,7 +291,7 @@ pub fn metrics_text(shared: &EngineShared) -> String {
     );
     counter(
         "tickwire_feed_state",
-        "Feed state: 0 connecting, 1 live, 2 disconnected, 3 stopped, 4 resyncing.",
+        "Feed state: 0 connecting, 1 live, 2 disconnected, 3 stopped, 4 resyncing, 5 restarting.",
         "gauge",
         &per_feed(&|f| f.stats.state() as u64),
     );

@@ -6,17 +6,18 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::config::{ConfigError, EngineConfig};
-use crate::feed::{Feed, FeedError, FeedState, Publisher};
+use crate::feed::{Feed, FeedError, Publisher};
 use crate::http::EngineShared;
 use crate::ring;
 use crate::stats::WorkerStats;
+use crate::supervise::{self, RestartBackoff};
 use crate::symbol::SymbolRegistryBuilder;
 use crate::wake::Parker;
 use crate::worker::{self, FeedPort, WorkerSpec};
@@ -271,6 +272,8 @@ pub fn start(
         let stop = feeds_stop.clone();
         let core_id = pick(&cfg.feed_cores, i, "feed");
         let name = feed.name().to_owned();
+        let (restart_initial_ms, restart_max_ms) =
+            (cfg.feed_restart_initial_ms, cfg.feed_restart_max_ms);
         let t = std::thread::Builder::new()
             .name(format!("tickwire-feed-{name}"))
             .spawn(move || {
@@ -279,23 +282,13 @@ pub fn start(
                         tracing::warn!(feed = %name, core = id.id, "could not pin feed thread; running unpinned");
                     }
                 }
-                publisher.shared().stats.set_state(FeedState::Connecting);
-                // A panicking feed must not leave /health saying "connecting": catch it, say
-                // so, and mark the feed stopped. Nothing else shares the feed's state.
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    feed.run(&mut publisher, &stop)
-                }));
-                let error = match ran {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some("the feed thread panicked".to_owned()),
-                };
-                if let Some(e) = error {
-                    tracing::error!(feed = %name, error = %e, "feed stopped with an error");
-                    let _ = publisher.shared().stats.last_error.set(e);
-                }
-                publisher.flush();
-                publisher.shared().stats.set_state(FeedState::Stopped);
+                // A panicking feed is caught, shown `restarting` and run again after a
+                // backoff; see `supervise`.
+                let backoff = RestartBackoff::new(
+                    Duration::from_millis(restart_initial_ms),
+                    Duration::from_millis(restart_max_ms),
+                );
+                supervise::run_feed(feed.as_mut(), &mut publisher, &stop, backoff);
             })
             .map_err(EngineError::Thread)?;
         threads.push(t);
