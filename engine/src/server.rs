@@ -58,8 +58,13 @@ pub struct EngineHandle {
     shared: Arc<EngineShared>,
     feeds_stop: Arc<AtomicBool>,
     workers_stop: watch::Sender<bool>,
+    stats_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
+
+/// How often the stats thread merges every thread's latency histograms for `/stats`,
+/// `/metrics` and `/latency/<stage>.hgrm` (each thread publishes its own once a second).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl EngineHandle {
     /// The address the engine serves on (the real port when 0 was asked for).
@@ -85,6 +90,7 @@ impl EngineHandle {
 
     fn stop_and_join(&mut self) {
         self.feeds_stop.store(true, Ordering::Relaxed);
+        self.stats_stop.store(true, Ordering::Relaxed);
         let _ = self.workers_stop.send(true);
         for t in self.threads.drain(..) {
             if t.join().is_err() {
@@ -205,7 +211,11 @@ pub fn start(
         cfg: cfg.clone(),
         started: Instant::now(),
         admission: Arc::new(crate::admission::Admission::new(&cfg)),
+        latency: crate::http::LatencyBoard::default(),
     });
+    // The first (empty) snapshot, so that requests never merge (the stats thread, started
+    // last, makes the next ones).
+    shared.refresh_latency();
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let pick = |list: &[usize], i: usize, what: &str| -> Option<core_affinity::CoreId> {
@@ -293,12 +303,38 @@ pub fn start(
             .map_err(EngineError::Thread)?;
         threads.push(t);
     }
+    let stats_stop = Arc::new(AtomicBool::new(false));
+    {
+        let (shared, stop) = (shared.clone(), stats_stop.clone());
+        let t = std::thread::Builder::new()
+            .name("tickwire-stats".into())
+            .spawn(move || run_stats(&shared, &stop))
+            .map_err(EngineError::Thread)?;
+        threads.push(t);
+    }
     tracing::info!(%addr, workers = cfg.workers, feeds = shared.feeds.len(), symbols = registry.len(), "tickwire serving");
     Ok(EngineHandle {
         addr,
         shared,
         feeds_stop,
         workers_stop,
+        stats_stop,
         threads,
     })
+}
+
+/// The stats thread: a fresh latency snapshot every [`STATS_INTERVAL`] until `stop`.
+fn run_stats(shared: &EngineShared, stop: &AtomicBool) {
+    let mut next = Instant::now() + STATS_INTERVAL;
+    // Relaxed: a request to end; it hands over no data.
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next {
+            shared.refresh_latency();
+            next = (next + STATS_INTERVAL).max(now);
+            continue;
+        }
+        // Short naps so that shutdown does not wait a whole interval.
+        std::thread::sleep((next - now).min(Duration::from_millis(50)));
+    }
 }
