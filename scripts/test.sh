@@ -24,6 +24,12 @@ say "cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+# Soak (about 2 minutes): churn and slow clients against the real binary; RSS and file
+# descriptors flat, every remaining client correct (tools/tests/soak.rs, ignored by a
+# plain cargo test for its length).
+say "soak: client churn and slow clients against the real binary"
+cargo test -p tickwire --test soak -- --ignored
+
 say "loom: ring interleavings"
 if [ -f engine/tests/loom_ring.rs ]; then
   RUSTFLAGS="--cfg tickwire_loom" CARGO_TARGET_DIR=target/loom \
