@@ -13,6 +13,12 @@ if ! python3 -c 'import websockets, prometheus_client' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     'websockets>=12,<16' 'prometheus-client>=0.17,<1'
 fi
+# kosoku (PyPI, pinned): runs the Autobahn TestSuite's own case files (tests/autobahn.py).
+if ! python3 -c 'import kosoku' 2>/dev/null; then
+  say "installing kosoku 0.1.0 (Autobahn conformance runner)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    'kosoku==0.1.0'
+fi
 
 # The cluster test (tools/tests/cluster.rs) runs Debian's NATS server (JetStream is in
 # every 2.x). The package also installs a systemd unit; the test starts its own server on
@@ -29,6 +35,12 @@ say "cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+# Soak (about 2 minutes): churn and slow clients against the real binary; RSS and file
+# descriptors flat, every remaining client correct (tools/tests/soak.rs, ignored by a
+# plain cargo test for its length).
+say "soak: client churn and slow clients against the real binary"
+cargo test -p tickwire --test soak -- --ignored
+
 say "loom: ring interleavings"
 if [ -f engine/tests/loom_ring.rs ]; then
   RUSTFLAGS="--cfg tickwire_loom" CARGO_TARGET_DIR=target/loom \
@@ -39,6 +51,11 @@ say "smoke: the tickwire binary with a Python websockets client"
 cargo build -p tickwire
 bin="${CARGO_TARGET_DIR:-target}/debug/tickwire"
 python3 tests/smoke.py "$bin"
+
+# RFC 6455 conformance: the Autobahn client-to-server cases (minus 9.*, 12.*, 13.*)
+# against the real binary's /echo test endpoint; one summary line, exit 1 on any failure.
+say "autobahn: RFC 6455 conformance (kosoku)"
+python3 tests/autobahn.py "$bin"
 
 # The dashboard in Debian's Chromium, headless, driven by playwright-core (npm, pinned
 # in tests/browser/package-lock.json; it downloads no browser of its own).

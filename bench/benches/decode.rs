@@ -10,6 +10,8 @@
 //!
 //! Each iteration is one message; criterion reports elements (messages) per second.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 use std::hint::black_box;
 use std::time::Duration;
 

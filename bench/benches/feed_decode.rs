@@ -15,6 +15,8 @@
 //! Each stream is pre-built with distinct trade ids and sequence numbers, and replayed
 //! into a fresh protocol whenever it runs out, outside the timed part.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -17,6 +17,8 @@
 //!
 //! Run: `cargo bench -p tickwire-bench --bench ring -- --warm-up-time 1 --measurement-time 2`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::thread;

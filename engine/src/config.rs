@@ -92,6 +92,16 @@ pub struct EngineConfig {
     /// A file holding the HS256 secret (trailing newlines dropped), so that the secret is
     /// in neither the command line nor the config file. Default: none.
     pub auth_secret_file: Option<PathBuf>,
+    /// Test only: serve `GET /echo`, a WebSocket endpoint that sends every text and
+    /// binary message back as it came, through the same frame reader, control-frame and
+    /// close path as `/ws` (the Autobahn conformance run uses it; `/ws` forbids binary
+    /// and takes only commands). Default false: the path does not exist.
+    pub echo_endpoint: bool,
+    /// First delay before a feed that panicked is restarted, ms; it doubles (with
+    /// jitter) on each further panic. Default 500.
+    pub feed_restart_initial_ms: u64,
+    /// Longest delay between feed restarts, ms. Default 30,000.
+    pub feed_restart_max_ms: u64,
 }
 
 /// A secret from the configuration: never printed (`Debug` and `Serialize` say
@@ -155,6 +165,9 @@ impl Default for EngineConfig {
             tls_key: None,
             auth_secret: None,
             auth_secret_file: None,
+            echo_endpoint: false,
+            feed_restart_initial_ms: 500,
+            feed_restart_max_ms: 30_000,
         }
     }
 }
@@ -208,6 +221,14 @@ impl EngineConfig {
             problems.push(format!(
                 "max_connections = {}, max_connections_per_ip = {}, upgrades_per_s_per_ip = {}: use at least 1",
                 self.max_connections, self.max_connections_per_ip, self.upgrades_per_s_per_ip
+            ));
+        }
+        if self.feed_restart_initial_ms == 0
+            || self.feed_restart_max_ms < self.feed_restart_initial_ms
+        {
+            problems.push(format!(
+                "feed_restart_initial_ms = {}, feed_restart_max_ms = {}: use at least 1, and a max of at least the initial",
+                self.feed_restart_initial_ms, self.feed_restart_max_ms
             ));
         }
         if self.header_timeout_ms == 0 {

@@ -47,6 +47,10 @@ pub trait Feed: Send + 'static {
     /// Runs the feed on the calling thread until `shutdown` is set, publishing through
     /// `publisher`. It must call [`Publisher::flush`] after each venue message (or batch of
     /// them) and at least every few milliseconds while idle, so resync requests are served.
+    ///
+    /// After a panic the engine calls `run` again on the same feed (see
+    /// [`crate::supervise`]): it must start over as after a reconnection (fresh
+    /// connection, subscriptions, books), keeping what lets it tell the trades it lost.
     fn run(&mut self, publisher: &mut Publisher, shutdown: &AtomicBool) -> Result<(), FeedError>;
 }
 
@@ -65,6 +69,8 @@ pub enum FeedState {
     /// Connected, but rebuilding one or more symbols' books after a sequence gap or a
     /// bad checksum (the other symbols keep flowing).
     Resyncing = 4,
+    /// Panicked; restarting after a backoff (see [`crate::supervise`]).
+    Restarting = 5,
 }
 
 impl FeedState {
@@ -76,6 +82,7 @@ impl FeedState {
             FeedState::Disconnected => "disconnected",
             FeedState::Stopped => "stopped",
             FeedState::Resyncing => "resyncing",
+            FeedState::Restarting => "restarting",
         }
     }
 
@@ -85,6 +92,7 @@ impl FeedState {
             2 => FeedState::Disconnected,
             3 => FeedState::Stopped,
             4 => FeedState::Resyncing,
+            5 => FeedState::Restarting,
             _ => FeedState::Connecting,
         }
     }
@@ -103,6 +111,8 @@ pub struct FeedStats {
     pub decode_errors: AtomicU64,
     /// Reconnects to the venue.
     pub reconnects: AtomicU64,
+    /// Restarts after the feed panicked.
+    pub restarts: AtomicU64,
     /// Sequence gaps detected in the venue's stream (books and trades).
     pub gaps: AtomicU64,
     /// Book checksums that did not match the venue's (each one resyncs that book).

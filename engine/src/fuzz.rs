@@ -7,12 +7,18 @@ use crate::protocol::client_frames::{ClientFrameReader, Flow};
 use crate::protocol::command;
 
 /// Client frames: the bytes in one piece and split at a point taken from the input;
-/// both must end the same way, and nothing may panic.
+/// both must end the same way, and nothing may panic. Run with the protocol's reader
+/// and with the echo endpoint's (binary accepted).
 pub fn client_frames(data: &[u8]) {
+    client_frames_with(data, ClientFrameReader::new);
+    client_frames_with(data, ClientFrameReader::accepting_binary);
+}
+
+fn client_frames_with(data: &[u8], make: fn() -> ClientFrameReader) {
     let split = data.first().map_or(0, |b| usize::from(*b)) % (data.len() + 1);
     let limit = 64 * 1024;
     let mut whole = data.to_vec();
-    let mut reader = ClientFrameReader::new();
+    let mut reader = make();
     let mut events = 0usize;
     let a = reader.feed(&mut whole, limit, |_| {
         events += 1;
@@ -20,7 +26,7 @@ pub fn client_frames(data: &[u8]) {
     });
     let mut parts = data.to_vec();
     let (first, second) = parts.split_at_mut(split);
-    let mut reader = ClientFrameReader::new();
+    let mut reader = make();
     let mut split_events = 0usize;
     let b = reader
         .feed(first, limit, |_| {

@@ -1,11 +1,20 @@
 //! The HTTP endpoints that share the WebSocket port: `/health`, `/symbols`, `/stats`,
 //! `/metrics` and the page at `/`. They read counters (atomics) and never touch a
 //! worker's hot state, so they cost the data path nothing.
+//!
+//! Latency figures are the costly part (every thread's HdrHistograms merged): they are
+//! computed at most once a second, off the fan-out path, by the engine's stats thread
+//! ([`EngineShared::refresh_latency`], started by `server::start`) into a
+//! [`LatencySnapshot`] that requests only read (an `Arc` clone under a lock held for
+//! that long). Counters are read live on each request: a few hundred relaxed loads.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use hdrhistogram::Histogram;
 
 use serde_json::{json, Map, Value};
 
@@ -38,6 +47,112 @@ pub struct EngineShared {
     pub tls: Option<Arc<crate::tls::TlsSetup>>,
     /// Token checks when a secret is configured; `None`: the engine is open.
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// The latest latency figures (see the module doc).
+    pub latency: LatencyBoard,
+}
+
+/// Histogram merges done on a worker thread (`tickwire-worker-*`): 0 by design (the stats
+/// thread merges); tests read it.
+pub static MERGES_ON_WORKERS: AtomicU64 = AtomicU64::new(0);
+
+/// Every thread's latency histograms merged at one moment, and the texts derived from
+/// them; built by [`EngineShared::refresh_latency`].
+#[derive(Debug)]
+pub struct LatencySnapshot {
+    /// Raised by one on each refresh (0: the empty one made at start).
+    pub seq: u64,
+    /// When it was computed.
+    pub computed_at: Instant,
+    stats_cumulative: Value,
+    stats_window: Value,
+    /// Per feed (in `EngineShared::feeds` order): its `exchange_to_ingest` summary.
+    feed_exchange_to_ingest: Vec<Value>,
+    /// The latency part of `/metrics`.
+    metrics: String,
+    /// Per stage (in [`Stage::ALL`] order), cumulative, for `/latency/<stage>.hgrm`.
+    cumulative: Vec<Histogram<u64>>,
+}
+
+/// Where the stats thread leaves the latest [`LatencySnapshot`] for requests.
+#[derive(Debug, Default)]
+pub struct LatencyBoard {
+    latest: Mutex<Option<Arc<LatencySnapshot>>>,
+}
+
+impl LatencyBoard {
+    /// The latest snapshot, if one was made.
+    pub fn latest(&self) -> Option<Arc<LatencySnapshot>> {
+        // A poisoned lock only means a holder panicked while cloning an Arc.
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn store(&self, snapshot: Arc<LatencySnapshot>) {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+    }
+}
+
+impl EngineShared {
+    /// Merges every thread's histograms into a new [`LatencySnapshot`] and makes it the
+    /// latest. The stats thread calls it once a second; it takes each thread's slot lock
+    /// briefly, one after the other.
+    pub fn refresh_latency(&self) -> Arc<LatencySnapshot> {
+        if std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("tickwire-worker"))
+        {
+            MERGES_ON_WORKERS.fetch_add(1, Ordering::Relaxed);
+        }
+        let seq = self.latency.latest().map_or(0, |s| s.seq + 1);
+        let slots = latency_slots(self);
+        let merged: Vec<(Histogram<u64>, Histogram<u64>)> = Stage::ALL
+            .iter()
+            .map(|&stage| latency::merged(&slots, stage))
+            .collect();
+        let feed_e2i: Vec<Histogram<u64>> = self
+            .feeds
+            .iter()
+            .map(|f| {
+                latency::merged(
+                    std::slice::from_ref(&f.stats.latency),
+                    Stage::ExchangeToIngest,
+                )
+                .0
+            })
+            .collect();
+        let per_stage = |window: bool| -> Value {
+            let mut out = Map::new();
+            for (stage, (cumulative, recent)) in Stage::ALL.iter().zip(&merged) {
+                out.insert(
+                    stage.name().into(),
+                    latency::summary(if window { recent } else { cumulative }),
+                );
+            }
+            Value::Object(out)
+        };
+        let snapshot = Arc::new(LatencySnapshot {
+            seq,
+            computed_at: Instant::now(),
+            stats_cumulative: per_stage(false),
+            stats_window: per_stage(true),
+            feed_exchange_to_ingest: feed_e2i.iter().map(latency::summary).collect(),
+            metrics: latency_metrics(self, &merged, &feed_e2i),
+            cumulative: merged.into_iter().map(|(c, _)| c).collect(),
+        });
+        self.latency.store(snapshot.clone());
+        snapshot
+    }
+
+    /// The latest snapshot (one is made on the spot, once, if the stats thread has not
+    /// made one yet).
+    fn latency_snapshot(&self) -> Arc<LatencySnapshot> {
+        match self.latency.latest() {
+            Some(s) => s,
+            None => self.refresh_latency(),
+        }
+    }
 }
 
 /// The state of a link to an outside service (a cluster node's NATS connection), set by
@@ -142,10 +257,12 @@ fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
 /// `GET /stats`: feeds, clients and workers as JSON.
 pub fn stats_json(shared: &EngineShared) -> String {
     let uptime = shared.started.elapsed().as_secs_f64();
+    let snapshot = shared.latency_snapshot();
     let feeds: Vec<Value> = shared
         .feeds
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let s = &f.stats;
             let ticks = load(&s.ticks);
             json!({
@@ -158,14 +275,13 @@ pub fn stats_json(shared: &EngineShared) -> String {
                 "ticks_per_s_average": if uptime > 0.0 { ticks as f64 / uptime } else { 0.0 },
                 "decode_errors": load(&s.decode_errors),
                 "reconnects": load(&s.reconnects),
+                "restarts": load(&s.restarts),
                 "gaps": load(&s.gaps),
                 "checksum_failures": load(&s.checksum_failures),
                 "resyncs": load(&s.resyncs),
                 "trades_missed": load(&s.trades_missed),
                 "resyncs_served": load(&s.resyncs_served),
-                "exchange_to_ingest": latency::summary(
-                    &latency::merged(std::slice::from_ref(&s.latency), Stage::ExchangeToIngest).0
-                ),
+                "exchange_to_ingest": snapshot.feed_exchange_to_ingest.get(i).cloned().unwrap_or(Value::Null),
             })
         })
         .collect();
@@ -237,8 +353,12 @@ pub fn stats_json(shared: &EngineShared) -> String {
             "up": l.is_up(),
             "reconnects": load(&l.reconnects),
         })).collect::<Vec<Value>>(),
-        "latency": latency_json(shared, false),
-        "latency_window": latency_json(shared, true),
+        "latency": snapshot.stats_cumulative,
+        "latency_window": snapshot.stats_window,
+        "latency_snapshot": {
+            "seq": snapshot.seq,
+            "age_ms": snapshot.computed_at.elapsed().as_millis() as u64,
+        },
     });
     v.to_string()
 }
@@ -253,27 +373,13 @@ pub fn latency_slots(shared: &EngineShared) -> Vec<LatencySlot> {
         .collect()
 }
 
-/// Per stage: count, min, p50, p90, p99, p999, p9999, max in ns; cumulative, or the
-/// rolling window of the last 5–10 s.
-fn latency_json(shared: &EngineShared, window: bool) -> Value {
-    let slots = latency_slots(shared);
-    let mut out = Map::new();
-    for stage in Stage::ALL {
-        let (cumulative, recent) = latency::merged(&slots, stage);
-        out.insert(
-            stage.name().into(),
-            latency::summary(if window { &recent } else { &cumulative }),
-        );
-    }
-    Value::Object(out)
-}
-
 /// `GET /latency/<stage>.hgrm`: the stage's cumulative histogram as an HdrHistogram
 /// percentile distribution, values in microseconds; `None` for an unknown stage.
 pub fn latency_hgrm(shared: &EngineShared, stage: &str) -> Option<String> {
-    let stage = Stage::ALL.into_iter().find(|s| s.name() == stage)?;
-    let (h, _) = latency::merged(&latency_slots(shared), stage);
-    Some(crate::hgrm::percentile_distribution(&h, 5, 1000.0))
+    let i = Stage::ALL.iter().position(|s| s.name() == stage)?;
+    let snapshot = shared.latency_snapshot();
+    let h = snapshot.cumulative.get(i)?;
+    Some(crate::hgrm::percentile_distribution(h, 5, 1000.0))
 }
 
 /// `GET /metrics`: the same figures in the Prometheus text format.
@@ -317,6 +423,12 @@ pub fn metrics_text(shared: &EngineShared) -> String {
         &per_feed(&|f| load(&f.stats.reconnects)),
     );
     counter(
+        "tickwire_feed_restarts_total",
+        "Restarts after the feed panicked.",
+        "counter",
+        &per_feed(&|f| load(&f.stats.restarts)),
+    );
+    counter(
         "tickwire_feed_gaps_total",
         "Sequence gaps detected in the venue's stream.",
         "counter",
@@ -342,7 +454,7 @@ pub fn metrics_text(shared: &EngineShared) -> String {
     );
     counter(
         "tickwire_feed_state",
-        "Feed state: 0 connecting, 1 live, 2 disconnected, 3 stopped, 4 resyncing.",
+        "Feed state: 0 connecting, 1 live, 2 disconnected, 3 stopped, 4 resyncing, 5 restarting.",
         "gauge",
         &per_feed(&|f| f.stats.state() as u64),
     );
@@ -465,31 +577,35 @@ pub fn metrics_text(shared: &EngineShared) -> String {
         "counter",
         &closed,
     );
-    {
-        let name = "tickwire_feed_exchange_to_ingest_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Venue event time to ingest, per feed.\n# TYPE {name} summary"
-        );
-        for feed in &shared.feeds {
-            let (h, _) = latency::merged(
-                std::slice::from_ref(&feed.stats.latency),
-                Stage::ExchangeToIngest,
-            );
-            for q in [0.5, 0.99] {
-                let v = if h.is_empty() {
-                    f64::NAN
-                } else {
-                    h.value_at_quantile(q) as f64 / 1e9
-                };
-                let _ = writeln!(out, "{name}{{feed=\"{}\",quantile=\"{q}\"}} {v}", feed.name);
-            }
-            let _ = writeln!(out, "{name}_count{{feed=\"{}\"}} {}", feed.name, h.len());
+    out.push_str(&shared.latency_snapshot().metrics);
+    out
+}
+
+/// The latency part of `/metrics`: a summary per feed (`exchange_to_ingest`) and per
+/// stage, from merged histograms.
+fn latency_metrics(
+    shared: &EngineShared,
+    merged: &[(Histogram<u64>, Histogram<u64>)],
+    feed_e2i: &[Histogram<u64>],
+) -> String {
+    let mut out = String::new();
+    let name = "tickwire_feed_exchange_to_ingest_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Venue event time to ingest, per feed.\n# TYPE {name} summary"
+    );
+    for (feed, h) in shared.feeds.iter().zip(feed_e2i) {
+        for q in [0.5, 0.99] {
+            let v = if h.is_empty() {
+                f64::NAN
+            } else {
+                h.value_at_quantile(q) as f64 / 1e9
+            };
+            let _ = writeln!(out, "{name}{{feed=\"{}\",quantile=\"{q}\"}} {v}", feed.name);
         }
+        let _ = writeln!(out, "{name}_count{{feed=\"{}\"}} {}", feed.name, h.len());
     }
-    let slots = latency_slots(shared);
-    for stage in Stage::ALL {
-        let (h, _) = latency::merged(&slots, stage);
+    for (stage, (h, _)) in Stage::ALL.iter().zip(merged) {
         let name = format!("tickwire_{}_seconds", stage.name());
         let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} summary", stage.help());
         for q in [0.5, 0.9, 0.99, 0.999, 0.9999] {

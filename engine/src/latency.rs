@@ -5,8 +5,10 @@
 //! is a few arithmetic operations, takes no lock and never allocates (values past the
 //! bound are clamped). Once a second the owner folds its interval into a shared
 //! [`LatencySlot`] — cumulative since start, and a rolling window of the last 5–10 s —
-//! under a mutex that is touched once a second per thread, never per event. Readers
-//! (`/stats`, `/metrics`, reports) merge the slots off the hot path.
+//! under a mutex that is touched once a second per thread, never per event, and never
+//! waited for: when a reader holds it, the owner keeps its interval and tries again on
+//! its next call. Readers (the engine's stats thread) copy a slot's histograms under the
+//! lock and merge the copies after releasing it, off the hot path.
 
 use std::sync::{Arc, Mutex};
 
@@ -75,8 +77,8 @@ impl Stage {
 }
 
 /// A histogram with the engine's bounds.
+#[allow(clippy::expect_used)] // invariant: constant bounds that hdrhistogram accepts
 pub fn new_histogram() -> Histogram<u64> {
-    // The bounds are constants that hdrhistogram accepts; a failure here is a bug.
     Histogram::new_with_bounds(1, HIGHEST_NS, SIGFIG).expect("valid histogram bounds")
 }
 
@@ -160,11 +162,16 @@ impl StageRecorder {
         }
     }
 
-    /// Folds the interval into the shared slot and starts a new one.
+    /// Folds the interval into the shared slot and starts a new one. Never waits: when
+    /// a reader holds the slot, the interval is kept and folded on a later call.
     pub fn publish(&mut self, now_ns: u64) {
+        let mut guard = match self.slot.try_lock() {
+            Ok(guard) => guard,
+            // A poisoned slot only means a reader panicked mid-read; the data is still good.
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         self.last_publish_ns = now_ns;
-        // A poisoned slot only means a reader panicked mid-read; the data is still good.
-        let mut guard = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let p = &mut *guard;
         if now_ns.saturating_sub(p.window_started_ns) >= HALF_WINDOW_NS {
             std::mem::swap(&mut p.window_prev, &mut p.window_cur);
@@ -186,10 +193,22 @@ impl StageRecorder {
 pub fn merged(slots: &[LatencySlot], stage: Stage) -> (Histogram<u64>, Histogram<u64>) {
     let mut cumulative = new_histogram();
     let mut window = new_histogram();
+    let i = stage.index();
     for slot in slots {
-        let p = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = cumulative.add(&p.cumulative[stage.index()]);
-        p.add_window(stage, &mut window);
+        // Copies under the lock (a memcpy each), merged after it: the slot's owner, which
+        // does not wait for the lock, finds it free again at once.
+        let (c, prev, cur) = {
+            let p = slot.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                p.cumulative[i].clone(),
+                p.window_prev[i].clone(),
+                p.window_cur[i].clone(),
+            )
+        };
+        // Same bounds everywhere: `add` cannot fail.
+        let _ = cumulative.add(&c);
+        let _ = window.add(&prev);
+        let _ = window.add(&cur);
     }
     (cumulative, window)
 }

@@ -25,6 +25,7 @@ pub mod ring;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod supervise;
 pub mod symbol;
 pub(crate) mod sync;
 pub mod tick;

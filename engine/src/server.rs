@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
@@ -14,10 +14,11 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::config::{ConfigError, EngineConfig};
-use crate::feed::{Feed, FeedError, FeedShared, FeedState, Publisher};
+use crate::feed::{Feed, FeedError, FeedShared, Publisher};
 use crate::http::EngineShared;
 use crate::ring;
 use crate::stats::WorkerStats;
+use crate::supervise::{self, RestartBackoff};
 use crate::symbol::SymbolRegistryBuilder;
 use crate::tls::{TlsError, TlsSetup};
 use crate::wake::Parker;
@@ -70,6 +71,7 @@ pub struct EngineHandle {
     shared: Arc<EngineShared>,
     feeds_stop: Arc<AtomicBool>,
     workers_stop: watch::Sender<bool>,
+    stats_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     taps: Vec<RingTap>,
 }
@@ -95,6 +97,10 @@ pub struct StartOptions {
     /// Links to outside services whose state `/health` and `/stats` report.
     pub links: Vec<Arc<crate::http::LinkStatus>>,
 }
+
+/// How often the stats thread merges every thread's latency histograms for `/stats`,
+/// `/metrics` and `/latency/<stage>.hgrm` (each thread publishes its own once a second).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl EngineHandle {
     /// The address the engine serves on (the real port when 0 was asked for).
@@ -140,6 +146,7 @@ impl EngineHandle {
 
     fn stop_and_join(&mut self) {
         self.feeds_stop.store(true, Ordering::Relaxed);
+        self.stats_stop.store(true, Ordering::Relaxed);
         let _ = self.workers_stop.send(true);
         for t in self.threads.drain(..) {
             if t.join().is_err() {
@@ -316,7 +323,11 @@ pub fn start_with(
         interest: interest.clone(),
         tls,
         auth,
+        latency: crate::http::LatencyBoard::default(),
     });
+    // The first (empty) snapshot, so that requests never merge (the stats thread, started
+    // last, makes the next ones).
+    shared.refresh_latency();
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let pick = |list: &[usize], i: usize, what: &str| -> Option<core_affinity::CoreId> {
@@ -395,6 +406,8 @@ pub fn start_with(
         let stop = feeds_stop.clone();
         let core_id = pick(&cfg.feed_cores, i, "feed");
         let name = feed.name().to_owned();
+        let (restart_initial_ms, restart_max_ms) =
+            (cfg.feed_restart_initial_ms, cfg.feed_restart_max_ms);
         let t = std::thread::Builder::new()
             .name(format!("tickwire-feed-{name}"))
             .spawn(move || {
@@ -403,23 +416,13 @@ pub fn start_with(
                         tracing::warn!(feed = %name, core = id.id, "could not pin feed thread; running unpinned");
                     }
                 }
-                publisher.shared().stats.set_state(FeedState::Connecting);
-                // A panicking feed must not leave /health saying "connecting": catch it, say
-                // so, and mark the feed stopped. Nothing else shares the feed's state.
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    feed.run(&mut publisher, &stop)
-                }));
-                let error = match ran {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some("the feed thread panicked".to_owned()),
-                };
-                if let Some(e) = error {
-                    tracing::error!(feed = %name, error = %e, "feed stopped with an error");
-                    let _ = publisher.shared().stats.last_error.set(e);
-                }
-                publisher.flush();
-                publisher.shared().stats.set_state(FeedState::Stopped);
+                // A panicking feed is caught, shown `restarting` and run again after a
+                // backoff; see `supervise`.
+                let backoff = RestartBackoff::new(
+                    Duration::from_millis(restart_initial_ms),
+                    Duration::from_millis(restart_max_ms),
+                );
+                supervise::run_feed(feed.as_mut(), &mut publisher, &stop, backoff);
             })
             .map_err(EngineError::Thread)?;
         threads.push(t);
@@ -435,13 +438,39 @@ pub fn start_with(
     } else {
         tracing::warn!(%addr, "no auth secret: the engine is open, anyone who can reach this port may subscribe (give --auth-secret-file for tokens)");
     }
+    let stats_stop = Arc::new(AtomicBool::new(false));
+    {
+        let (shared, stop) = (shared.clone(), stats_stop.clone());
+        let t = std::thread::Builder::new()
+            .name("tickwire-stats".into())
+            .spawn(move || run_stats(&shared, &stop))
+            .map_err(EngineError::Thread)?;
+        threads.push(t);
+    }
     tracing::info!(%addr, workers = cfg.workers, feeds = shared.feeds.len(), symbols = registry.len(), "tickwire serving");
     Ok(EngineHandle {
         addr,
         shared,
         feeds_stop,
         workers_stop,
+        stats_stop,
         threads,
         taps,
     })
+}
+
+/// The stats thread: a fresh latency snapshot every [`STATS_INTERVAL`] until `stop`.
+fn run_stats(shared: &EngineShared, stop: &AtomicBool) {
+    let mut next = Instant::now() + STATS_INTERVAL;
+    // Relaxed: a request to end; it hands over no data.
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next {
+            shared.refresh_latency();
+            next = (next + STATS_INTERVAL).max(now);
+            continue;
+        }
+        // Short naps so that shutdown does not wait a whole interval.
+        std::thread::sleep((next - now).min(Duration::from_millis(50)));
+    }
 }

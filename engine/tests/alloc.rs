@@ -4,6 +4,8 @@
 //! to real loopback sockets with vectored writes. A counting allocator counts the
 //! allocations made on this thread during the measured stretch.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};

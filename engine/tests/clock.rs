@@ -3,6 +3,8 @@
 //! moves when a test advances it, so nothing here sleeps or depends on the machine's
 //! speed; the frames are read off real loopback sockets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use common::{frames, pair, settle};

@@ -9,6 +9,8 @@
 //! `TICKWIRE_HEAP_SIZES=1` prints the size of every allocation (and, negative, every
 //! free) that one connection's setup makes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -106,6 +108,7 @@ async fn open_subscribed(
             Vec::new(),
             None,
             None,
+            session::Endpoint::Protocol,
         )));
         clients.push(client);
         let c = clients.last_mut().unwrap();

@@ -3,6 +3,8 @@
 //! jumps to the latest, the book gets a fresh snapshot, and the missed trades are one
 //! `gap` naming the exact range. The client's bytes are read off a real socket.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::io::Read;

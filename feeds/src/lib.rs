@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod decimal;
+pub mod fuzz;
 pub mod json;
 pub mod mock;
 pub mod record;

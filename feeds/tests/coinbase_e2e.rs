@@ -2,6 +2,8 @@
 //! speaking Coinbase's WebSocket format (our own messages), seen by a WebSocket client
 //! of the engine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::sync::atomic::Ordering;

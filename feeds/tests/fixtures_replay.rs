@@ -4,6 +4,8 @@
 //! examples, and a v1 book-1000 session converted to v2 frames), Coinbase trade ids are
 //! contiguous.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::path::Path;

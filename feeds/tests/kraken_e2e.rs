@@ -3,6 +3,8 @@
 //! engine. Checksums here are computed from the number texts with the documented
 //! string rule, independently of the feed's own computation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::sync::atomic::Ordering;

@@ -3,6 +3,8 @@
 //! published ticks without touching the allocator. One test in this binary, so no other
 //! test allocates while the counter is read. Messages are built before measuring.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -227,6 +227,10 @@ struct ServeArgs {
     /// A file holding the HS256 secret (trailing newlines dropped).
     #[arg(long, value_name = "PATH")]
     auth_secret_file: Option<PathBuf>,
+    /// Test only: also serve `/echo`, a WebSocket endpoint that echoes text and binary
+    /// messages (for the Autobahn conformance suite); never on in production [default: off].
+    #[arg(long)]
+    echo_endpoint: bool,
 }
 
 /// A cluster node's role (`--role`).
@@ -384,6 +388,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     } else if let Some(secret) = env_secret {
         cfg.auth_secret = Some(Secret::new(secret));
         cfg.auth_secret_file = None;
+    }
+    if args.echo_endpoint {
+        cfg.echo_endpoint = true;
+        tracing::warn!("--echo-endpoint: serving /echo (a test endpoint; not for production)");
     }
     if !args.no_pin && cfg.worker_cores.is_empty() && cfg.feed_cores.is_empty() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -4,6 +4,8 @@
 //! `exp` passes has its connection closed with `1008`. HTTP endpoints stay open, and the
 //! secret never shows in `/stats`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::net::SocketAddr;

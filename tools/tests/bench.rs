@@ -1,6 +1,8 @@
 //! `tickwire bench`'s load generator against an in-process engine: the output's structure
 //! and its correctness fields (not its speed). 8 clients, 2 of them slow, for 3 s.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::path::{Path, PathBuf};

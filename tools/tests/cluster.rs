@@ -7,6 +7,8 @@
 //! snapshots, then data again; a restarted feed node continues the seqs; a hot standby
 //! publishes nothing until the leader dies, then takes over. About 12 s.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! which the output must say; S1, S3 and S4 run with 20 clients for about a second each.
 //! Checks the structure of `compare.json` and of the Markdown section, not the figures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 use std::path::PathBuf;
 use std::process::Command;
 

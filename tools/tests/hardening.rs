@@ -2,6 +2,8 @@
 //! pong at a time, and control and close frames that break the RFC close the connection
 //! with `1002`, while valid close codes are echoed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::time::Instant;

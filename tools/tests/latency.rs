@@ -1,6 +1,8 @@
 //! Latency histograms: while the simulator runs and a client reads, `/stats` shows every
 //! stage non-empty with plausible values (p50 <= p99 <= max, counts growing).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::time::Duration;

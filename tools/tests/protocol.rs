@@ -1,6 +1,8 @@
 //! Protocol v1 against a running engine: the subscribe flow, every error code, close
 //! codes, number formatting, HTTP endpoints.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -344,6 +346,37 @@ async fn protocol_violations_close_with_their_rfc_codes() {
         head.starts_with("HTTP/1.1 404"),
         "upgrade on another path: {head}"
     );
+    let (_, head) = RawClient::connect(addr, "/echo").await;
+    assert!(
+        head.starts_with("HTTP/1.1 404"),
+        "the test-only echo endpoint is off by default: {head}"
+    );
+    engine.shutdown();
+}
+
+/// The test-only `/echo` (what tests/autobahn.py runs the Autobahn cases against): with
+/// its flag, text and binary messages come back as they came, fragmented ones whole;
+/// everything else is `/ws`'s path (here: the close handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_endpoint_echoes_text_and_binary_when_enabled() {
+    let mut cfg = test_config();
+    cfg.echo_endpoint = true;
+    let engine = start(cfg, sim(2, 100));
+    let (mut raw, head) = RawClient::connect(engine.local_addr(), "/echo").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    raw.send_frame(true, 1, b"not a command").await;
+    assert_eq!(raw.read_frame().await, (1, b"not a command".to_vec()));
+    raw.send_frame(false, 2, b"\xff\x00").await;
+    raw.send_frame(true, 9, b"p").await;
+    raw.send_frame(true, 0, b"\xfe").await;
+    assert_eq!(
+        raw.read_frame().await,
+        (10, b"p".to_vec()),
+        "the pong first"
+    );
+    assert_eq!(raw.read_frame().await, (2, vec![0xff, 0x00, 0xfe]));
+    raw.send_frame(true, 8, &1000u16.to_be_bytes()).await;
+    assert_eq!(raw.read_close_code().await, Some(1000));
     engine.shutdown();
 }
 

@@ -3,6 +3,8 @@
 //! snapshot and one exact trade `gap`; a client of another symbol of the same feed sees
 //! its trades go on, contiguous, with no gap and no snapshot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

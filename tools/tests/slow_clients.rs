@@ -3,6 +3,8 @@
 //! snapshot, tickers converging — costs only its own bounded memory, and never slows the
 //! fast clients. A slow client has a tiny receive buffer and reads rarely.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -8,6 +8,8 @@
 //! after each snapshot and the final book equal to a fresh snapshot at the same seq, the
 //! last ticker the engine's latest; and the data's age (receive time − `ingest_ts`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::collections::BTreeMap;

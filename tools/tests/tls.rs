@@ -3,6 +3,8 @@
 //! SIGHUP to the real binary swaps the certificate for new handshakes while a connection
 //! opened before keeps receiving data, and a bad file keeps the old certificate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
+
 mod common;
 
 use std::io::{BufRead, BufReader};

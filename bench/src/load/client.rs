@@ -143,6 +143,7 @@ pub(crate) struct DataAge {
 
 impl DataAge {
     /// Empty histograms, 1 µs to [`MAX_AGE_US`], [`AGE_SIGFIG`] digits.
+    #[allow(clippy::expect_used)] // invariant: constant bounds that hdrhistogram accepts
     pub fn new() -> DataAge {
         let h = || {
             Histogram::new_with_bounds(1, MAX_AGE_US, AGE_SIGFIG)
@@ -305,6 +306,7 @@ impl Recorder {
 }
 
 /// An empty latency histogram: 1 ns to [`MAX_LATENCY_NS`], [`SIGFIG`] digits (~220 KiB).
+#[allow(clippy::expect_used)] // invariant: constant bounds that hdrhistogram accepts
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIG).expect("constant bounds are valid")
 }

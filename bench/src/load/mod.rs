@@ -88,6 +88,9 @@ pub enum LoadError {
         /// The error.
         source: std::io::Error,
     },
+    /// A client task panicked (a bug in the load generator; the message says where).
+    #[error("a client task failed: {0}")]
+    ClientTask(tokio::task::JoinError),
 }
 
 /// Runs a load test as configured and returns what it measured.
@@ -165,7 +168,7 @@ async fn run_async(v: Validated) -> Result<Report, LoadError> {
     let mut outcomes = Vec::with_capacity(cfg.clients);
     for t in tasks {
         // A client task never panics by design; one that did is a bug worth seeing.
-        outcomes.push(t.await.expect("client task panicked"));
+        outcomes.push(t.await.map_err(LoadError::ClientTask)?);
     }
     live.finished.store(true, Ordering::Relaxed);
     if let Some(p) = progress {

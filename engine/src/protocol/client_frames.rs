@@ -17,8 +17,8 @@
 //!   arrive, never reserved up front for a declared length, and after the message it is
 //!   freed unless it is at most [`RETAINED_BYTES`]. A fresh or idle reader holds no heap
 //!   memory (or that small retained buffer) and is at most 64 bytes.
-//! - **Bad input.** Every violation of RFC 6455 or of our protocol (text only, a size
-//!   limit) ends `feed` with a [`ReadError`] that names the close code to send; the
+//! - **Bad input.** Every violation of RFC 6455 or of our protocol (text only unless
+//!   the reader was made with [`ClientFrameReader::accepting_binary`], a size limit) ends `feed` with a [`ReadError`] that names the close code to send; the
 //!   events before it have been delivered. A declared length over the limit fails as
 //!   soon as the header is read, before any payload is buffered. UTF-8 is checked as the
 //!   bytes arrive, so an invalid fragment fails before the rest of the message comes.
@@ -86,6 +86,9 @@ pub enum ClientEvent<'a> {
     /// A complete text message, unmasked and valid UTF-8. Mutable so that the caller can
     /// parse it in place (simd-json).
     Text(&'a mut [u8]),
+    /// A complete binary message, unmasked; only from a reader made with
+    /// [`ClientFrameReader::accepting_binary`] (the protocol's `/ws` carries text only).
+    Binary(&'a mut [u8]),
     /// A ping; the caller answers with a pong carrying the same payload.
     Ping(&'a [u8]),
     /// A pong (an answer to our ping, or unsolicited).
@@ -205,8 +208,13 @@ pub struct ClientFrameReader {
     control_len: u8,
     /// Bytes at the end of the message that start a UTF-8 sequence not yet complete (0-3).
     utf8_tail: u8,
-    /// A text frame without FIN was read; its continuations are expected.
+    /// A text or binary frame without FIN was read; its continuations are expected.
     message_open: bool,
+    /// The current (or last) data message is binary: no UTF-8 check, delivered as
+    /// [`ClientEvent::Binary`].
+    message_binary: bool,
+    /// Binary messages are accepted (the test-only echo endpoint), not closed with 1003.
+    binary_ok: bool,
     phase: Phase,
 }
 
@@ -217,7 +225,8 @@ impl Default for ClientFrameReader {
 }
 
 impl ClientFrameReader {
-    /// A reader at the start of a connection's stream; holds no heap memory.
+    /// A reader at the start of a connection's stream; holds no heap memory. Binary
+    /// messages end the stream with [`ReadError::Binary`] (the protocol is text only).
     pub fn new() -> Self {
         ClientFrameReader {
             buf: Vec::new(),
@@ -230,7 +239,18 @@ impl ClientFrameReader {
             control_len: 0,
             utf8_tail: 0,
             message_open: false,
+            message_binary: false,
+            binary_ok: false,
             phase: Phase::Header,
+        }
+    }
+
+    /// A reader that also delivers binary messages ([`ClientEvent::Binary`]), for the
+    /// test-only echo endpoint; every other rule is the same.
+    pub fn accepting_binary() -> Self {
+        ClientFrameReader {
+            binary_ok: true,
+            ..ClientFrameReader::new()
         }
     }
 
@@ -337,7 +357,7 @@ impl ClientFrameReader {
         let rest = &input[*pos..];
         let have = usize::from(self.header_len);
         let parsed = if have == 0 {
-            parse_header(rest, self.message_open, self.buf.len(), max)?
+            parse_header(rest, self.message_open, self.buf.len(), max, self.binary_ok)?
         } else {
             let take = rest.len().min(MAX_HEADER - have);
             self.header[have..have + take].copy_from_slice(&rest[..take]);
@@ -346,6 +366,7 @@ impl ClientFrameReader {
                 self.message_open,
                 self.buf.len(),
                 max,
+                self.binary_ok,
             )?
         };
         match parsed {
@@ -372,8 +393,9 @@ impl ClientFrameReader {
         self.opcode = header.opcode;
         self.fin = header.fin;
         self.mask = header.mask;
-        if header.opcode == OP_TEXT && !header.fin {
-            self.message_open = true;
+        if header.opcode == OP_TEXT || header.opcode == OP_BINARY {
+            self.message_binary = header.opcode == OP_BINARY;
+            self.message_open = !header.fin;
         }
         if is_control(header.opcode) {
             // At most 125: checked in parse_header.
@@ -394,6 +416,7 @@ impl ClientFrameReader {
                 std::str::from_utf8(payload).map_err(|_| ReadError::InvalidUtf8)?;
                 Ok(on_event(ClientEvent::Text(payload)))
             }
+            OP_BINARY if self.fin => Ok(on_event(ClientEvent::Binary(payload))),
             OP_CLOSE => {
                 let (code, reason) = parse_close(payload)?;
                 on_event(ClientEvent::Close { code, reason });
@@ -402,9 +425,9 @@ impl ClientFrameReader {
             OP_PING => Ok(on_event(ClientEvent::Ping(payload))),
             OP_PONG => Ok(on_event(ClientEvent::Pong(payload))),
             _ => {
-                // A fragment (text without FIN, or continuation): assembled in `buf`.
+                // A fragment (a message without FIN, or continuation): assembled in `buf`.
                 self.grow(payload.len(), max);
-                self.append_text(payload, self.fin)?;
+                self.append_data(payload, self.fin)?;
                 self.end_message(on_event)
             }
         }
@@ -422,7 +445,7 @@ impl ClientFrameReader {
             Ok(())
         } else {
             let complete = self.fin && self.frame_left == 0;
-            self.append_text(chunk, complete)
+            self.append_data(chunk, complete)
         }
     }
 
@@ -461,14 +484,22 @@ impl ClientFrameReader {
             return Ok(Flow::Continue);
         }
         self.message_open = false;
-        let flow = on_event(ClientEvent::Text(&mut self.buf));
+        let flow = if self.message_binary {
+            on_event(ClientEvent::Binary(&mut self.buf))
+        } else {
+            on_event(ClientEvent::Text(&mut self.buf))
+        };
         self.release();
         Ok(flow)
     }
 
-    /// Appends text bytes to the message and checks the UTF-8 seen so far; an
-    /// incomplete sequence at the end is allowed unless the message is `complete`.
-    fn append_text(&mut self, bytes: &[u8], complete: bool) -> Result<(), ReadError> {
+    /// Appends message bytes; for text, checks the UTF-8 seen so far (an incomplete
+    /// sequence at the end is allowed unless the message is `complete`).
+    fn append_data(&mut self, bytes: &[u8], complete: bool) -> Result<(), ReadError> {
+        if self.message_binary {
+            self.buf.extend_from_slice(bytes);
+            return Ok(());
+        }
         let from = self.buf.len() - usize::from(self.utf8_tail);
         self.buf.extend_from_slice(bytes);
         let unchecked = &self.buf[from..];
@@ -522,6 +553,7 @@ fn parse_header(
     message_open: bool,
     message_len: usize,
     max: usize,
+    binary_ok: bool,
 ) -> Result<Option<Header>, ReadError> {
     let Some(&b0) = bytes.first() else {
         return Ok(None);
@@ -534,8 +566,8 @@ fn parse_header(
     match opcode {
         OP_CONTINUATION if !message_open => return Err(ORPHAN_CONTINUATION),
         OP_TEXT | OP_BINARY if message_open => return Err(NESTED_MESSAGE),
-        OP_BINARY => return Err(ReadError::Binary),
-        OP_CONTINUATION | OP_TEXT => {}
+        OP_BINARY if !binary_ok => return Err(ReadError::Binary),
+        OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
         OP_CLOSE | OP_PING | OP_PONG if !fin => return Err(FRAGMENTED_CONTROL),
         OP_CLOSE | OP_PING | OP_PONG => {}
         _ => return Err(RESERVED_OPCODE),
@@ -727,6 +759,7 @@ mod tests {
     #[derive(Clone, Debug, PartialEq)]
     enum Ev {
         Text(Vec<u8>),
+        Binary(Vec<u8>),
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(Option<u16>, String),
@@ -740,6 +773,7 @@ mod tests {
         fn from(event: ClientEvent<'_>) -> Ev {
             match event {
                 ClientEvent::Text(t) => Ev::Text(t.to_vec()),
+                ClientEvent::Binary(b) => Ev::Binary(b.to_vec()),
                 ClientEvent::Ping(p) => Ev::Ping(p.to_vec()),
                 ClientEvent::Pong(p) => Ev::Pong(p.to_vec()),
                 ClientEvent::Close { code, reason } => Ev::Close(code, reason.to_owned()),
@@ -752,7 +786,17 @@ mod tests {
     /// Feeds `bytes` cut at `cuts` (ascending offsets), stopping at the first error, and
     /// checks the heap bound after every call.
     fn feed_cut(bytes: &[u8], cuts: &[usize], max: usize) -> Outcome {
-        let mut reader = ClientFrameReader::new();
+        feed_cut_with(ClientFrameReader::new, bytes, cuts, max)
+    }
+
+    /// [`feed_cut`] with a reader made by `make`.
+    fn feed_cut_with(
+        make: fn() -> ClientFrameReader,
+        bytes: &[u8],
+        cuts: &[usize],
+        max: usize,
+    ) -> Outcome {
+        let mut reader = make();
         let mut events = Vec::new();
         let mut start = 0;
         for &end in cuts.iter().chain([bytes.len()].iter()) {
@@ -911,6 +955,35 @@ mod tests {
                 "code {code}"
             );
         }
+    }
+
+    #[test]
+    fn a_reader_accepting_binary_delivers_binary_messages_and_keeps_every_other_rule() {
+        let binary = |p: &[u8]| F::new(OP_BINARY, p);
+        let bin = |p: &[u8]| Ev::Binary(p.to_vec());
+        let not_utf8: &[u8] = &[0xff, 0x00, 0xc0];
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<F>, Outcome)> = vec![
+            ("binary, not UTF-8", vec![binary(not_utf8)], (vec![bin(not_utf8)], Ok(()))),
+            ("fragmented binary with a ping between",
+                vec![binary(&[0xff]).more(), F::new(OP_PING, b"p"), F::cont([0xfe])],
+                (vec![Ev::Ping(b"p".to_vec()), bin(&[0xff, 0xfe])], Ok(()))),
+            ("text after binary is checked", vec![binary(b"b"), F::text([0xff])], (vec![bin(b"b")], Err(ReadError::InvalidUtf8))),
+            ("text inside binary", vec![binary(b"a").more(), F::text("b")], (vec![], Err(NESTED_MESSAGE))),
+            ("binary inside text", vec![F::text("a").more(), binary(b"b")], (vec![], Err(NESTED_MESSAGE))),
+            ("binary over the limit", vec![binary(&[0; MAX + 1])], (vec![], Err(ReadError::TooBig))),
+            ("empty binary", vec![binary(b"")], (vec![bin(b"")], Ok(()))),
+        ];
+        for (name, frames, expected) in cases {
+            let bytes = stream(&frames);
+            let whole = feed_cut_with(ClientFrameReader::accepting_binary, &bytes, &[], MAX);
+            let cuts: Vec<usize> = (1..bytes.len()).collect();
+            let bytewise = feed_cut_with(ClientFrameReader::accepting_binary, &bytes, &cuts, MAX);
+            assert_eq!(whole, expected, "{name}");
+            assert_eq!(bytewise, expected, "{name}, a byte at a time");
+        }
+        // The protocol's reader still refuses binary.
+        assert_eq!(err(&binary(b"b").bytes()), ReadError::Binary);
     }
 
     #[test]

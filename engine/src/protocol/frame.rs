@@ -29,6 +29,8 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 pub enum OpCode {
     /// A text frame: every protocol message (`0x1`).
     Text,
+    /// A binary frame (`0x2`): only the test-only echo endpoint sends them.
+    Binary,
     /// Connection close (`0x8`).
     Close,
     /// Ping (`0x9`).
@@ -42,6 +44,7 @@ impl OpCode {
     pub fn code(self) -> u8 {
         match self {
             OpCode::Text => 0x1,
+            OpCode::Binary => 0x2,
             OpCode::Close => 0x8,
             OpCode::Ping => 0x9,
             OpCode::Pong => 0xA,

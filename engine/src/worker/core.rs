@@ -401,6 +401,20 @@ impl Core {
         self.write_now(key);
     }
 
+    /// Sends `payload` back as one frame of `opcode` (text or binary), like a reply: the
+    /// test-only echo endpoint. The same outbox, bound and write path as replies.
+    pub fn send_echo(&mut self, key: ClientKey, opcode: frame::OpCode, payload: &[u8]) {
+        if self.is_closing(key) {
+            return;
+        }
+        let id = self.frames.control(|buf| {
+            frame::begin(buf);
+            buf.extend_from_slice(payload);
+            frame::finish(buf, opcode)
+        });
+        self.push_control(key, id);
+    }
+
     /// Sends a server ping (liveness check).
     pub fn send_ping(&mut self, key: ClientKey, payload: &[u8]) {
         if self.is_closing(key) {

@@ -50,6 +50,7 @@ use self::fanout::GapCause;
 
 /// A TLS connection as the HTTP layer holds it.
 type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+use self::session::Endpoint;
 
 /// Ticks taken from one ring before the worker flushes and lets connections run.
 const BATCH_TICKS: usize = 1024;
@@ -324,7 +325,12 @@ fn unauthorized(refusal: &crate::auth::AuthError) -> Response<Full<Bytes>> {
 fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
-    if path == "/ws" {
+    let endpoint = match path.as_str() {
+        "/ws" => Some(Endpoint::Protocol),
+        "/echo" if ctx.cfg.echo_endpoint => Some(Endpoint::Echo),
+        _ => None,
+    };
+    if let Some(endpoint) = endpoint {
         if WorkerStats::get(&ctx.core.borrow().stats().failed) != 0 {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -374,6 +380,7 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
                         prefix,
                         tls,
                         grant,
+                        endpoint,
                     )
                     .await
                 });

@@ -20,6 +20,11 @@
 //! [`CLOSE_LINGER`] to take its close frame, then its write side is shut and its reads
 //! drained for up to [`DRAIN_LINGER`] so that the peer sees the close frame rather than a
 //! reset.
+//!
+//! A session serves one [`Endpoint`]: the protocol's `/ws` (text commands), or the
+//! test-only `/echo` (enabled by `EngineConfig::echo_endpoint`), which sends every text
+//! and binary message back and differs from `/ws` in nothing else: same reader, limits,
+//! control frames and close path.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -32,9 +37,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::config::EngineConfig;
-use crate::protocol::client_frames::{ClientEvent, ClientFrameReader, Flow};
+use crate::protocol::client_frames::{ClientEvent, ClientFrameReader, Flow, ReadError};
 use crate::protocol::command::{self, Command, ErrorCode};
 use crate::protocol::encode;
+use crate::protocol::frame::OpCode;
 use crate::stats::{CloseReason, WorkerStats};
 use crate::tick::now_ns;
 
@@ -70,6 +76,15 @@ impl Default for ReadScratch {
     }
 }
 
+/// What a session serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: protocol v1, text commands only (binary closes with 1003).
+    Protocol,
+    /// `/echo` (test only): every text and binary message is sent back as it came.
+    Echo,
+}
+
 /// What woke the connection task.
 enum Wake {
     Readable(io::Result<()>),
@@ -86,6 +101,7 @@ enum Wake {
 /// `async fn` would keep its arguments (the socket handle and `prefix`) in the task for
 /// the connection's whole life, and a few bytes more put every connection's task in
 /// tokio's next 128-byte cell size (see engine/tests/conn_size.rs).
+#[allow(clippy::too_many_arguments)] // what one connection starts from: worker, socket, TLS, grant, endpoint
 pub fn run(
     core: Rc<RefCell<Core>>,
     cfg: Arc<EngineConfig>,
@@ -94,6 +110,7 @@ pub fn run(
     mut prefix: Vec<u8>,
     tls: Option<TlsConn>,
     grant: Option<Grant>,
+    endpoint: Endpoint,
 ) -> impl std::future::Future<Output = ()> {
     // Small frames go out at once; batching happens in the worker, not in Nagle.
     let _ = stream.set_nodelay(true);
@@ -111,15 +128,18 @@ pub fn run(
         None => Conn::new(stream),
     });
     let key = core.borrow_mut().add_secure_client(conn.clone(), grant);
-    let mut reader = ClientFrameReader::new();
+    let mut reader = match endpoint {
+        Endpoint::Protocol => ClientFrameReader::new(),
+        Endpoint::Echo => ClientFrameReader::accepting_binary(),
+    };
     if !prefix.is_empty() {
-        on_bytes(&core, &cfg, key, &mut reader, &mut prefix);
+        on_bytes(&core, &cfg, key, endpoint, &mut reader, &mut prefix);
     }
     drop(prefix);
     // Records that came with the upgrade request may already hold client frames.
     let ended = conn.tls.as_deref().is_some_and(|tls| {
         tls.process_buffered(&conn.stream).is_err()
-            || tls_plaintext(&core, &cfg, &scratch, key, &mut reader, tls)
+            || tls_plaintext(&core, &cfg, &scratch, key, endpoint, &mut reader, tls)
     });
     if ended {
         gone(&core, key);
@@ -128,7 +148,7 @@ pub fn run(
         if ended {
             return;
         }
-        serve(&core, &cfg, &scratch, key, &conn, &mut reader).await;
+        serve(&core, &cfg, &scratch, key, endpoint, &conn, &mut reader).await;
         // Boxed: the close path's timers would otherwise make every idle connection's
         // task as large as a closing one's (see engine/tests/conn_size.rs).
         Box::pin(close(&core, key, &conn, &scratch)).await;
@@ -136,11 +156,13 @@ pub fn run(
 }
 
 /// Reads and answers the client until it is closing or gone.
+#[allow(clippy::too_many_arguments)] // the session's parts, borrowed from `run`
 async fn serve(
     core: &Rc<RefCell<Core>>,
     cfg: &EngineConfig,
     scratch: &ReadScratch,
     key: ClientKey,
+    endpoint: Endpoint,
     conn: &Conn,
     reader: &mut ClientFrameReader,
 ) {
@@ -180,7 +202,7 @@ async fn serve(
                         Ok(TlsRead::WouldBlock) => false,
                         Ok(TlsRead::Records) => {
                             core.borrow_mut().heard(key);
-                            tls_plaintext(core, cfg, scratch, key, reader, tls)
+                            tls_plaintext(core, cfg, scratch, key, endpoint, reader, tls)
                         }
                     };
                     if ended {
@@ -196,7 +218,7 @@ async fn serve(
                         gone(core, key);
                         return;
                     }
-                    Ok(n) => on_bytes(core, cfg, key, reader, &mut buf[..n]),
+                    Ok(n) => on_bytes(core, cfg, key, endpoint, reader, &mut buf[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => {
                         drop(buf);
@@ -220,6 +242,7 @@ fn tls_plaintext(
     cfg: &EngineConfig,
     scratch: &ReadScratch,
     key: ClientKey,
+    endpoint: Endpoint,
     reader: &mut ClientFrameReader,
     tls: &TlsConn,
 ) -> bool {
@@ -229,7 +252,7 @@ fn tls_plaintext(
         if n == 0 {
             break;
         }
-        on_bytes(core, cfg, key, reader, &mut buf[..n]);
+        on_bytes(core, cfg, key, endpoint, reader, &mut buf[..n]);
     }
     tls.wants_write() && core.borrow_mut().flush_client(key).is_err()
 }
@@ -244,6 +267,7 @@ fn on_bytes(
     core: &Rc<RefCell<Core>>,
     cfg: &EngineConfig,
     key: ClientKey,
+    endpoint: Endpoint,
     reader: &mut ClientFrameReader,
     bytes: &mut [u8],
 ) {
@@ -251,7 +275,20 @@ fn on_bytes(
     core.borrow_mut().heard(key);
     let result = reader.feed(bytes, cfg.max_message_bytes, |event| {
         match event {
-            ClientEvent::Text(message) => handle_command(core, key, message),
+            ClientEvent::Text(message) => match endpoint {
+                Endpoint::Protocol => handle_command(core, key, message),
+                Endpoint::Echo => core.borrow_mut().send_echo(key, OpCode::Text, message),
+            },
+            ClientEvent::Binary(message) => match endpoint {
+                Endpoint::Echo => core.borrow_mut().send_echo(key, OpCode::Binary, message),
+                // The protocol's reader refuses binary before delivering it; should one
+                // come, it gets the protocol's answer.
+                Endpoint::Protocol => {
+                    let e = ReadError::Binary;
+                    core.borrow_mut()
+                        .close_client(key, e.close_reason(), e.reason(), true);
+                }
+            },
             ClientEvent::Ping(payload) => {
                 let mut c = core.borrow_mut();
                 // Pings share the command budget: a flood costs one pong, then nothing.

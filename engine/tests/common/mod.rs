@@ -1,5 +1,7 @@
 //! Setup shared by the engine's harness tests: one symbol, its feed's publisher and ring
 //! consumer, and a worker core, on a current-thread runtime like a worker's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
 #![allow(dead_code)]
 
 use std::io::Read;

@@ -1,6 +1,8 @@
 //! What the venue end-to-end tests share: an engine on 127.0.0.1 with one feed, a
 //! WebSocket client of it that keeps the market it was told (books, trades, gaps,
 //! tickers, with the exact number texts), and waiting helpers with deadlines.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,6 @@
 //! Test helpers: an in-process engine on a free loopback port, and WebSocket clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
 #![allow(dead_code, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -269,6 +271,23 @@ impl RawClient {
             if n == 0 {
                 return None;
             }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads the next frame: (opcode, payload).
+    pub async fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            if let Some((opcode, payload, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return (opcode, payload);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "socket closed");
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }

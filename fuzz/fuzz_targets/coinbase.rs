@@ -1,0 +1,4 @@
+//! `cargo +nightly fuzz run coinbase`: the Coinbase decoder, one message per line of a session
+//! (see `tickwire_feeds::fuzz`).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tickwire_feeds::fuzz::coinbase(data));
