@@ -68,6 +68,13 @@ pub struct EngineConfig {
     /// a loopback host (`localhost`, `127.0.0.1`, `[::1]`) passes, and a request without
     /// an `Origin` (not a browser) passes. Anything else gets `403`. Default: empty.
     pub allowed_origins: Vec<String>,
+    /// Host names this engine answers to. When set, every request (HTTP and the WebSocket
+    /// upgrade) whose `Host` names another host gets `421 Misdirected Request`: a page
+    /// that rebinds its own DNS name to this machine's address (DNS rebinding) then
+    /// reaches nothing. The port in `Host` is not checked; loopback addresses
+    /// (`127.0.0.1`, `[::1]`, `localhost`) always pass, so local tools keep working.
+    /// Default: empty (no check).
+    pub server_names: Vec<String>,
     /// Connections (HTTP and WebSocket) the engine holds at once; past it new ones are
     /// closed at accept. Default 100,000 (the open-file limit may cap it first).
     pub max_connections: usize,
@@ -157,6 +164,7 @@ impl Default for EngineConfig {
             staleness_limit_ms: 500,
             header_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
+            server_names: Vec::new(),
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             upgrades_per_s_per_ip: 50,

@@ -183,6 +183,10 @@ struct ServeArgs {
     /// origins and the engine's own host always may [default: none besides those].
     #[arg(long, value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+    /// Host names this engine answers to, comma separated: a request whose Host names
+    /// another gets 421 (DNS rebinding); loopback hosts always pass [default: no check].
+    #[arg(long, value_delimiter = ',')]
+    server_names: Option<Vec<String>>,
     /// Run as a node of a cluster on this NATS server (`nats://HOST:PORT`, JetStream on);
     /// see docs/cluster.md [default: none, one process does everything].
     #[arg(long, value_name = "URL")]
@@ -370,6 +374,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(origins) = args.allowed_origins.clone() {
         cfg.allowed_origins = origins;
+    }
+    if let Some(names) = args.server_names.clone() {
+        cfg.server_names = names;
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         cfg.tls_cert = Some(cert.clone());

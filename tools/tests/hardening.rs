@@ -176,6 +176,47 @@ fn upgrade(addr: std::net::SocketAddr, origin: Option<&str>) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_server_names_another_host_gets_421_and_the_named_and_loopback_hosts_pass() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        server_names: vec!["md.example".into()],
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let port = addr.port();
+    let get = |host: &str| format!("GET /symbols HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+    let up = |host: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    for (request, status) in [
+        (get(&format!("rebound.evil.example:{port}")), "HTTP/1.1 421"),
+        (up(&format!("rebound.evil.example:{port}")), "HTTP/1.1 421"),
+        (get(&format!("MD.example:{port}")), "HTTP/1.1 200"),
+        (up(&format!("md.example:{port}")), "HTTP/1.1 101"),
+        (get(&format!("127.0.0.1:{port}")), "HTTP/1.1 200"),
+        (get(&format!("[::1]:{port}")), "HTTP/1.1 200"),
+        (get(&format!("localhost:{port}")), "HTTP/1.1 200"),
+    ] {
+        let answer = raw_exchange(addr, &request).await;
+        assert!(
+            answer.starts_with(status),
+            "{}: {answer}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+    // Without server names, any host passes.
+    engine.shutdown();
+    let engine = start(test_config(), sim(1, 100));
+    let answer = raw_exchange(engine.local_addr(), &get("anything.example")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_from_another_origin_gets_403_and_loopback_same_host_and_bots_pass() {
     let cfg = tickwire_engine::config::EngineConfig {
         allowed_origins: vec!["https://dash.example".into()],
@@ -264,9 +305,27 @@ async fn connection_caps_per_address_and_upgrade_rate_answer_as_documented() {
     assert!(head_a.starts_with("HTTP/1.1 101") && head_b.starts_with("HTTP/1.1 101"));
     let answer = raw_exchange(addr, &upgrade(addr, None)).await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    // The refused upgrade's connection closed with the exchange; wait until the engine
+    // has given its place back, or the next connection may be the one refused.
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while engine.shared().admission.connections() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 429 connection is released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     // Three connections held (two sessions and one idle HTTP connection): the fourth is
     // closed at accept, with no answer.
     let held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while engine.shared().admission.connections() != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held connection is admitted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let refused = raw_exchange(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(refused.is_empty(), "closed unanswered: {refused}");
     drop(held);

@@ -96,6 +96,29 @@ impl HandshakeError {
     }
 }
 
+/// Whether the request's `Host` is one of `server_names` (case-insensitive, port
+/// ignored) or a loopback host; any host passes when `server_names` is empty. A request
+/// without a `Host` fails the check when names are configured (HTTP/1.1 requires one).
+pub fn host_allowed<B>(req: &Request<B>, server_names: &[String]) -> bool {
+    if server_names.is_empty() {
+        return true;
+    }
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:8080`.
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    matches!(name, "127.0.0.1" | "::1" | "localhost")
+        || server_names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// Whether a header holds `token` in its comma-separated list (case-insensitive).
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {

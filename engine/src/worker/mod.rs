@@ -323,6 +323,13 @@ fn unauthorized(refusal: &crate::auth::AuthError) -> Response<Full<Bytes>> {
 }
 
 fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !handshake::host_allowed(&req, &ctx.cfg.server_names) {
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            "this engine does not serve that host name (server_names)\n",
+        );
+    }
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
     let endpoint = match path.as_str() {
