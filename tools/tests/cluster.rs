@@ -369,6 +369,7 @@ async fn edges_serve_the_same_seqs_recover_late_joiners_and_survive_a_nats_resta
 
     // 3. NATS goes away and comes back on the same port with the same store.
     let (gaps_a, snaps_a, snaps_b) = (sa.gaps.len(), sa.book_snapshots, sb.book_snapshots);
+    let gaps_b = sb.gaps.len();
     let last_a = sa.last_trade.unwrap();
     drop(nats);
     let body = wait_health(e1, 503, "edge1 without NATS").await;
@@ -385,8 +386,18 @@ async fn edges_serve_the_same_seqs_recover_late_joiners_and_survive_a_nats_resta
         s.gaps.len() > gaps_a && s.book_snapshots > snaps_a && s.last_trade.unwrap() > last_a + 20
     })
     .await;
+    // Each edge resyncs from the feed node's next snapshot, and the two may take
+    // different ones: edge2 has recovered once its own gap for the outage and a fresh
+    // snapshot came, and a trade after both.
     read_until(&mut b, &mut sb, "edge2 recovers", |s| {
-        s.book_snapshots > snaps_b && s.last_trade.unwrap() > last_a
+        let gap_end = s
+            .gaps
+            .last()
+            .and_then(|g| g["to_seq"].as_u64())
+            .unwrap_or(0);
+        s.gaps.len() > gaps_b
+            && s.book_snapshots > snaps_b
+            && s.last_trade.unwrap() > gap_end.max(last_a)
     })
     .await;
     let gap = sa.gaps.last().unwrap();
