@@ -23,13 +23,25 @@ async fn report_writes_hgrm_files_and_an_html_page_with_a_plot_per_stage() {
         json!({"op":"subscribe","channels":["ticker","trades","book"],"symbols":["sim:BTC-USD"]}),
     )
     .await;
-    // Deliveries must have been published (once a second) before the report reads them.
-    for _ in 0..500 {
+    // Every stage must have been published before the report reads them: each thread
+    // hands its figures over once a second, the feed's and the worker's not necessarily
+    // in the same snapshot.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
         c.recv().await;
         let s = stats(addr).await;
-        if s["latency"]["tick_to_wire"]["count"].as_u64().unwrap() > 0 {
+        if Stage::ALL
+            .iter()
+            .all(|st| s["latency"][st.name()]["count"].as_u64().unwrap_or(0) > 0)
+        {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every stage published: {}",
+            s["latency"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let dir = std::env::temp_dir().join(format!("tickwire-report-{}", std::process::id()));
     let url = format!("http://{addr}");
