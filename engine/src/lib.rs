@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod feed;
 pub mod fixed;

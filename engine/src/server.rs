@@ -18,7 +18,7 @@ use crate::feed::{Feed, FeedError, FeedShared, Publisher};
 use crate::http::EngineShared;
 use crate::ring;
 use crate::stats::WorkerStats;
-use crate::supervise::{self, RestartBackoff};
+use crate::supervise::{self, Backoff};
 use crate::symbol::SymbolRegistryBuilder;
 use crate::tls::{TlsError, TlsSetup};
 use crate::wake::Parker;
@@ -418,7 +418,7 @@ pub fn start_with(
                 }
                 // A panicking feed is caught, shown `restarting` and run again after a
                 // backoff; see `supervise`.
-                let backoff = RestartBackoff::new(
+                let backoff = Backoff::new(
                     Duration::from_millis(restart_initial_ms),
                     Duration::from_millis(restart_max_ms),
                 );

@@ -25,9 +25,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-
+pub use crate::backoff::Backoff;
 use crate::feed::{Feed, FeedState, Publisher};
 
 /// A feed that ran this long before it panicked starts its backoff over.
@@ -35,42 +33,6 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// How often a waiting feed thread serves resync requests and looks at the stop flag.
 pub const WAIT_STEP: Duration = Duration::from_millis(20);
-
-/// Exponential backoff with jitter between restarts.
-#[derive(Debug)]
-pub struct RestartBackoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-    rng: SmallRng,
-}
-
-impl RestartBackoff {
-    /// Delays doubling from `initial` up to `max`.
-    pub fn new(initial: Duration, max: Duration) -> RestartBackoff {
-        RestartBackoff {
-            initial,
-            max: max.max(initial),
-            attempt: 0,
-            rng: SmallRng::from_entropy(),
-        }
-    }
-
-    /// The wait before the next restart: uniform in the upper half of
-    /// `min(initial × 2^attempt, max)`.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(30)).unwrap_or(u32::MAX);
-        let ceiling = self.initial.saturating_mul(factor).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = ceiling / 2;
-        half + half.mul_f64(self.rng.gen::<f64>())
-    }
-
-    /// Starts over at the initial delay.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
 
 /// What a panic said, for the log.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
@@ -89,7 +51,7 @@ pub fn run_feed(
     feed: &mut dyn Feed,
     publisher: &mut Publisher,
     stop: &AtomicBool,
-    mut backoff: RestartBackoff,
+    mut backoff: Backoff,
 ) {
     let name = feed.name().to_owned();
     loop {
@@ -147,31 +109,4 @@ fn wait(publisher: &mut Publisher, stop: &AtomicBool, delay: Duration) -> bool {
         std::thread::sleep(WAIT_STEP.min(until - now));
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delays_double_with_jitter_up_to_the_cap_and_reset() {
-        let ms = Duration::from_millis;
-        let mut b = RestartBackoff::new(ms(100), ms(1000));
-        for ceiling in [100, 200, 400, 800, 1000, 1000] {
-            let d = b.next_delay();
-            assert!(
-                d >= ms(ceiling / 2) && d <= ms(ceiling),
-                "{d:?} for {ceiling}"
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() <= ms(100));
-        let spread: std::collections::HashSet<Duration> = (0..20)
-            .map(|_| {
-                b.reset();
-                b.next_delay()
-            })
-            .collect();
-        assert!(spread.len() > 1, "jitter: the delays differ");
-    }
 }

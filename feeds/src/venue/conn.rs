@@ -26,6 +26,9 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The reconnect backoff (shared with the engine's feed restarts).
+pub use tickwire_engine::backoff::Backoff;
+
 /// Why a connection, a handshake or a request failed.
 #[derive(Debug, Error)]
 pub enum ConnError {
@@ -751,42 +754,6 @@ fn dechunk(body: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Exponential backoff with jitter: attempt `n` waits a random time between half and all
-/// of `min(initial × 2^n, max)`, so that many feeds do not reconnect in step.
-#[derive(Debug)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-    rng: SmallRng,
-}
-
-impl Backoff {
-    /// A backoff starting at `initial`, capped at `max`.
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            attempt: 0,
-            rng: SmallRng::from_entropy(),
-        }
-    }
-
-    /// The wait before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(30)).unwrap_or(u32::MAX);
-        let ceiling = self.initial.saturating_mul(factor).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = ceiling / 2;
-        half + half.mul_f64(self.rng.gen::<f64>())
-    }
-
-    /// Starts over (after a connection that worked).
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,18 +773,6 @@ mod tests {
         for bad in ["ftp://x", "ws://", "nohost", "ws://h:port"] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn backoff_grows_caps_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
-        for (i, d) in delays.iter().enumerate() {
-            let ceiling = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(1));
-            assert!(*d >= ceiling / 2 && *d <= ceiling, "attempt {i}: {d:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 
     #[test]
