@@ -8,8 +8,12 @@
 //! a connection a millisecond during its ramp, and a full backlog drops SYNs, which the
 //! client retries only after a second or three). Every
 //! millisecond it makes the trades due at `--rate` per second (forgetting a backlog of
-//! more than a second, like the other peers) and, for each trade, does one `write()` of
-//! the frame to every subscribed client, in the order they connected. Then it accepts new
+//! more than a second, like the other peers) and does one `write()` of those trades'
+//! frames to every subscribed client, in the order they connected: one trade a write
+//! while a pass over the clients takes under a tick, and when it takes longer, the
+//! trades that came due meanwhile go out together (self-clocked, as fast as one core
+//! can write; one write per client per trade would saturate the core at 1000 clients ×
+//! 1000 trades/s, and then its latency would be its own queue, not the generator's). Then it accepts new
 //! connections and reads what clients sent: clients not yet subscribed every tick, the
 //! others every [`READ_SUBSCRIBED_EVERY`] (they only ping or close; reading a thousand
 //! idle sockets every millisecond would cost more than the trades).
@@ -81,9 +85,11 @@ fn main() -> io::Result<()> {
     let mut next_read_all = start;
     loop {
         // The trades first: they are what is measured.
+        frame.clear();
         while let Some(text) = trades.next_due(start.elapsed()) {
-            frame.clear();
             push_frame(&mut frame, OP_TEXT, text.as_bytes());
+        }
+        if !frame.is_empty() {
             for c in clients.iter_mut().filter(|c| c.subscribed && !c.closed) {
                 c.send(&frame);
             }
