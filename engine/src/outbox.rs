@@ -5,9 +5,8 @@
 //! the fan-out consults [`Outbox::has_room`] before queueing and conflates instead when
 //! there is none (see `docs/flow-control.md`), so an outbox never grows past its budget
 //! (a single frame larger than the whole budget is let through when the outbox is empty,
-//! or it could never be sent). Writing gathers up to [`MAX_FRAMES_PER_WRITE`] frames
-//! into one vectored write, frames adjacent in the slab's arena as one iovec (at most
-//! [`MAX_IOVECS`]). The queue's capacity grows to its working size and is then reused;
+//! or it could never be sent). Writing gathers up to [`MAX_IOVECS`] frames into one
+//! vectored write. The queue's capacity grows to its working size and is then reused;
 //! an outbox that never queued anything holds no heap memory.
 //!
 //! Besides the queue, one *pong slot* holds at most one pong frame outside the budget:
@@ -18,13 +17,10 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag, Span};
+use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag};
 
-/// Slices (runs of adjacent frames) gathered into one `writev`.
+/// Frames gathered into one `writev`.
 pub const MAX_IOVECS: usize = 64;
-
-/// Frames gathered into one `writev`, however few slices they make.
-pub const MAX_FRAMES_PER_WRITE: usize = 1024;
 
 /// Frames waiting for one client's socket.
 #[derive(Debug)]
@@ -165,33 +161,15 @@ impl Outbox {
                 let take = if pong_at == Some(1) {
                     1
                 } else {
-                    MAX_FRAMES_PER_WRITE
+                    MAX_IOVECS - n
                 };
-                // Frames adjacent in the slab's arena go out as one iovec.
-                let reserve = usize::from(pong_at == Some(1));
-                let mut run: Option<Span> = None;
                 for (i, &(id, _)) in self.queue.iter().take(take).enumerate() {
-                    let span = if i == 0 {
-                        frames.span(id).skip(self.head_written)
+                    let bytes = frames.bytes(id);
+                    iov[n] = IoSlice::new(if i == 0 {
+                        &bytes[self.head_written..]
                     } else {
-                        frames.span(id)
-                    };
-                    let Some(r) = run.as_mut() else {
-                        run = Some(span);
-                        continue;
-                    };
-                    if r.join(span) {
-                        continue;
-                    }
-                    if n + 1 + reserve >= MAX_IOVECS {
-                        break;
-                    }
-                    iov[n] = IoSlice::new(frames.span_bytes(*r));
-                    n += 1;
-                    *r = span;
-                }
-                if let Some(r) = run {
-                    iov[n] = IoSlice::new(frames.span_bytes(r));
+                        bytes
+                    });
                     n += 1;
                 }
                 if let (Some(1), Some(p)) = (pong_at, self.pong) {
@@ -488,74 +466,5 @@ mod tests {
         assert_eq!(wire, expect);
         assert!(out.is_empty());
         assert_eq!(slab.live(), 0);
-    }
-
-    #[test]
-    fn adjacent_frames_go_out_as_one_iovec_and_a_pong_as_its_own() {
-        let mut slab = FrameSlab::new();
-        let mut out = Outbox::new(1 << 20);
-        for i in 0..100u32 {
-            let id = frame(&mut slab, format!("frame {i};").as_bytes());
-            out.push(&mut slab, id, 0);
-            slab.release(id);
-        }
-        let p = frame(&mut slab, b"PONG");
-        out.set_pong(&mut slab, p);
-        slab.release(p);
-        let mut slices = Vec::new();
-        let mut wire = Vec::new();
-        out.write_to(
-            &mut slab,
-            |iov| {
-                slices.push(iov.len());
-                let mut n = 0;
-                for s in iov {
-                    wire.extend_from_slice(s);
-                    n += s.len();
-                }
-                Ok(n)
-            },
-            |_, _| {},
-        )
-        .unwrap();
-        assert_eq!(
-            slices,
-            [2],
-            "one write: the pong, then one run of 100 frames"
-        );
-        let expect: String = (0..100).map(|i| format!("frame {i};")).collect();
-        assert_eq!(&wire[..4], b"PONG");
-        assert_eq!(&wire[4..], expect.as_bytes());
-        assert_eq!(slab.live(), 0);
-    }
-
-    #[test]
-    fn a_write_resumed_mid_frame_still_joins_the_rest_of_the_run() {
-        let mut slab = FrameSlab::new();
-        let mut out = Outbox::new(1 << 20);
-        for text in [&b"abc"[..], b"def", b"ghi"] {
-            let id = frame(&mut slab, text);
-            out.push(&mut slab, id, 0);
-            slab.release(id);
-        }
-        let mut wire = Vec::new();
-        write_at_most(&mut out, &mut slab, 2, &mut wire);
-        let mut slices = 0;
-        out.write_to(
-            &mut slab,
-            |iov| {
-                slices = iov.len();
-                let mut n = 0;
-                for s in iov {
-                    wire.extend_from_slice(s);
-                    n += s.len();
-                }
-                Ok(n)
-            },
-            |_, _| {},
-        )
-        .unwrap();
-        assert_eq!(slices, 1);
-        assert_eq!(wire, b"abcdefghi");
     }
 }

@@ -1,6 +1,6 @@
 //! Writing clients: each due client on the flush list gets one vectored write (more when
-//! it has over [`crate::outbox::MAX_FRAMES_PER_WRITE`] frames or too many separate runs
-//! of them), and overload marks are served as outboxes drain.
+//! it has over [`crate::outbox::MAX_IOVECS`] frames), and overload marks are served as
+//! outboxes drain.
 //!
 //! Runs on the worker thread. Every write is non-blocking: a socket that takes less than
 //! offered marks its client blocked and wakes its connection task, which waits for
