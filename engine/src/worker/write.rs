@@ -10,7 +10,7 @@
 //! ([`Core::write_now`]), outside rounds.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::latency::Stage;
 use crate::outbox::WriteOutcome;
@@ -21,13 +21,16 @@ use super::clients::ClientKey;
 use super::core::Core;
 use super::fanout::note_peak;
 
+/// Longest a pass spends writing due clients before it reads the rings again.
+pub const MAX_BATCH: Duration = Duration::from_micros(500);
+
 impl Core {
     /// Writes the clients that are due: those whose oldest unwritten frame has waited
     /// the coalescing window (at once when the worker is lightly loaded).
     pub fn flush_due(&mut self) {
         let now = self.now;
         let window = self.flush.window();
-        self.write_batch(|since| since + window <= now);
+        self.write_batch(|since| since + window <= now, Some(MAX_BATCH));
     }
 
     /// When the next client is due, if one waits.
@@ -39,11 +42,14 @@ impl Core {
 
     /// Writes every client that got frames since its last write.
     pub fn flush_all(&mut self) {
-        self.write_batch(|_| true);
+        self.write_batch(|_| true, None);
     }
 
-    /// Writes clients from the front of the flush list while `due` says so.
-    fn write_batch(&mut self, due: impl Fn(Instant) -> bool) {
+    /// Writes clients from the front of the flush list while `due` says so, for at most
+    /// `limit` of real time: the rest wait for the next pass, so that a round of many
+    /// due clients (all of a symbol's subscribers get each trade at once, so they fall
+    /// due together) does not hold the ring unread for milliseconds.
+    fn write_batch(&mut self, due: impl Fn(Instant) -> bool, limit: Option<Duration>) {
         if !self
             .flush_list
             .front()
@@ -54,8 +60,13 @@ impl Core {
         // Real time, not the worker's clock: this measures the cost of writing.
         let started = Instant::now();
         let calls_before = self.write_calls;
+        let mut written = 0u32;
         while let Some(&(key, since)) = self.flush_list.front() {
             if !due(since) {
+                break;
+            }
+            written += 1;
+            if written % 32 == 0 && limit.is_some_and(|l| started.elapsed() >= l) {
                 break;
             }
             self.flush_list.pop_front();
