@@ -66,7 +66,7 @@ impl Core {
                 break;
             }
             written += 1;
-            if written % 32 == 0 && limit.is_some_and(|l| started.elapsed() >= l) {
+            if written.is_multiple_of(32) && limit.is_some_and(|l| started.elapsed() >= l) {
                 break;
             }
             self.flush_list.pop_front();
