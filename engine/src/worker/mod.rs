@@ -607,15 +607,27 @@ async fn fan_out(
     }
 }
 
-/// Once per sweep period: latency publication and the liveness sweep.
+/// How often a worker offers its latency figures to the stats thread. They are handed
+/// over once a second; a hand-over that finds the stats thread merging is retried at
+/// the next tick. (Offering only once per sweep period, also a second, could fall into
+/// step with the stats thread's own second and miss for many seconds in a row.)
+const LATENCY_OFFER_PERIOD: Duration = Duration::from_millis(100);
+
+/// Latency publication (offered every [`LATENCY_OFFER_PERIOD`]) and, once per sweep
+/// period, the liveness sweep.
 async fn housekeep(core: Rc<RefCell<Core>>, cfg: Arc<EngineConfig>) {
-    let mut timer = tokio::time::interval(liveness::sweep_period(&cfg));
+    let sweep_every = liveness::sweep_period(&cfg);
+    let mut timer = tokio::time::interval(LATENCY_OFFER_PERIOD.min(sweep_every));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_sweep = tokio::time::Instant::now() + sweep_every;
     loop {
-        timer.tick().await;
+        let tick = timer.tick().await;
         let mut core = core.borrow_mut();
         core.publish_latency(crate::tick::now_ns());
-        let now = core.clock().now();
-        core.sweep(now);
+        if tick >= next_sweep {
+            next_sweep = tick + sweep_every;
+            let now = core.clock().now();
+            core.sweep(now);
+        }
     }
 }
