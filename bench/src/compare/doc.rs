@@ -534,7 +534,7 @@ fn s3_table(w: &mut String, res: &Results) {
     let _ = writeln!(
         w,
         "Clients subscribed to trades at {} trade/s. RSS delta = the server's highest \
-         `VmRSS` while the clients were connected − before they came, per connection. \
+         `VmRSS` while the clients were connected − before they came (once the idle server's RSS had settled), per connection. \
          Kernel = the machine-wide `Slab` delta over 2 × connections (both ends of a \
          loopback connection live in this kernel; an estimate, and the machine's other \
          work moves it).\n",

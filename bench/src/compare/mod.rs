@@ -21,7 +21,8 @@
 //!   taken every 100 ms. A core ≥ [`SATURATED`] busy there is saturated; a point where
 //!   the generator's is measures the generator (*gen-bound*).
 //! - **Memory.** `VmRSS` sampled every 100 ms during the run (max) against the value
-//!   before it; `VmHWM` at the end; the kernel's slab memory (machine-wide) likewise.
+//!   before it, taken once the idle server's RSS has settled (unchanged for 1.5 s, at
+//!   most 6 s); `VmHWM` at the end; the kernel's slab memory (machine-wide) likewise.
 //! - **Rounds.** Every scenario step runs each server in turn, tickwire first, then
 //!   each peer (A B C D, A B C D, ...), `rounds` times; figures are medians over rounds.
 //! - **Scenarios** ([`Scenario`]): S1 lossless fan-out (a rate ladder, stopping at the
@@ -1121,7 +1122,12 @@ impl Measurer<'_> {
         procfs::wait_listening(port, &mut srv, Duration::from_secs(15))?;
         // Let the server's timers and (for tickwire) the feed settle.
         std::thread::sleep(settle);
-        let rss_before = procfs::rss_kib(pid).unwrap_or(0);
+        let rss_before = if cfg.quick {
+            procfs::rss_kib(pid)
+        } else {
+            procfs::settled_rss_kib(pid, Duration::from_millis(1500), Duration::from_secs(6))
+        }
+        .unwrap_or(0);
         let slab_before = procfs::slab_kib().unwrap_or(0);
         let cpu_before = procfs::cpu_seconds(pid).ok_or("no /proc/PID/stat")?;
         let machine_before = procfs::machine_cpu_seconds().unwrap_or((0.0, 0.0));

@@ -149,6 +149,29 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     kib_field(&format!("/proc/{pid}/status"), "VmRSS")
 }
 
+/// `pid`'s resident memory once it has settled: sampled every 250 ms until it has moved
+/// by at most 64 KiB over `stable_for`, or `max_wait` has passed (then the last sample).
+/// A server's own start-up allocations (tickwire's stats thread builds its histograms in
+/// its first seconds) would otherwise count against the connections that come next.
+pub fn settled_rss_kib(pid: u32, stable_for: Duration, max_wait: Duration) -> Option<u64> {
+    const SAMPLE: Duration = Duration::from_millis(250);
+    const SLACK_KIB: u64 = 64;
+    let until = Instant::now() + max_wait;
+    let mut base = rss_kib(pid)?;
+    let mut since = Instant::now();
+    loop {
+        if since.elapsed() >= stable_for || Instant::now() >= until {
+            return rss_kib(pid).or(Some(base));
+        }
+        std::thread::sleep(SAMPLE);
+        let now = rss_kib(pid)?;
+        if now.abs_diff(base) > SLACK_KIB {
+            base = now;
+            since = Instant::now();
+        }
+    }
+}
+
 /// Peak resident memory of `pid` so far, KiB.
 pub fn hwm_kib(pid: u32) -> Option<u64> {
     kib_field(&format!("/proc/{pid}/status"), "VmHWM")
