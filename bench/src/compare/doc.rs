@@ -214,8 +214,8 @@ fn header(w: &mut String, res: &Results) {
             w,
             "`{FLOOR}` is not a contender: a trivial server (one thread) that writes the \
              trades due to every client as fast as it can, one write per client per pass \
-             (the trades that came due during a pass go out together). Its latency is the load generator's floor: what \
-             one generator thread walking every socket adds to any server's figure.\n"
+             (the trades that came due during a pass go out together). Its latency is the \
+             load generator's floor: what one generator thread walking every socket adds to any server's figure.\n"
         );
     }
     for (peer, why) in &res.skipped {
@@ -534,7 +534,8 @@ fn s3_table(w: &mut String, res: &Results) {
     let _ = writeln!(
         w,
         "Clients subscribed to trades at {} trade/s. RSS delta = the server's highest \
-         `VmRSS` while the clients were connected − before they came (once the idle server's RSS had settled), per connection. \
+         `VmRSS` while the clients were connected − before they came (once the idle \
+         server's RSS had settled), per connection. \
          Kernel = the machine-wide `Slab` delta over 2 × connections (both ends of a \
          loopback connection live in this kernel; an estimate, and the machine's other \
          work moves it).\n",

@@ -1,7 +1,8 @@
 //! `tickwire bench compare`: tickwire against its peers (`bench/peers/`: Bun, Node with
 //! `ws`, naive Rust), serving the same synthetic trades, measured per server CPU-second;
 //! and against `floor`, a trivial server that writes the trades due to every client as
-//! fast as it can (one write per client per pass), whose latency is the load generator's own floor.
+//! fast as it can (one write per client per pass), whose latency is the load generator's
+//! own floor.
 //!
 //! Method (also in `bench/README.md`):
 //! - **Quiet machine.** Before each run, `compare` waits (up to
@@ -65,8 +66,7 @@ pub enum Server {
     /// `bench/peers/naive-rust`: tokio-tungstenite + tokio broadcast.
     NaiveRust,
     /// `bench/peers/floor`: the trades due written to every client, one write per client
-    /// per pass, one thread; the
-    /// load generator's latency floor, not a contender.
+    /// per pass, one thread; the load generator's latency floor, not a contender.
     Floor,
 }
 

@@ -10,12 +10,11 @@
 //! millisecond it makes the trades due at `--rate` per second (forgetting a backlog of
 //! more than a second, like the other peers) and does one `write()` of those trades'
 //! frames to every subscribed client, in the order they connected: one trade a write
-//! while a pass over the clients takes under a tick, and when it takes longer, the
-//! trades that came due meanwhile go out together (self-clocked, as fast as one core
-//! can write; one write per client per trade would saturate the core at 1000 clients ×
-//! 1000 trades/s, and then its latency would be its own queue, not the generator's). Then it accepts new
-//! connections and reads what clients sent: clients not yet subscribed every tick, the
-//! others every [`READ_SUBSCRIBED_EVERY`] (they only ping or close; reading a thousand
+//! while a pass over the clients takes under a tick; when it takes longer, the trades
+//! that came due meanwhile go out together (self-clocked: one write per client per
+//! trade would saturate the core at 1000 clients × 1000 trades/s, and its latency would
+//! then be its own queue, not the generator's). Then it accepts new connections and
+//! reads what clients sent: clients not yet subscribed every tick, the others every [`READ_SUBSCRIBED_EVERY`] (they only ping or close; reading a thousand
 //! idle sockets every millisecond would cost more than the trades).
 //!
 //! Serves the subset of docs/protocol.md that the comparison uses, like the other peers:
