@@ -14,8 +14,9 @@
 //! that came due meanwhile go out together (self-clocked: one write per client per
 //! trade would saturate the core at 1000 clients × 1000 trades/s, and its latency would
 //! then be its own queue, not the generator's). Then it accepts new connections and
-//! reads what clients sent: clients not yet subscribed every tick, the others every [`READ_SUBSCRIBED_EVERY`] (they only ping or close; reading a thousand
-//! idle sockets every millisecond would cost more than the trades).
+//! reads what clients sent: clients not yet subscribed every tick, the others every
+//! [`READ_SUBSCRIBED_EVERY`] (they only ping or close; reading a thousand idle sockets
+//! every millisecond would cost more than the trades).
 //!
 //! Serves the subset of docs/protocol.md that the comparison uses, like the other peers:
 //! `GET /ws` (any other path: 404), `subscribe` (answered `subscribed`), `ping`, and
