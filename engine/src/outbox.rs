@@ -19,7 +19,7 @@ use std::io::{self, IoSlice};
 
 use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag};
 
-/// Frames gathered into one `writev`.
+/// Frames gathered into one `sendmsg`.
 pub const MAX_IOVECS: usize = 64;
 
 /// Frames waiting for one client's socket.

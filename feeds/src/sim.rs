@@ -44,6 +44,11 @@ const FLAT_OUT_BATCH: u64 = 64;
 const MAX_PACED_BATCH: u64 = 4_096;
 /// Pacing step: the events due are generated, and flushed, once per step.
 const PACE_STEP: Duration = Duration::from_millis(1);
+/// Longest nap between two steps when the rate is below one event per step: the thread
+/// sleeps until its next event is due (not every step, which at 100 events/s would be
+/// nine idle wake-ups, and context switches on the workers' core, per event), but wakes
+/// at least this often to see shutdown and resync requests.
+const MAX_PACE_NAP: Duration = Duration::from_millis(10);
 
 /// Settings of the `sim` venue. Every field has a default ([`SimConfig::default`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,7 +229,7 @@ fn run_paced(market: &mut Market, publisher: &mut Publisher, shutdown: &AtomicBo
         done += batch;
         // Also when the batch was empty: flushing serves resync requests.
         publisher.flush();
-        wake += PACE_STEP;
+        wake = next_wake(start, wake, done, rate);
         let now = Instant::now();
         match wake.checked_duration_since(now) {
             Some(nap) if !nap.is_zero() => std::thread::sleep(nap),
@@ -232,6 +237,25 @@ fn run_paced(market: &mut Market, publisher: &mut Publisher, shutdown: &AtomicBo
             _ => wake = now,
         }
     }
+}
+
+/// When a paced source that has made `done` events wakes next: one step after `wake`, or
+/// later when its next event falls due later (at most [`MAX_PACE_NAP`] after `wake`).
+fn next_wake(start: Instant, wake: Instant, done: u64, rate_per_s: u64) -> Instant {
+    let step = wake + PACE_STEP;
+    if rate_per_s == 0 {
+        return step;
+    }
+    // The first instant at which `events_due` reaches `done + 1`.
+    let due_ns = (u128::from(done) + 1)
+        .saturating_mul(1_000_000_000)
+        .div_ceil(u128::from(rate_per_s));
+    let latest = wake + MAX_PACE_NAP;
+    let due = u64::try_from(due_ns)
+        .ok()
+        .and_then(|ns| start.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or(latest);
+    due.clamp(step, latest)
 }
 
 /// Events a source running at `rate_per_s` owes `elapsed` after its start.

@@ -18,6 +18,7 @@ pub mod flush;
 pub mod handshake;
 pub mod index;
 pub mod liveness;
+pub mod send;
 pub mod session;
 pub mod signal;
 pub mod tls;

@@ -2,7 +2,7 @@
 //! handshake produced, driven over the worker's own non-blocking socket.
 //!
 //! A plain connection writes the outbox's gathered frames straight to the socket with
-//! one `writev` and never comes here. A TLS connection gathers the same frames, has
+//! one `send` (worker/send.rs) and never comes here. A TLS connection gathers the same frames, has
 //! rustls encrypt them (one pass over the plaintext into the session's record buffer)
 //! and writes the records. Plaintext is handed to rustls only while no earlier record
 //! waits for the socket, and rustls' buffer is capped at [`TLS_BUFFER_BYTES`], so at most
@@ -42,11 +42,11 @@ impl Read for Socket<'_> {
 
 impl Write for Socket<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
+        super::send::send(self.0, &[IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
+        super::send::send(self.0, bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {

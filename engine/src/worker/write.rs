@@ -20,6 +20,7 @@ use crate::tick::now_ns;
 use super::clients::ClientKey;
 use super::core::Core;
 use super::fanout::note_peak;
+use super::send;
 
 /// Longest a pass spends writing due clients before it reads the rings again.
 pub const MAX_BATCH: Duration = Duration::from_micros(500);
@@ -130,11 +131,9 @@ impl Core {
             // A plain socket takes the gathered frames as they are; TLS encrypts them
             // first (worker/tls.rs).
             let outcome = match client.conn.tls.as_deref() {
-                None => {
-                    client
-                        .outbox
-                        .write_to(frames, |iov| stream.try_write_vectored(iov), on_written)
-                }
+                None => client
+                    .outbox
+                    .write_to(frames, |iov| send::send(stream, iov), on_written),
                 Some(tls) => tls.write_outbox(stream, &mut client.outbox, frames, on_written),
             };
             let calls = client.outbox.writes() - calls_before;

@@ -12,7 +12,7 @@ use tickwire_engine::state::SymbolState;
 use tickwire_engine::symbol::{SymbolId, SymbolRegistryBuilder};
 use tickwire_engine::tick::{Aggressor, BookSide, Event, LevelFlags, Tick};
 
-use super::{events_due, SimConfig, SimFeed};
+use super::{events_due, next_wake, SimConfig, SimFeed, MAX_PACE_NAP, PACE_STEP};
 
 /// Big enough that a test's consumer is never lapped.
 const RING_CAPACITY: usize = 1 << 20;
@@ -351,6 +351,29 @@ fn a_second_run_replaces_the_books() {
     for sym in &market.symbols {
         assert_eq!(&sym.book, &publisher.state(sym.id).book);
     }
+}
+
+#[test]
+fn a_slow_source_sleeps_until_its_next_event() {
+    let start = Instant::now();
+    // 100/s: the first event is due 10 ms in, the 4th 40 ms in.
+    assert_eq!(
+        next_wake(start, start, 0, 100),
+        start + Duration::from_millis(10)
+    );
+    let at = start + Duration::from_millis(31);
+    assert_eq!(
+        next_wake(start, at, 3, 100),
+        start + Duration::from_millis(40)
+    );
+    // At or above one event per step: every step.
+    assert_eq!(next_wake(start, start, 0, 1000), start + PACE_STEP);
+    assert_eq!(next_wake(start, at, 31_000, 1_000_000), at + PACE_STEP);
+    // An event already due (the thread is behind): one step, not a burst.
+    assert_eq!(next_wake(start, at, 0, 100), at + PACE_STEP);
+    // Far-off events: at most MAX_PACE_NAP, so that shutdown is still seen.
+    assert_eq!(next_wake(start, start, 0, 1), start + MAX_PACE_NAP);
+    assert_eq!(next_wake(start, start, u64::MAX, 1), start + MAX_PACE_NAP);
 }
 
 #[test]
