@@ -314,15 +314,42 @@ pub fn s1_latency(g: &S1Group, rate: u64, peer: &str) -> Verdict {
     let p99 = |p: &Point| p.median(|r| r.fast_latency_us[2]).unwrap_or(0.0);
     let (a, b) = (p99(&ours), p99(&theirs));
     let floor = Point::of(FLOOR, at_rate(g, rate));
-    latency_bound(&target, (a, &ours), (b, &theirs, 0.2), &floor)
+    if !floor.all.is_empty() && floor.usable.is_empty() {
+        if let Some((below, lower)) = floor_below(g, rate) {
+            return latency_bound(&target, (a, &ours), (b, &theirs, 0.2), &lower, Some(below));
+        }
+    }
+    latency_bound(&target, (a, &ours), (b, &theirs, 0.2), &floor, None)
+}
+
+/// The floor at its highest unsaturated rate below `rate`, for when it is saturated at
+/// `rate` itself. The generator's floor only rises with the rate (each of its passes
+/// over the sockets reads more), so the floor there is a lower bound of the floor at
+/// `rate`, and 1.5× of it a bound no looser than the one that could not be measured.
+fn floor_below(g: &S1Group, rate: u64) -> Option<(u64, Point<'_>)> {
+    let mut rates: Vec<u64> = g
+        .runs
+        .iter()
+        .filter(|r| r.server == FLOOR && r.rate < rate)
+        .map(|r| r.rate)
+        .collect();
+    rates.sort_unstable();
+    rates.dedup();
+    rates.into_iter().rev().find_map(|r| {
+        let p = Point::of(FLOOR, at_rate(g, r));
+        (!p.usable.is_empty()).then_some((r, p))
+    })
 }
 
 /// The latency verdict: ours ≤ max(`factor` × the peer's p99, 1.5 × the floor's p99).
+/// `floor_rate`: the floor was saturated at the point and this is its point at that
+/// lower rate ([`floor_below`]).
 fn latency_bound(
     target: &str,
     (ours_p99, ours): (f64, &Point),
     (peer_p99, peer, factor): (f64, &Point, f64),
     floor: &Point,
+    floor_rate: Option<u64>,
 ) -> Verdict {
     let peer_bound = factor * peer_p99;
     let (floor_bound, floor_text) = if floor.all.is_empty() {
@@ -337,9 +364,12 @@ fn latency_bound(
             floor.median(|r| r.fast_latency_us[0]).unwrap_or(0.0),
             floor.median(|r| r.fast_latency_us[2]).unwrap_or(0.0),
         );
+        let at = floor_rate.map_or(String::new(), |r| {
+            format!(" at {r} trades/s (saturated here; a lower bound of its floor here)")
+        });
         (
             Some(1.5 * p99),
-            format!("floor p50 {} / p99 {}", fmt_us(p50), fmt_us(p99)),
+            format!("floor p50 {} / p99 {}{at}", fmt_us(p50), fmt_us(p99)),
         )
     };
     let (bound, which) = match floor_bound {
@@ -971,7 +1001,23 @@ mod tests {
             case(3100.0, 5000.0, Some((2000.0, IDLE))).outcome,
             Outcome::Missed
         );
-        // A saturated floor, or none, leaves Bun's bound alone.
+        // A floor saturated at the point, unsaturated at a lower rate: the lower rate's
+        // p99 bounds it from below and sets the bound.
+        let floor_at = |rate: u64, f: f64, busy| p99(run(FLOOR, 1, rate, busy), f / 2.0, f);
+        let v = s1_latency(
+            &group(vec![
+                p99(run("tickwire", 1, 1000, IDLE), 0.0, 2900.0),
+                p99(run("bun", 1, 1000, IDLE), 0.0, 5000.0),
+                floor_at(250, 2000.0, IDLE),
+                floor_at(500, 2500.0, SERVER_BOUND),
+                floor_at(1000, 9000.0, SERVER_BOUND),
+            ]),
+            1000,
+            "bun",
+        );
+        assert_eq!(v.outcome, Outcome::Met, "{v}");
+        assert!(v.detail.contains("at 250 trades/s (saturated here"), "{v}");
+        // A floor saturated at every rate, or none, leaves Bun's bound alone.
         let v = case(2900.0, 5000.0, Some((2000.0, SERVER_BOUND)));
         assert_eq!(v.outcome, Outcome::Missed, "{v}");
         assert!(v.detail.contains("floor not used, saturated"), "{v}");
