@@ -49,7 +49,7 @@ pub struct EngineConfig {
     /// Latency budget of write coalescing, µs: under load a worker gathers a client's
     /// frames for up to this long and writes them with one system call; lightly loaded,
     /// it writes at once (see `docs/architecture.md`, "Write path"). 0 disables
-    /// coalescing. Default 12,000.
+    /// coalescing. Default 16,000.
     pub flush_budget_us: u64,
     /// Unsent bytes the kernel may hold per client socket (`TCP_NOTSENT_LOWAT`); past it
     /// the socket takes no more and data waits in the outbox, where it can be conflated.
@@ -159,7 +159,7 @@ impl Default for EngineConfig {
             ping_interval_ms: 15_000,
             pong_timeout_ms: 45_000,
             idle_timeout_ms: 30_000,
-            flush_budget_us: 12_000,
+            flush_budget_us: 16_000,
             notsent_lowat_bytes: 32 * 1024,
             staleness_limit_ms: 500,
             header_timeout_ms: 10_000,

@@ -172,7 +172,7 @@ struct ServeArgs {
     no_pin: bool,
     /// Latency budget of write coalescing, µs: under load a client's frames wait up to
     /// this long to share one write; lightly loaded, they go at once; 0 = never wait
-    /// [default: 10000].
+    /// [default: 16000].
     #[arg(long)]
     flush_budget_us: Option<u64>,
     /// A subscription whose oldest queued frame is older than this is conflated (latest

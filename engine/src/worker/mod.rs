@@ -581,7 +581,15 @@ async fn fan_out(
             let now = core.clock().now();
             core.fire_timers(now);
         }
-        if got > 0 {
+        // Clients already due (a round that `MAX_BATCH` cut short) are written in the
+        // next pass, not after a sleep: tokio rounds a deadline up to its timer's next
+        // millisecond, so sleeping on one that has just passed can wait up to 1 ms.
+        let due_now = {
+            let core = core.borrow();
+            core.flush_deadline()
+                .is_some_and(|due| due <= core.clock().now())
+        };
+        if got > 0 || due_now {
             tokio::task::yield_now().await;
         } else if resyncing {
             // The feed answers between its batches; poll for the reply.
