@@ -215,7 +215,8 @@ fn header(w: &mut String, res: &Results) {
             "`{FLOOR}` is not a contender: a trivial server (one thread) that writes the \
              trades due to every client as fast as it can, one write per client per pass \
              (the trades that came due during a pass go out together). Its latency is the \
-             load generator's floor: what one generator thread walking every socket adds to any server's figure.\n"
+             load generator's floor: what one generator thread walking every socket adds \
+             to any server's figure.\n"
         );
     }
     for (peer, why) in &res.skipped {

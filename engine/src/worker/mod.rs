@@ -502,6 +502,7 @@ async fn fan_out(
     loop {
         let mut got = 0usize;
         let mut resyncing = false;
+        let due_now;
         {
             let mut core = core.borrow_mut();
             if core
@@ -580,15 +581,11 @@ async fn fan_out(
             core.flush_due();
             let now = core.clock().now();
             core.fire_timers(now);
+            // Clients already due (a round that `MAX_BATCH` cut short) are written in the
+            // next pass, not after a sleep: tokio rounds a deadline up to its timer's next
+            // millisecond, so sleeping on one that has just passed can wait up to 1 ms.
+            due_now = core.flush_deadline().is_some_and(|due| due <= now);
         }
-        // Clients already due (a round that `MAX_BATCH` cut short) are written in the
-        // next pass, not after a sleep: tokio rounds a deadline up to its timer's next
-        // millisecond, so sleeping on one that has just passed can wait up to 1 ms.
-        let due_now = {
-            let core = core.borrow();
-            core.flush_deadline()
-                .is_some_and(|due| due <= core.clock().now())
-        };
         if got > 0 || due_now {
             tokio::task::yield_now().await;
         } else if resyncing {
