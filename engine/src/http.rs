@@ -99,6 +99,19 @@ impl EngineShared {
     /// latest. The stats thread calls it once a second; it takes each thread's slot lock
     /// briefly, one after the other.
     pub fn refresh_latency(&self) -> Arc<LatencySnapshot> {
+        self.refresh_latency_between(|| {})
+    }
+
+    /// [`EngineShared::refresh_latency`] for the stats thread: it gives up the CPU
+    /// between stages. The stats thread shares a core with a worker or a feed wherever
+    /// threads outnumber cores, and the scheduler may run it while they are runnable
+    /// (until its next tick, 4 ms at 250 Hz). In steps, a worker waits for one stage's
+    /// merge at most, not the whole refresh.
+    pub fn refresh_latency_yielding(&self) -> Arc<LatencySnapshot> {
+        self.refresh_latency_between(std::thread::yield_now)
+    }
+
+    fn refresh_latency_between(&self, mut between: impl FnMut()) -> Arc<LatencySnapshot> {
         if std::thread::current()
             .name()
             .is_some_and(|n| n.starts_with("tickwire-worker"))
@@ -109,8 +122,12 @@ impl EngineShared {
         let slots = latency_slots(self);
         let merged: Vec<(Histogram<u64>, Histogram<u64>)> = Stage::ALL
             .iter()
-            .map(|&stage| latency::merged(&slots, stage))
+            .map(|&stage| {
+                between();
+                latency::merged(&slots, stage)
+            })
             .collect();
+        between();
         let feed_e2i: Vec<Histogram<u64>> = self
             .feeds
             .iter()
@@ -132,13 +149,19 @@ impl EngineShared {
             }
             Value::Object(out)
         };
+        between();
+        let stats_cumulative = per_stage(false);
+        between();
+        let stats_window = per_stage(true);
+        between();
+        let metrics = latency_metrics(self, &merged, &feed_e2i);
         let snapshot = Arc::new(LatencySnapshot {
             seq,
             computed_at: Instant::now(),
-            stats_cumulative: per_stage(false),
-            stats_window: per_stage(true),
+            stats_cumulative,
+            stats_window,
             feed_exchange_to_ingest: feed_e2i.iter().map(latency::summary).collect(),
-            metrics: latency_metrics(self, &merged, &feed_e2i),
+            metrics,
             cumulative: merged.into_iter().map(|(c, _)| c).collect(),
         });
         self.latency.store(snapshot.clone());
@@ -608,11 +631,12 @@ fn latency_metrics(
     for (stage, (h, _)) in Stage::ALL.iter().zip(merged) {
         let name = format!("tickwire_{}_seconds", stage.name());
         let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} summary", stage.help());
-        for q in [0.5, 0.9, 0.99, 0.999, 0.9999] {
+        let values = latency::quantiles(h);
+        for (q, v) in latency::SUMMARY_QUANTILES.iter().zip(values) {
             let v = if h.is_empty() {
                 f64::NAN
             } else {
-                h.value_at_quantile(q) as f64 / 1e9
+                v as f64 / 1e9
             };
             let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
         }

@@ -190,25 +190,22 @@ impl StageRecorder {
 }
 
 /// Merges `stage` over `slots`: (cumulative, window).
+///
+/// Adds straight from each slot under its lock: the lock is held for three additions
+/// (each a pass over the counts, skipped when empty), and no copy of a slot's histograms
+/// is made. Copying first (a 270 KiB allocation and memcpy per histogram, 48 of them per
+/// merge) kept the stats thread on the CPU for 2 to 4 ms a second, on the core a worker
+/// shares with it. The slot's owner never waits for the lock: it offers its figures
+/// again later.
 pub fn merged(slots: &[LatencySlot], stage: Stage) -> (Histogram<u64>, Histogram<u64>) {
     let mut cumulative = new_histogram();
     let mut window = new_histogram();
     let i = stage.index();
     for slot in slots {
-        // Copies under the lock (a memcpy each), merged after it: the slot's owner, which
-        // does not wait for the lock, finds it free again at once.
-        let (c, prev, cur) = {
-            let p = slot.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                p.cumulative[i].clone(),
-                p.window_prev[i].clone(),
-                p.window_cur[i].clone(),
-            )
-        };
+        let p = slot.lock().unwrap_or_else(|e| e.into_inner());
         // Same bounds everywhere: `add` cannot fail.
-        let _ = cumulative.add(&c);
-        let _ = window.add(&prev);
-        let _ = window.add(&cur);
+        let _ = cumulative.add(&p.cumulative[i]);
+        p.add_window(stage, &mut window);
     }
     (cumulative, window)
 }
@@ -218,17 +215,31 @@ pub fn summary(h: &Histogram<u64>) -> Value {
     if h.is_empty() {
         return json!({"count": 0, "min": null, "p50": null, "p90": null, "p99": null, "p999": null, "p9999": null, "max": null});
     }
+    let [p50, p90, p99, p999, p9999] = quantiles(h);
     json!({
         "count": h.len(),
         "min": h.min(),
-        "p50": h.value_at_quantile(0.5),
-        "p90": h.value_at_quantile(0.9),
-        "p99": h.value_at_quantile(0.99),
-        "p999": h.value_at_quantile(0.999),
-        "p9999": h.value_at_quantile(0.9999),
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "p999": p999,
+        "p9999": p9999,
         "max": h.max(),
     })
 }
+
+/// The values at [`SUMMARY_QUANTILES`], in one pass over the counts (five calls of
+/// `value_at_quantile` would make five).
+pub fn quantiles(h: &Histogram<u64>) -> [u64; 5] {
+    let mut out = [0; 5];
+    for (slot, v) in out.iter_mut().zip(h.value_at_quantiles(SUMMARY_QUANTILES)) {
+        *slot = v;
+    }
+    out
+}
+
+/// The quantiles a summary shows, ascending (as `value_at_quantiles` needs them).
+pub const SUMMARY_QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 0.9999];
 
 #[cfg(test)]
 mod tests {
@@ -264,6 +275,16 @@ mod tests {
         assert_eq!((c.len(), w.len()), (102, 1));
         let s = summary(&c);
         assert_eq!(s["count"], 102);
+        for (q, key) in SUMMARY_QUANTILES
+            .iter()
+            .zip(["p50", "p90", "p99", "p999", "p9999"])
+        {
+            assert_eq!(
+                s[key],
+                c.value_at_quantile(*q),
+                "{key}: one pass gives what one call does"
+            );
+        }
         assert!(s["p50"].as_u64() <= s["p99"].as_u64() && s["p99"].as_u64() <= s["max"].as_u64());
     }
 }
