@@ -63,6 +63,54 @@ fn add(core: &mut Core, socket: tokio::net::TcpStream) -> ClientKey {
 }
 
 #[test]
+fn a_sweep_in_slices_visits_every_client_once() {
+    common::runtime().block_on(async {
+        let Rig {
+            clock, mut core, ..
+        } = rig(EngineConfig::default()); // ping after 15 s of silence
+        let mut keys = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..7 {
+            let (server, peer) = pair(None);
+            keys.push(add(&mut core, server));
+            peers.push(peer);
+        }
+        // A free slot in the middle is stepped over, not counted as the end.
+        core.remove_client(keys[3]);
+        clock.advance(Duration::from_secs(16));
+        let now = clock.now();
+        // Ten housekeeping ticks per sweep period: one slot a tick for seven slots.
+        let slice = tickwire_engine::worker::liveness::sweep_slice(
+            core.client_slots(),
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        );
+        assert_eq!(slice, 1);
+        let mut cursor = core.sweep_slots(now, 0, 3);
+        assert_eq!(cursor, 3);
+        settle(&mut core, &keys).await;
+        let pinged = |peers: &mut Vec<std::net::TcpStream>| -> Vec<usize> {
+            peers.iter_mut().map(|p| frames(p).len()).collect()
+        };
+        assert_eq!(
+            pinged(&mut peers),
+            [1, 1, 1, 0, 0, 0, 0],
+            "the first slice only"
+        );
+        while {
+            cursor = core.sweep_slots(now, cursor, slice);
+            cursor != 0
+        } {}
+        settle(&mut core, &keys).await;
+        assert_eq!(
+            pinged(&mut peers),
+            [0, 0, 0, 0, 1, 1, 1],
+            "the rest, once each; the removed client's slot gets nothing"
+        );
+    });
+}
+
+#[test]
 fn silent_clients_are_pinged_then_closed_with_1001_and_any_frame_counts_as_life() {
     common::runtime().block_on(async {
         let cfg = EngineConfig::default(); // ping after 15 s, 1001 after 45 s

@@ -315,6 +315,19 @@ impl Clients {
         self.get_mut(key).filter(|c| c.closing.is_none())
     }
 
+    /// Slots in the table, taken or free: the range of [`Clients::key_at`].
+    pub fn slots(&self) -> u32 {
+        self.generations.len() as u32
+    }
+
+    /// The key of the client in slot `index`, if one is there.
+    pub fn key_at(&self, index: u32) -> Option<ClientKey> {
+        self.slot(index)?.as_ref().map(|c| ClientKey {
+            index,
+            generation: c.generation,
+        })
+    }
+
     /// Keys of every client.
     pub fn keys(&self) -> Vec<ClientKey> {
         self.chunks

@@ -339,6 +339,11 @@ impl Core {
         self.clients.keys()
     }
 
+    /// Slots in the client table, taken or free (the range [`Core::sweep_slots`] walks).
+    pub fn client_slots(&self) -> u32 {
+        self.clients.slots()
+    }
+
     /// Clients connected to this worker.
     pub fn client_count(&self) -> usize {
         self.clients.len()

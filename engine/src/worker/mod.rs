@@ -619,21 +619,21 @@ async fn fan_out(
 /// step with the stats thread's own second and miss for many seconds in a row.)
 const LATENCY_OFFER_PERIOD: Duration = Duration::from_millis(100);
 
-/// Latency publication (offered every [`LATENCY_OFFER_PERIOD`]) and, once per sweep
-/// period, the liveness sweep.
+/// Latency publication (offered every [`LATENCY_OFFER_PERIOD`]) and the liveness sweep,
+/// a slice of the client table per tick so that each client is swept once per sweep
+/// period.
 async fn housekeep(core: Rc<RefCell<Core>>, cfg: Arc<EngineConfig>) {
     let sweep_every = liveness::sweep_period(&cfg);
-    let mut timer = tokio::time::interval(LATENCY_OFFER_PERIOD.min(sweep_every));
+    let period = LATENCY_OFFER_PERIOD.min(sweep_every);
+    let mut timer = tokio::time::interval(period);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_sweep = tokio::time::Instant::now() + sweep_every;
+    let mut cursor = 0u32;
     loop {
-        let tick = timer.tick().await;
+        timer.tick().await;
         let mut core = core.borrow_mut();
         core.publish_latency(crate::tick::now_ns());
-        if tick >= next_sweep {
-            next_sweep = tick + sweep_every;
-            let now = core.clock().now();
-            core.sweep(now);
-        }
+        let slice = liveness::sweep_slice(core.client_slots(), period, sweep_every);
+        let now = core.clock().now();
+        cursor = core.sweep_slots(now, cursor, slice);
     }
 }
