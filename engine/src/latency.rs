@@ -7,8 +7,8 @@
 //! [`LatencySlot`] — cumulative since start, and a rolling window of the last 5–10 s —
 //! under a mutex that is touched once a second per thread, never per event, and never
 //! waited for: when a reader holds it, the owner keeps its interval and tries again on
-//! its next call. Readers (the engine's stats thread) copy a slot's histograms under the
-//! lock and merge the copies after releasing it, off the hot path.
+//! its next call. Readers (the engine's stats thread) add a slot's histograms into
+//! their merge under the lock, without copying them, off the hot path.
 
 use std::sync::{Arc, Mutex};
 
