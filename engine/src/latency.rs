@@ -194,7 +194,7 @@ impl StageRecorder {
 /// Adds straight from each slot under its lock: the lock is held for three additions
 /// (each a pass over the counts, skipped when empty), and no copy of a slot's histograms
 /// is made. Copying first (a 270 KiB allocation and memcpy per histogram, 48 of them per
-/// merge) kept the stats thread on the CPU for 2 to 4 ms a second, on the core a worker
+/// refresh) kept the stats thread on the CPU for 2 to 4 ms a second, on the core a worker
 /// shares with it. The slot's owner never waits for the lock: it offers its figures
 /// again later.
 pub fn merged(slots: &[LatencySlot], stage: Stage) -> (Histogram<u64>, Histogram<u64>) {

@@ -4,8 +4,9 @@
 //! A plain connection writes the outbox's gathered frames straight to the socket with
 //! one `send` (worker/send.rs) and never comes here. A TLS connection gathers the same
 //! frames, has rustls encrypt them (one pass over the plaintext into the session's
-//! record buffer) and writes the records. Plaintext is handed to rustls only while no earlier record
-//! waits for the socket, and rustls' buffer is capped at [`TLS_BUFFER_BYTES`], so at most
+//! record buffer) and writes the records. Plaintext is handed to rustls only while no
+//! earlier record waits for the socket, and rustls' buffer is capped at
+//! [`TLS_BUFFER_BYTES`], so at most
 //! that much encrypted data sits outside the outbox, where it could no longer be
 //! conflated; the staleness bounds act on the TCP socket below (`TCP_NOTSENT_LOWAT`,
 //! acknowledged bytes) as for a plain connection. Reads go the other way: records from
