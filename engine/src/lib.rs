@@ -12,6 +12,7 @@ pub mod admission;
 pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod fd_table;
 pub mod feed;
 pub mod fixed;
 pub mod frames;

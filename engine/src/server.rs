@@ -207,6 +207,9 @@ pub fn raise_fd_limit() -> u64 {
     limit
 }
 
+/// Descriptors kept beyond one per connection: listeners, feed sockets, files.
+const FD_HEADROOM: u64 = 256;
+
 /// HS256 secrets shorter than this draw a warning: a token is enough to guess a short
 /// secret offline.
 const SHORT_SECRET_BYTES: usize = 32;
@@ -263,7 +266,7 @@ pub fn start_with(
         _ => None,
     };
     let auth = authenticator(&cfg)?.map(Arc::new);
-    raise_fd_limit();
+    let fd_limit = raise_fd_limit();
     let cfg = Arc::new(cfg);
     let mut builder = SymbolRegistryBuilder::new();
     let mut feed_symbols = Vec::new();
@@ -304,6 +307,14 @@ pub fn start_with(
         addr: cfg.listen,
         source,
     })?;
+    // Before any worker accepts: growing the table later stalls an accept (see fd_table).
+    let fds = crate::fd_table::wanted(cfg.max_connections, FD_HEADROOM, fd_limit);
+    match crate::fd_table::reserve(&first, fds) {
+        Ok(fds) => tracing::debug!(fds, "descriptor table sized"),
+        Err(e) => {
+            tracing::warn!(fds, error = %e, "cannot size the descriptor table; it grows as connections come")
+        }
+    }
     let mut listeners = vec![first];
     for _ in 1..cfg.workers {
         listeners.push(bind(addr).map_err(|source| EngineError::Bind { addr, source })?);

@@ -96,6 +96,16 @@ pub enum LoadError {
 /// Runs a load test as configured and returns what it measured.
 pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     let v = config.validate()?;
+    // Every client is a descriptor: raise the limit, and grow the descriptor table now,
+    // while this process has one thread, so that no connect waits for the kernel to grow
+    // it under load (see `tickwire_engine::fd_table`).
+    let limit = tickwire_engine::server::raise_fd_limit();
+    let fds = tickwire_engine::fd_table::wanted(config.clients, 256, limit);
+    if let Err(e) = std::fs::File::open("/dev/null")
+        .and_then(|probe| tickwire_engine::fd_table::reserve(&probe, fds))
+    {
+        tracing::warn!(fds, error = %e, "cannot size the descriptor table");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads)
         .thread_name("tickwire-bench")
