@@ -18,6 +18,7 @@ pub mod flush;
 pub mod handshake;
 pub mod index;
 pub mod liveness;
+pub mod priority;
 pub mod send;
 pub mod session;
 pub mod signal;
@@ -167,62 +168,25 @@ async fn serve(spec: WorkerSpec) {
         cfg: cfg.clone(),
         shared,
     });
-    let mut fanout = tokio::task::spawn_local(fan_out(core.clone(), feeds, parker));
     let stats = core.borrow().stats().clone();
     let housekeeping = tokio::task::spawn_local(housekeep(core.clone(), cfg.clone()));
-    let mut accept_errors = 0u64;
+    let accepting = tokio::task::spawn_local(accept_connections(ctx, listener, index));
+    // The fan-out is this future's own work, polled before every turn of connection
+    // tasks (see `priority`); accepting and every connection are tasks.
+    let mut fanout = std::pin::pin!(priority::Caught::new(fan_out(core.clone(), feeds, parker)));
     let mut failed = false;
-    let mut last_accept_warning: Option<Instant> = None;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let permit = match ctx.shared.admission.admit(peer.ip(), Instant::now()) {
-                        Ok(permit) => Rc::new(permit),
-                        Err(refusal) => {
-                            // Closed at once: a full engine answers nothing it cannot keep.
-                            WorkerStats::add(&stats.connections_refused, 1);
-                            tracing::debug!(%peer, %refusal, "connection refused");
-                            continue;
-                        }
-                    };
-                    // From the first byte: the handshake's response must not wait for
-                    // the client's delayed ACK (Nagle), and frames are batched by the
-                    // worker, never by the kernel.
-                    let _ = stream.set_nodelay(true);
-                    match &ctx.tls {
-                        None => {
-                            tokio::task::spawn_local(serve_http(ctx.clone(), stream, permit));
-                        }
-                        Some(acceptor) => {
-                            let acceptor = acceptor.clone();
-                            tokio::task::spawn_local(serve_https(ctx.clone(), acceptor, stream, permit));
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Out of descriptors (EMFILE/ENFILE) or buffers: back off instead of
-                    // spinning on a listener that stays readable, and say so rarely.
-                    accept_errors += 1;
-                    if last_accept_warning.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
-                        tracing::warn!(
-                            worker = index,
-                            error = %e,
-                            failed_since_last_warning = accept_errors,
-                            "accept failed (at the open-file limit, connections are capped); backing off"
-                        );
-                        last_accept_warning = Some(Instant::now());
-                        accept_errors = 0;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
+            biased;
             ended = &mut fanout, if !failed => {
                 // The fan-out never ends by itself: it panicked. This worker's clients
                 // get no more data; tell them to go elsewhere, and tell /health. The
                 // worker goes on answering HTTP (upgrades get 503) until shutdown.
-                tracing::error!(worker = index, error = ?ended.err(), "fan-out failed; closing this worker's clients with 1011");
+                let error = match &ended {
+                    Ok(()) => "ended",
+                    Err(panic) => priority::panic_message(panic),
+                };
+                tracing::error!(worker = index, error, "fan-out failed; closing this worker's clients with 1011");
                 failed = true;
                 WorkerStats::set(&stats.failed, 1);
                 let keys = core.borrow().client_keys();
@@ -235,23 +199,95 @@ async fn serve(spec: WorkerSpec) {
                     );
                 }
             }
+            _ = shutdown.changed() => break,
         }
     }
-    drop(listener);
-    // Going away: flush what we can, then close every client with 1001.
+    accepting.abort();
+    // Going away: flush what we can, then close every client with 1001. The fan-out
+    // (if alive) goes on meanwhile: it writes what the clients still have queued.
     let keys = core.borrow().client_keys();
     for key in keys {
         core.borrow_mut()
             .close_client(key, CloseReason::GoingAway, "server shutting down", false);
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !core.borrow().client_keys().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if !failed {
-        fanout.abort();
+    let drained = async {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !core.borrow().client_keys().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    if failed {
+        drained.await;
+    } else {
+        tokio::select! {
+            biased;
+            _ = &mut fanout => {}
+            () = drained => {}
+        }
     }
     housekeeping.abort();
+}
+
+/// Accepts connections until aborted, each served by a task of its own.
+async fn accept_connections(ctx: Rc<Ctx>, listener: tokio::net::TcpListener, index: usize) {
+    let stats = ctx.core.borrow().stats().clone();
+    let mut accept_errors = 0u64;
+    let mut last_accept_warning: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let permit = match ctx.shared.admission.admit(peer.ip(), Instant::now()) {
+                    Ok(permit) => Rc::new(permit),
+                    Err(refusal) => {
+                        // Closed at once: a full engine answers nothing it cannot keep.
+                        WorkerStats::add(&stats.connections_refused, 1);
+                        tracing::debug!(%peer, %refusal, "connection refused");
+                        continue;
+                    }
+                };
+                // From the first byte: the handshake's response must not wait for the
+                // client's delayed ACK (Nagle), and frames are batched by the worker,
+                // never by the kernel.
+                let _ = stream.set_nodelay(true);
+                match &ctx.tls {
+                    None => {
+                        tokio::task::spawn_local(serve_http(ctx.clone(), stream, permit));
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::task::spawn_local(serve_https(
+                            ctx.clone(),
+                            acceptor,
+                            stream,
+                            permit,
+                        ));
+                    }
+                }
+                // One connection per poll: `accept` stays ready while the backlog holds
+                // connections, and a burst would otherwise be taken in one go (up to
+                // tokio's budget of 128 operations) ahead of the fan-out's next pass.
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or buffers: back off instead of
+                // spinning on a listener that stays readable, and say so rarely.
+                accept_errors += 1;
+                if last_accept_warning
+                    .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10))
+                {
+                    tracing::warn!(
+                        worker = index,
+                        error = %e,
+                        failed_since_last_warning = accept_errors,
+                        "accept failed (at the open-file limit, connections are capped); backing off"
+                    );
+                    last_accept_warning = Some(Instant::now());
+                    accept_errors = 0;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// The TLS handshake (within the header timeout: a client that stalls it is a
