@@ -43,11 +43,11 @@ impl Read for Socket<'_> {
 
 impl Write for Socket<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        super::send::send(self.0, &[IoSlice::new(buf)])
+        super::send::send_when_ready(self.0, &[IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        super::send::send(self.0, bufs)
+        super::send::send_when_ready(self.0, bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -31,7 +31,7 @@ impl Core {
     pub fn flush_due(&mut self) {
         let now = self.now;
         let window = self.flush.window();
-        self.write_batch(|since| since + window <= now, Some(MAX_BATCH));
+        self.write_batch(now, |since| since + window <= now, Some(MAX_BATCH));
     }
 
     /// When the next client is due, if one waits.
@@ -43,14 +43,21 @@ impl Core {
 
     /// Writes every client that got frames since its last write.
     pub fn flush_all(&mut self) {
-        self.write_batch(|_| true, None);
+        let now = self.clock.now();
+        self.write_batch(now, |_| true, None);
     }
 
     /// Writes clients from the front of the flush list while `due` says so, for at most
     /// `limit` of real time: the rest wait for the next pass, so that a round of many
     /// due clients (all of a symbol's subscribers get each trade at once, so they fall
-    /// due together) does not hold the ring unread for milliseconds.
-    fn write_batch(&mut self, due: impl Fn(Instant) -> bool, limit: Option<Duration>) {
+    /// due together) does not hold the ring unread for milliseconds. `now` is the
+    /// batch's time for liveness (one clock read per batch, not per write).
+    fn write_batch(
+        &mut self,
+        now: Instant,
+        due: impl Fn(Instant) -> bool,
+        limit: Option<Duration>,
+    ) {
         if !self
             .flush_list
             .front()
@@ -75,7 +82,7 @@ impl Core {
                 continue;
             };
             c.in_flush_list = false;
-            if !c.blocked && self.flush_client(key).is_err() {
+            if !c.blocked && self.flush_client_at(key, now).is_err() {
                 // The peer is gone; its connection task removes it.
                 self.close_client(key, CloseReason::Client, "", true);
             }
@@ -106,8 +113,13 @@ impl Core {
     /// Writes what the socket takes; serves overload marks as room appears. Returns
     /// `Ok(true)` when everything is written, `Ok(false)` when the socket is full.
     pub fn flush_client(&mut self, key: ClientKey) -> io::Result<bool> {
-        let mut bytes = 0u64;
         let now = self.clock.now();
+        self.flush_client_at(key, now)
+    }
+
+    /// [`Core::flush_client`] at a time the caller has read (`now`, for liveness).
+    fn flush_client_at(&mut self, key: ClientKey, now: Instant) -> io::Result<bool> {
+        let mut bytes = 0u64;
         let result = loop {
             let frames = &mut self.frames;
             let Some(client) = self.clients.get_mut(key) else {
@@ -129,11 +141,20 @@ impl Core {
                 latency.record(Stage::OutboxWait, wall.saturating_sub(queued_ns));
             };
             // A plain socket takes the gathered frames as they are; TLS encrypts them
-            // first (worker/tls.rs).
+            // first (worker/tls.rs). A blocked client's retry goes through tokio's
+            // readiness, which its `WouldBlock` must clear (worker/send.rs).
+            let blocked = client.blocked;
             let outcome = match client.conn.tls.as_deref() {
-                None => client
-                    .outbox
-                    .write_to(frames, |iov| send::send(stream, iov), on_written),
+                None if blocked => client.outbox.write_to(
+                    frames,
+                    |iov| send::send_when_ready(stream, iov),
+                    on_written,
+                ),
+                None => {
+                    client
+                        .outbox
+                        .write_to(frames, |iov| send::send_now(stream, iov), on_written)
+                }
                 Some(tls) => tls.write_outbox(stream, &mut client.outbox, frames, on_written),
             };
             let calls = client.outbox.writes() - calls_before;
