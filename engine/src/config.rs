@@ -198,9 +198,11 @@ impl EngineConfig {
                 self.ring_capacity
             ));
         }
-        if self.outbox_budget_bytes < 16 * 1024 {
+        // The outbox counts its budget in a u32 (the client's slot stays small); a GiB
+        // per client is already far past any use.
+        if !(16 * 1024..=MAX_OUTBOX_BUDGET_BYTES).contains(&self.outbox_budget_bytes) {
             problems.push(format!(
-                "outbox_budget_bytes = {}: use at least 16384",
+                "outbox_budget_bytes = {}: use 16384 to {MAX_OUTBOX_BUDGET_BYTES}",
                 self.outbox_budget_bytes
             ));
         }
@@ -289,6 +291,9 @@ impl EngineConfig {
     }
 }
 
+/// Largest accepted `outbox_budget_bytes`: 1 GiB.
+pub const MAX_OUTBOX_BUDGET_BYTES: usize = 1 << 30;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +309,20 @@ mod tests {
         };
         let err = bad.validate().unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn an_outbox_budget_past_a_gib_is_refused_not_cut() {
+        let at_most = EngineConfig {
+            outbox_budget_bytes: MAX_OUTBOX_BUDGET_BYTES,
+            ..EngineConfig::default()
+        };
+        at_most.validate().unwrap();
+        let past = EngineConfig {
+            outbox_budget_bytes: MAX_OUTBOX_BUDGET_BYTES + 1,
+            ..EngineConfig::default()
+        };
+        let err = past.validate().unwrap_err();
+        assert!(err.to_string().contains("outbox_budget_bytes"), "{err}");
     }
 }
