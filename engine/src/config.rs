@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// Largest accepted `outbox_budget_bytes`: 1 GiB.
+pub const MAX_OUTBOX_BUDGET_BYTES: usize = 1 << 30;
+
 /// Validated engine configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -290,9 +293,6 @@ impl EngineConfig {
         Duration::from_millis(self.idle_timeout_ms)
     }
 }
-
-/// Largest accepted `outbox_budget_bytes`: 1 GiB.
-pub const MAX_OUTBOX_BUDGET_BYTES: usize = 1 << 30;
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,9 @@ use rustix::net::{SendAncillaryBuffer, SendFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+/// Either way into the socket: [`send_now`] or [`send_when_ready`].
+pub type SendFn = fn(&TcpStream, &[IoSlice<'_>]) -> io::Result<usize>;
+
 /// Writes as much of `bufs` as the socket takes now, without blocking or `SIGPIPE`,
 /// without touching tokio's readiness (see the module doc).
 pub fn send_now(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

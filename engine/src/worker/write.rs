@@ -143,18 +143,15 @@ impl Core {
             // A plain socket takes the gathered frames as they are; TLS encrypts them
             // first (worker/tls.rs). A blocked client's retry goes through tokio's
             // readiness, which its `WouldBlock` must clear (worker/send.rs).
-            let blocked = client.blocked;
+            let send: send::SendFn = if client.blocked {
+                send::send_when_ready
+            } else {
+                send::send_now
+            };
             let outcome = match client.conn.tls.as_deref() {
-                None if blocked => client.outbox.write_to(
-                    frames,
-                    |iov| send::send_when_ready(stream, iov),
-                    on_written,
-                ),
-                None => {
-                    client
-                        .outbox
-                        .write_to(frames, |iov| send::send_now(stream, iov), on_written)
-                }
+                None => client
+                    .outbox
+                    .write_to(frames, |iov| send(stream, iov), on_written),
                 Some(tls) => tls.write_outbox(stream, &mut client.outbox, frames, on_written),
             };
             let calls = client.outbox.writes() - calls_before;
