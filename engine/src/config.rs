@@ -49,11 +49,14 @@ pub struct EngineConfig {
     /// A client that takes no bytes for this long while data is pending is closed with
     /// 1008, ms. Default 30,000.
     pub idle_timeout_ms: u64,
-    /// Latency budget of write coalescing, µs: under load a worker gathers a client's
-    /// frames for up to this long and writes them with one system call; lightly loaded,
-    /// it writes at once (see `docs/architecture.md`, "Write path"). 0 disables
-    /// coalescing. Default 16,000.
+    /// The longest coalescing window, µs: a worker whose core is busier than
+    /// `busy_target_pct` gathers a client's frames for up to this long and writes them
+    /// with one system call; a worker with room writes at once (see
+    /// `docs/architecture.md`, "Write path"). 0 disables coalescing. Default 16,000.
     pub flush_budget_us: u64,
+    /// The busy share (percent of the worker's core) above which write coalescing
+    /// starts; under it every pass writes at once. Default 70.
+    pub busy_target_pct: u8,
     /// Unsent bytes the kernel may hold per client socket (`TCP_NOTSENT_LOWAT`); past it
     /// the socket takes no more and data waits in the outbox, where it can be conflated.
     /// 0 leaves the kernel's default (no limit). Default 32 KiB.
@@ -163,6 +166,7 @@ impl Default for EngineConfig {
             pong_timeout_ms: 45_000,
             idle_timeout_ms: 30_000,
             flush_budget_us: 16_000,
+            busy_target_pct: 70,
             notsent_lowat_bytes: 32 * 1024,
             staleness_limit_ms: 500,
             header_timeout_ms: 10_000,
@@ -254,6 +258,12 @@ impl EngineConfig {
             problems.push(format!(
                 "flush_budget_us = {}: use 0 (no coalescing) to 1000000",
                 self.flush_budget_us
+            ));
+        }
+        if !(10..=100).contains(&self.busy_target_pct) {
+            problems.push(format!(
+                "busy_target_pct = {}: use 10 to 100 (100: coalesce only a saturated core)",
+                self.busy_target_pct
             ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {

@@ -337,6 +337,7 @@ pub fn stats_json(shared: &EngineShared) -> String {
                 "writes": load(&w.writes),
                 "flush_rounds": load(&w.flush_rounds),
                 "coalesce_window_us": load(&w.coalesce_window_us),
+                "busy_share": load(&w.busy_permille) as f64 / 1000.0,
                 "pongs_dropped": load(&w.pongs_dropped),
                 "stale_conflations": load(&w.stale_conflations),
                 "failed": load(&w.failed) != 0,
@@ -599,6 +600,23 @@ pub fn metrics_text(shared: &EngineShared) -> String {
         "Connections closed, by reason.",
         "counter",
         &closed,
+    );
+    // Gauges per worker, in seconds and shares as Prometheus prefers (fractions).
+    let mut per_worker = |name: &str, help: &str, f: &dyn Fn(&WorkerStats) -> f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (i, w) in shared.workers.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", f(w));
+        }
+    };
+    per_worker(
+        "tickwire_worker_coalesce_window_seconds",
+        "The write-coalescing window in force (0: writes at once).",
+        &|w| load(&w.coalesce_window_us) as f64 / 1e6,
+    );
+    per_worker(
+        "tickwire_worker_busy_share",
+        "Share of the worker's core it did not spend parked, over the last 20 ms.",
+        &|w| load(&w.busy_permille) as f64 / 1000.0,
     );
     out.push_str(&shared.latency_snapshot().metrics);
     out

@@ -111,6 +111,9 @@ pub struct WorkerStats {
     pub flush_rounds: AtomicU64,
     /// The write-coalescing window in force, µs (a gauge; 0 = write after every pass).
     pub coalesce_window_us: AtomicU64,
+    /// The worker's busy share over the coalescing policy's last period, per mille (a
+    /// gauge: the time its thread was not parked).
+    pub busy_permille: AtomicU64,
     /// Connections closed at accept by the connection limits.
     pub connections_refused: AtomicU64,
     /// WebSocket upgrades refused with `401` (missing, bad or expired token).

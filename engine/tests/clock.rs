@@ -302,3 +302,103 @@ fn a_token_whose_exp_passes_is_closed_with_1008_on_the_worker_clock() {
         assert!(frames(&mut lasting).is_empty());
     });
 }
+
+/// Publishes `n` trades from seq `from + 1` and runs them through one fan-out pass that
+/// writes only the clients that are due, as the worker's loop does.
+fn pass(rig: &mut Rig, from: u64, n: u64) {
+    for i in from..from + n {
+        rig.publisher.begin_message();
+        rig.publisher
+            .trade(rig.symbol, None, 1_000, 1, Some(Aggressor::Buy), i + 1);
+        rig.publisher.flush();
+    }
+    rig.core.begin_pass();
+    while let Ok(t) = rig.consumer.try_recv() {
+        rig.core.on_tick(&t);
+    }
+    rig.core.flush_due();
+}
+
+#[test]
+fn the_write_window_opens_only_while_the_core_is_busier_than_the_target() {
+    use tickwire_engine::worker::busy::BusyMeter;
+    use tickwire_engine::worker::flush::{close_within, PERIOD};
+    common::runtime().block_on(async {
+        let mut rig = rig(EngineConfig::default()); // up to 16 ms, target 70%
+        let meter = Arc::new(BusyMeter::new(rig.clock.now()));
+        rig.core.set_busy_meter(meter.clone());
+        let (server, mut client) = pair(None);
+        let key = add(&mut rig.core, server);
+        rig.core
+            .subscribe(
+                key,
+                None,
+                ChannelSet::from_iter([Channel::Trades]),
+                &["sim:BTC-USD".to_owned()],
+                10,
+                0,
+            )
+            .unwrap();
+        settle(&mut rig.core, &[key]).await;
+        frames(&mut client);
+        let mut seq = 0;
+        let max = Duration::from_micros(EngineConfig::default().flush_budget_us);
+
+        // Idle: the thread parks 19 ms of every 20. Every pass writes at once.
+        for _ in 0..20 {
+            meter.park(rig.clock.now());
+            rig.clock.advance(PERIOD - Duration::from_millis(1));
+            meter.unpark(rig.clock.now());
+            rig.clock.advance(Duration::from_millis(1));
+            pass(&mut rig, seq, 5);
+            seq += 5;
+            assert_eq!(rig.core.coalesce_window(), Duration::ZERO);
+            assert_eq!(frames(&mut client).len(), 5, "written in the same pass");
+        }
+        assert_eq!(WorkerStats::get(&rig.core.stats().busy_permille), 50);
+
+        // Saturated: never parked. The window opens, and grows to the maximum only.
+        for _ in 0..40 {
+            rig.clock.advance(PERIOD);
+            pass(&mut rig, seq, 5);
+            seq += 5;
+            assert!(rig.core.coalesce_window() <= max);
+        }
+        assert_eq!(rig.core.coalesce_window(), max);
+        assert_eq!(WorkerStats::get(&rig.core.stats().busy_permille), 1000);
+        assert_eq!(
+            WorkerStats::get(&rig.core.stats().coalesce_window_us),
+            max.as_micros() as u64
+        );
+        // Frames now wait for company: written one window after the first was queued.
+        frames(&mut client);
+        rig.clock.advance(Duration::from_millis(1));
+        let queued = rig.clock.now();
+        pass(&mut rig, seq, 3);
+        seq += 3;
+        assert!(frames(&mut client).is_empty(), "held inside the window");
+        assert_eq!(rig.core.flush_deadline(), Some(queued + max));
+        rig.clock.advance(max - Duration::from_millis(1));
+        pass(&mut rig, seq, 2);
+        seq += 2;
+        assert!(frames(&mut client).is_empty(), "1 ms early: still held");
+        rig.clock.advance(Duration::from_millis(1));
+        pass(&mut rig, seq, 0);
+        assert_eq!(frames(&mut client).len(), 5, "all of them in one write");
+
+        // The load drops: the window is closed again within the promised time.
+        let dropped = rig.clock.now();
+        while rig.core.coalesce_window() > Duration::ZERO {
+            assert!(rig.clock.now() - dropped <= close_within(max));
+            meter.park(rig.clock.now());
+            rig.clock.advance(PERIOD - Duration::from_millis(2));
+            meter.unpark(rig.clock.now());
+            rig.clock.advance(Duration::from_millis(2));
+            pass(&mut rig, seq, 5);
+            seq += 5;
+        }
+        frames(&mut client);
+        pass(&mut rig, seq, 1);
+        assert_eq!(frames(&mut client).len(), 1, "written at once again");
+    });
+}

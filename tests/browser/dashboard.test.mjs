@@ -148,6 +148,8 @@ test("grid, detail (book, chart, tape), latency panel, picker, sorting; screensh
     const tr = document.querySelector('#stages tr[data-stage="tick_to_wire"]');
     return tr && Number(tr.cells[1].textContent.replace(/,/g, "")) > 0 && /^[0-9.,]+$/.test(tr.cells[2].textContent);
   }, null, { timeout: 15000 });
+  // The write window in force beside it (an idle engine's is 0: it writes at once).
+  await page.waitForFunction(() => /^write window: w0 [0-9.,]+ µs \(busy [0-9]+%\)/.test(document.getElementById("window-line").textContent), null, { timeout: 15000 });
   const lat = await page.evaluate(() => ({
     p50: document.getElementById("lat-p50").textContent,
     p99: document.getElementById("lat-p99").textContent,

@@ -170,11 +170,15 @@ struct ServeArgs {
     /// Do not pin threads to cores.
     #[arg(long)]
     no_pin: bool,
-    /// Latency budget of write coalescing, µs: under load a client's frames wait up to
-    /// this long to share one write; lightly loaded, they go at once; 0 = never wait
-    /// [default: 16000].
+    /// The longest write-coalescing window, µs: a worker whose core is busier than
+    /// --busy-target-pct lets a client's frames wait up to this long to share one write;
+    /// a worker with room writes at once; 0 = never wait [default: 16000].
     #[arg(long)]
     flush_budget_us: Option<u64>,
+    /// Busy share of a worker's core (percent) above which it starts to coalesce
+    /// writes [default: 70].
+    #[arg(long)]
+    busy_target_pct: Option<u8>,
     /// A subscription whose oldest queued frame is older than this is conflated (latest
     /// ticker, fresh snapshot, exact trade gap), ms [default: 500].
     #[arg(long)]
@@ -368,6 +372,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(us) = args.flush_budget_us {
         cfg.flush_budget_us = us;
+    }
+    if let Some(pct) = args.busy_target_pct {
+        cfg.busy_target_pct = pct;
     }
     if let Some(ms) = args.staleness_limit_ms {
         cfg.staleness_limit_ms = ms;

@@ -71,6 +71,18 @@ pub fn render(now: &Value, prev: Option<(&Value, f64)>) -> String {
         n(&c["snapshots_resent"]),
         n(&c["peak_outbox_bytes"])
     ));
+    out.push_str("\nworkers  write window (µs)   busy\n");
+    for w in now["workers"].as_array().into_iter().flatten() {
+        let busy = w["busy_share"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |b| format!("{:.0}%", b * 100.0));
+        out.push_str(&format!(
+            "  w{:<6} {:>17} {:>6}\n",
+            n(&w["worker"]),
+            n(&w["coalesce_window_us"]),
+            busy
+        ));
+    }
     out.push_str(&format!(
         "\nlatency, last 5–10 s (µs)\n  {:<20} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "stage", "count", "p50", "p90", "p99", "p99.9", "max"
@@ -127,11 +139,22 @@ mod tests {
             "clients": {"messages_sent": 1000, "bytes_sent": 0}, "latency_window": {}});
         let after = json!({"uptime_s": 2.0, "feeds": [{"name":"sim","state":"live","ticks":1100}],
             "clients": {"count": 3, "messages_sent": 3000, "bytes_sent": 2_000_000},
+            "workers": [{"worker": 0, "coalesce_window_us": 0, "busy_share": 0.12},
+                        {"worker": 1, "coalesce_window_us": 4000, "busy_share": 0.815}],
             "latency_window": {"tick_to_wire": {"count": 5, "p50": 12_345, "p90": 20_000, "p99": 30_000, "p999": 40_000, "max": 50_000}}});
         let screen = render(&after, Some((&before, 2.0)));
         assert!(screen.contains("500"), "ticks/s: {screen}");
         assert!(screen.contains("1000 msg/s"), "{screen}");
         assert!(screen.contains("12.3"), "p50 in µs: {screen}");
         assert!(screen.contains("3 connected"), "{screen}");
+        let row = |w: &str| -> Vec<String> {
+            screen
+                .lines()
+                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .find(|t| t.first().is_some_and(|f| f == w))
+                .unwrap_or_default()
+        };
+        assert_eq!(row("w0"), ["w0", "0", "12%"], "{screen}");
+        assert_eq!(row("w1"), ["w1", "4000", "82%"], "{screen}");
     }
 }

@@ -758,6 +758,13 @@
     const feedText = feeds.map((f) => `${f.name} ${f.state}`).join(", ");
     const clients = s.clients ? s.clients.count : "?";
     setText($("engine-line"), `engine: feed ${feedText}${rate} · ${clients} client${clients === 1 ? "" : "s"}`);
+    // The coalescing window in force beside tick_to_wire: what the engine chose to add.
+    const workers = Array.isArray(s.workers) ? s.workers : [];
+    const winText = workers.map((w) => {
+      const busy = typeof w.busy_share === "number" ? ` (busy ${Math.round(w.busy_share * 100)}%)` : "";
+      return `w${w.worker} ${(w.coalesce_window_us || 0).toLocaleString("en-US")} µs${busy}`;
+    }).join(" · ");
+    setText($("window-line"), `write window: ${winText || "—"}`);
   }
   setInterval(pollStats, 2000);
 

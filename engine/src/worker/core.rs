@@ -31,6 +31,7 @@ use crate::stats::{CloseReason, WorkerStats};
 use crate::symbol::{SymbolId, SymbolRegistry};
 use crate::tick::{now_ns, BookSide};
 
+use super::busy::BusyMeter;
 pub use super::clients::ClientKey;
 use super::clients::{Client, Clients, Conn, Secure};
 use super::clock::Clock;
@@ -61,6 +62,9 @@ pub struct Core {
     /// queued: in time order, so the front is the first due.
     pub(super) flush_list: VecDeque<(ClientKey, Instant)>,
     pub(super) flush: FlushPolicy,
+    /// The worker thread's parked time; without one (a core driven by a test) the
+    /// window stays closed.
+    pub(super) busy: Option<Arc<BusyMeter>>,
     pub(super) diff_bids: Vec<Level>,
     pub(super) diff_asks: Vec<Level>,
     pub(super) throttle: Throttle,
@@ -71,7 +75,7 @@ pub struct Core {
     pub(super) clock_ns: u64,
     pub(super) latency: StageRecorder,
     pub(super) stats: Arc<WorkerStats>,
-    /// Vectored write calls made (for the flush policy's cost measurement).
+    /// Vectored write calls made.
     pub(super) write_calls: u64,
     /// The staleness limit, ns.
     pub(super) stale_ns: u64,
@@ -100,7 +104,13 @@ impl Core {
         let now = clock.now();
         let stale_ns = cfg.staleness_limit_ms.saturating_mul(1_000_000);
         let mut core = Core {
-            flush: FlushPolicy::new(Duration::from_micros(cfg.flush_budget_us), now),
+            flush: FlushPolicy::new(
+                Duration::from_micros(cfg.flush_budget_us),
+                f64::from(cfg.busy_target_pct) / 100.0,
+                now,
+                Duration::ZERO,
+            ),
+            busy: None,
             cfg,
             registry,
             symbols,
@@ -145,11 +155,31 @@ impl Core {
     pub fn begin_pass(&mut self) {
         self.now = self.clock.now();
         self.clock_ns = now_ns();
-        self.flush.update(self.now);
-        WorkerStats::set(
-            &self.stats.coalesce_window_us,
-            self.flush.window().as_micros() as u64,
+        if let Some(meter) = &self.busy {
+            self.flush.update(self.now, meter.parked(self.now));
+            WorkerStats::set(
+                &self.stats.coalesce_window_us,
+                self.flush.window().as_micros() as u64,
+            );
+            WorkerStats::set(
+                &self.stats.busy_permille,
+                (self.flush.busy() * 1000.0).round() as u64,
+            );
+        }
+    }
+
+    /// Measures the worker's busy share with `meter` (which its runtime's park hooks
+    /// feed, on the same clock as this core's), so that writes coalesce only when the
+    /// core needs it. The policy starts afresh from the meter's reading now.
+    pub fn set_busy_meter(&mut self, meter: Arc<BusyMeter>) {
+        let now = self.clock.now();
+        self.flush = FlushPolicy::new(
+            self.flush.max(),
+            f64::from(self.cfg.busy_target_pct) / 100.0,
+            now,
+            meter.parked(now),
         );
+        self.busy = Some(meter);
     }
 
     /// The worker's clock.

@@ -1,90 +1,113 @@
 //! When a worker writes the clients that got frames: the write-coalescing policy.
 //!
-//! Writing costs one system call per client per round, whatever the round carries, and
+//! Writing costs one system call per client per write, whatever the write carries, and
 //! on loopback that call (the kernel's TCP send and the receiver's delivery) is most of
-//! a delivery's cost. So a worker under load gathers frames for a while and writes each
-//! client once per *round* with everything it got, and a lightly loaded worker writes at
-//! once, so light load pays no latency for it.
+//! a delivery's cost. Gathering a client's frames for a while and writing them at once
+//! saves calls, and costs the frames the wait. So the wait (the *coalescing window*) is
+//! bought only when the core needs it:
 //!
-//! The policy measures, per window of [`WINDOW`], the frames queued to clients
-//! (deliveries) and the time one write takes. Their product is the share of the core the
-//! worker would spend writing if every delivery were its own write: the *projected
-//! write load*. Below [`LOAD_LOW`] the coalescing window is 0 (write after every pass);
-//! from there it grows linearly to the configured latency budget at [`LOAD_HIGH`]. The
-//! projection does not depend on the window in force (deliveries are counted, not
-//! writes), so the policy does not oscillate between the two regimes. And a window only
-//! pays when it gathers company: when the clients that get data get less than
-//! [`MIN_FRAMES_PER_WRITE`] frames per window each (a slow stream to many clients), the
-//! window stays 0, since waiting would add latency and save no write.
+//! - The worker's **busy share** is measured over every [`PERIOD`]: the time its thread
+//!   did not spend parked ([`super::busy`]), against the time that passed. Time the
+//!   kernel gave the core to another thread counts as busy, since that is room the
+//!   worker did not have.
+//! - While the share is at or under the target (`busy_target_pct`, default 70%), the
+//!   window is 0: every pass writes the clients it queued for, at once. A saturated
+//!   worker still batches by itself then, since its passes grow longer and gather more
+//!   frames each (the way uWebSockets corks per loop iteration).
+//! - Over the target, the window doubles (from [`MIN_WINDOW`]) each period until the
+//!   share is back under the target, never past the maximum (`flush_budget_us`,
+//!   default 16 ms). After growing it holds [`HOLD_PERIODS`] periods, so that the
+//!   longer window has taken effect before it is judged.
+//! - Under [`SHRINK_BELOW`] of the target, the window halves each period (each period
+//!   that passed, when the worker was parked through several) and closes below
+//!   [`MIN_WINDOW`]. So the smallest window that keeps the core under the target is
+//!   found from both sides, and a window never outlives its load by more than
+//!   [`close_within`] (180 ms at the default maximum).
+//! - A window that gathers no company is never opened: when the clients that get data
+//!   get so few frames that even the maximum window would gather under
+//!   [`MIN_FRAMES_PER_WRITE`] each, waiting would save no write, and the window stays 0.
 //!
 //! Each client is due one window after its oldest unwritten frame was queued: the
 //! worker keeps the clients waiting to be written in the order they got their first
 //! frame (a FIFO is then sorted by deadline) and writes those that are due after each
-//! pass. Writes spread over time instead of bunching into one long round, so a frame
-//! waits at most about the window (plus the worker's backlog when it is saturated,
-//! which the growing batches then shrink). Owned by the worker thread; no allocation,
-//! two clock reads per batch of writes.
+//! pass, so a frame waits at most about the window. Owned by the worker thread; no
+//! allocation, one clock read per pass.
+//!
+//! An earlier policy opened the window from a *projected* write load (deliveries × the
+//! measured cost of one write). A window's writes carry more frames and cost more each,
+//! so an open window inflated its own projection and stayed open on an idle core; this
+//! one measures the core instead (`docs/benchmarks.md` keeps the figures of each).
 
 use std::time::{Duration, Instant};
 
-/// How often the projected load is re-evaluated.
-pub const WINDOW: Duration = Duration::from_millis(100);
+/// How often the busy share is measured and the window re-decided.
+pub const PERIOD: Duration = Duration::from_millis(20);
 
-/// Projected write load (share of a core) below which clients are written at once.
-pub const LOAD_LOW: f64 = 0.2;
+/// The smallest open window; a shrinking window below it closes.
+pub const MIN_WINDOW: Duration = Duration::from_micros(250);
 
-/// Projected write load at and above which the full latency budget is used.
-pub const LOAD_HIGH: f64 = 0.5;
+/// Periods a window holds after growing before it may shrink.
+pub const HOLD_PERIODS: u32 = 2;
 
-/// Frames a window must gather per client write for coalescing to pay.
+/// Share of the target under which the window shrinks (between it and the target the
+/// window holds: the hysteresis that keeps it from flapping).
+pub const SHRINK_BELOW: f64 = 0.8;
+
+/// Frames the maximum window must gather per client for coalescing to pay.
 pub const MIN_FRAMES_PER_WRITE: f64 = 2.0;
 
-/// Cost assumed for one write before any was measured, ns.
-const INITIAL_WRITE_COST_NS: f64 = 1_000.0;
+/// The longest an open window can outlive the load that opened it, for a maximum
+/// window of `max`: the hold, then one halving per period down to [`MIN_WINDOW`].
+pub fn close_within(max: Duration) -> Duration {
+    let mut halvings = 0u32;
+    let mut w = max;
+    while w >= MIN_WINDOW {
+        w /= 2;
+        halvings += 1;
+    }
+    PERIOD * (HOLD_PERIODS + halvings)
+}
 
 /// The write-coalescing policy of one worker (see the module doc).
 #[derive(Debug)]
 pub struct FlushPolicy {
-    budget: Duration,
+    max: Duration,
+    target: f64,
     window: Duration,
-    window_start: Instant,
+    period_start: Instant,
+    parked_at_start: Duration,
+    busy: f64,
+    hold: u32,
     deliveries: u64,
-    writes: u64,
-    write_ns: u64,
-    write_cost_ns: f64,
-    load: f64,
-    /// Distinct clients that got deliveries this window, and the window's number (a
-    /// client remembers the last window it was counted in).
+    /// Distinct clients that got deliveries this period, and the period's number (a
+    /// client remembers the last period it was counted in).
     receivers: u64,
     epoch: u32,
     frames_per_client_s: f64,
 }
 
 impl FlushPolicy {
-    /// A policy with the configured latency budget (0 disables coalescing), at `now`.
-    pub fn new(budget: Duration, now: Instant) -> FlushPolicy {
+    /// A policy with the longest window `max` (0 disables coalescing) and the busy share
+    /// to hold the worker under, `target` (0..1), starting at `now` with `parked` as
+    /// the thread's parked time so far.
+    pub fn new(max: Duration, target: f64, now: Instant, parked: Duration) -> FlushPolicy {
         FlushPolicy {
-            budget,
+            max,
+            target: target.clamp(0.05, 1.0),
             window: Duration::ZERO,
-            window_start: now,
+            period_start: now,
+            parked_at_start: parked,
+            busy: 0.0,
+            hold: 0,
             deliveries: 0,
-            writes: 0,
-            write_ns: 0,
-            write_cost_ns: INITIAL_WRITE_COST_NS,
-            load: 0.0,
             receivers: 0,
             epoch: 1,
             frames_per_client_s: 0.0,
         }
     }
 
-    /// Notes frames queued to clients.
-    pub fn note_deliveries(&mut self, n: u64) {
-        self.deliveries += n;
-    }
-
-    /// Notes a delivery to a client whose last counted window is `*seen`: counts the
-    /// client once per window.
+    /// Notes a delivery to a client whose last counted period is `*seen`: counts the
+    /// client once per period.
     pub fn note_receiver(&mut self, seen: &mut u32) {
         self.deliveries += 1;
         if *seen != self.epoch {
@@ -93,47 +116,59 @@ impl FlushPolicy {
         }
     }
 
-    /// Notes a batch of writes: `writes` calls in `elapsed`.
-    pub fn note_writes(&mut self, writes: u64, elapsed: Duration) {
-        self.writes += writes;
-        self.write_ns += elapsed.as_nanos() as u64;
-    }
-
     /// When a client whose oldest unwritten frame was queued at `since` is due.
     pub fn due_at(&self, since: Instant) -> Instant {
         since + self.window
     }
 
-    /// Re-evaluates the window once per [`WINDOW`]; call once per fan-out pass.
-    pub fn update(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed < WINDOW {
+    /// Re-decides the window once per [`PERIOD`]; call once per fan-out pass with the
+    /// thread's total parked time so far (on the same clock as `now`).
+    pub fn update(&mut self, now: Instant, parked: Duration) {
+        let elapsed = now.saturating_duration_since(self.period_start);
+        if elapsed < PERIOD {
             return;
         }
-        if self.writes > 0 {
-            self.write_cost_ns = self.write_ns as f64 / self.writes as f64;
-        }
+        let idle = parked.saturating_sub(self.parked_at_start).min(elapsed);
+        self.busy = 1.0 - idle.as_secs_f64() / elapsed.as_secs_f64();
         let secs = elapsed.as_secs_f64();
-        self.load = self.deliveries as f64 * self.write_cost_ns / (secs * 1e9);
         self.frames_per_client_s = if self.receivers == 0 {
             0.0
         } else {
             self.deliveries as f64 / self.receivers as f64 / secs
         };
-        let share = ((self.load - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW)).clamp(0.0, 1.0);
-        let window = self.budget.mul_f64(share);
-        let gathered = self.frames_per_client_s * window.as_secs_f64();
-        self.window = if gathered >= MIN_FRAMES_PER_WRITE {
-            window
-        } else {
-            Duration::ZERO
-        };
-        self.window_start = now;
+        // A worker parked through many periods decides once for all of them.
+        let periods = (elapsed.as_nanos() / PERIOD.as_nanos()).min(64) as u32;
+        self.decide(periods);
+        self.period_start = now;
+        self.parked_at_start = parked;
         self.epoch = self.epoch.wrapping_add(1).max(1);
         self.receivers = 0;
         self.deliveries = 0;
-        self.writes = 0;
-        self.write_ns = 0;
+    }
+
+    fn decide(&mut self, periods: u32) {
+        let gathers = self.frames_per_client_s * self.max.as_secs_f64();
+        if self.max.is_zero() || gathers < MIN_FRAMES_PER_WRITE {
+            self.window = Duration::ZERO;
+            self.hold = 0;
+            return;
+        }
+        if self.busy > self.target {
+            self.window = (self.window * 2).max(MIN_WINDOW).min(self.max);
+            self.hold = HOLD_PERIODS;
+            return;
+        }
+        let held = self.hold.min(periods);
+        self.hold -= held;
+        if self.busy < self.target * SHRINK_BELOW {
+            for _ in held..periods {
+                self.window /= 2;
+                if self.window < MIN_WINDOW {
+                    self.window = Duration::ZERO;
+                    break;
+                }
+            }
+        }
     }
 
     /// The coalescing window in force (0: write after every pass).
@@ -141,14 +176,14 @@ impl FlushPolicy {
         self.window
     }
 
-    /// The projected write load of the last window (share of a core).
-    pub fn load(&self) -> f64 {
-        self.load
+    /// The busy share measured over the last period (0..1).
+    pub fn busy(&self) -> f64 {
+        self.busy
     }
 
-    /// The measured cost of one write, ns.
-    pub fn write_cost_ns(&self) -> f64 {
-        self.write_cost_ns
+    /// The longest window the policy may choose.
+    pub fn max(&self) -> Duration {
+        self.max
     }
 }
 
@@ -156,68 +191,177 @@ impl FlushPolicy {
 mod tests {
     use super::*;
 
-    /// One window of `deliveries` frames written in `writes` writes of `cost_ns` each.
-    fn window(p: &mut FlushPolicy, now: &mut Instant, deliveries: u64, writes: u64, cost_ns: u64) {
-        // Ten clients share the deliveries.
-        let mut seen = [0u32; 10];
-        for i in 0..deliveries {
-            p.note_receiver(&mut seen[(i % 10) as usize]);
+    const MAX: Duration = Duration::from_millis(16);
+    const TARGET: f64 = 0.7;
+
+    /// A worker on a manual timeline: each period, `clients` clients get `per_client`
+    /// frames each, and the thread is busy for `busy` of the period.
+    struct Rig {
+        p: FlushPolicy,
+        now: Instant,
+        parked: Duration,
+        seen: Vec<u32>,
+    }
+
+    impl Rig {
+        fn new(max: Duration) -> Rig {
+            let now = Instant::now();
+            Rig {
+                p: FlushPolicy::new(max, TARGET, now, Duration::ZERO),
+                now,
+                parked: Duration::ZERO,
+                seen: vec![0; 10],
+            }
         }
-        p.note_writes(writes, Duration::from_nanos(writes * cost_ns));
-        *now += WINDOW;
-        p.update(*now);
+
+        fn period(&mut self, busy: f64, per_client: u32) {
+            for seen in &mut self.seen {
+                for _ in 0..per_client {
+                    self.p.note_receiver(seen);
+                }
+            }
+            self.parked += PERIOD.mul_f64(1.0 - busy);
+            self.now += PERIOD;
+            self.p.update(self.now, self.parked);
+        }
+    }
+
+    /// 1000 frames/s per client: the maximum window would gather 16 each.
+    const BUSY_STREAM: u32 = 20;
+
+    #[test]
+    fn an_idle_or_lightly_loaded_worker_keeps_the_window_closed() {
+        let mut r = Rig::new(MAX);
+        for _ in 0..100 {
+            r.period(0.0, BUSY_STREAM);
+            assert_eq!(r.p.window(), Duration::ZERO);
+        }
+        for _ in 0..100 {
+            r.period(0.65, BUSY_STREAM);
+            assert_eq!(r.p.window(), Duration::ZERO, "under the target: no wait");
+            assert_eq!(r.p.due_at(r.now), r.now, "written at once");
+        }
+        assert!((r.p.busy() - 0.65).abs() < 1e-6);
     }
 
     #[test]
-    fn light_load_writes_at_once_and_heavy_load_uses_the_budget() {
-        let mut now = Instant::now();
-        let budget = Duration::from_millis(4);
-        let mut p = FlushPolicy::new(budget, now);
-        // 10k deliveries/s at 1 µs a write: 1% of a core.
-        window(&mut p, &mut now, 1_000, 1_000, 1_000);
-        assert_eq!(p.window(), Duration::ZERO);
-        assert_eq!(p.due_at(now), now, "written at once");
-        // 1M deliveries/s at 1 µs: the write load would be a whole core.
-        window(&mut p, &mut now, 100_000, 100_000, 1_000);
-        assert_eq!(p.window(), budget);
-        assert_eq!(p.due_at(now), now + budget);
-        // Coalescing cuts the writes, not the projection: the window holds.
-        window(&mut p, &mut now, 100_000, 25_000, 1_200);
-        assert_eq!(p.window(), budget, "no oscillation once writes are batched");
-        // In between, the window grows linearly: 350k/s at 1.2 µs = 0.42 of a core.
-        window(&mut p, &mut now, 35_000, 35_000, 1_200);
-        let expect = budget.mul_f64((0.42 - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW));
-        let diff = p.window().abs_diff(expect);
-        assert!(
-            diff < Duration::from_micros(5),
-            "{:?} vs {expect:?}",
-            p.window()
+    fn a_saturating_load_opens_the_window_and_it_never_passes_the_maximum() {
+        let mut r = Rig::new(MAX);
+        r.period(1.0, BUSY_STREAM);
+        assert_eq!(
+            r.p.window(),
+            MIN_WINDOW,
+            "opens at the first period over the target"
         );
+        let mut last = r.p.window();
+        for _ in 0..200 {
+            r.period(1.0, BUSY_STREAM);
+            let w = r.p.window();
+            assert!(w <= MAX, "{w:?} past the maximum");
+            assert!(w >= last, "a saturated worker's window does not shrink");
+            last = w;
+        }
+        assert_eq!(last, MAX, "saturation runs the window up to the maximum");
+        assert_eq!(r.p.due_at(r.now), r.now + MAX);
+    }
+
+    #[test]
+    fn the_window_settles_where_the_core_is_back_under_the_target() {
+        // A worker whose busy share falls as the window grows: 95% at 0, 75% from 1 ms,
+        // 40% from 2 ms. The smallest window that meets the target is 2 ms.
+        let mut r = Rig::new(MAX);
+        let busy_at = |w: Duration| {
+            if w >= Duration::from_millis(2) {
+                0.4
+            } else if w >= Duration::from_millis(1) {
+                0.75
+            } else {
+                0.95
+            }
+        };
+        let mut settled = Vec::new();
+        for i in 0..200 {
+            let busy = busy_at(r.p.window());
+            r.period(busy, BUSY_STREAM);
+            if i >= 50 {
+                settled.push((r.p.window(), busy));
+            }
+        }
+        // Settled, it probes one step down now and then and comes back: it stays within
+        // a factor of two of that window, far from the maximum, and the core is under
+        // the target on average.
+        for (w, _) in &settled {
+            assert!(
+                *w >= Duration::from_millis(1) && *w <= Duration::from_millis(2),
+                "{w:?}"
+            );
+        }
+        let at_2ms = settled
+            .iter()
+            .filter(|(w, _)| *w == Duration::from_millis(2))
+            .count();
+        assert!(
+            at_2ms * 2 > settled.len(),
+            "mostly at the window that meets the target"
+        );
+        let mean = settled.iter().map(|(_, b)| b).sum::<f64>() / settled.len() as f64;
+        assert!(mean <= TARGET, "mean busy {mean}");
+    }
+
+    #[test]
+    fn a_load_that_drops_closes_the_window_within_the_promised_time() {
+        let mut r = Rig::new(MAX);
+        for _ in 0..50 {
+            r.period(1.0, BUSY_STREAM);
+        }
+        assert_eq!(r.p.window(), MAX);
+        let dropped = r.now;
+        while r.p.window() > Duration::ZERO {
+            r.period(0.1, BUSY_STREAM);
+            assert!(
+                r.now - dropped <= close_within(MAX),
+                "still {:?} after {:?}",
+                r.p.window(),
+                r.now - dropped
+            );
+        }
+        assert!(close_within(MAX) <= Duration::from_millis(200));
+        // A worker parked through the drop (no pass for a second) closes at once.
+        for _ in 0..50 {
+            r.period(1.0, BUSY_STREAM);
+        }
+        assert_eq!(r.p.window(), MAX);
+        r.parked += Duration::from_secs(1);
+        r.now += Duration::from_secs(1);
+        r.p.update(r.now, r.parked);
+        assert_eq!(r.p.window(), Duration::ZERO);
     }
 
     #[test]
     fn a_window_that_would_gather_no_company_stays_closed() {
-        let mut now = Instant::now();
-        let budget = Duration::from_millis(4);
-        let mut p = FlushPolicy::new(budget, now);
-        // A busy worker, but each of 10,000 clients gets 100 frames/s: 0.4 per window.
-        let mut seen = vec![0u32; 10_000];
-        for i in 0..100_000u64 {
-            p.note_receiver(&mut seen[(i % 10_000) as usize]);
+        // A saturated worker whose clients get 50 frames/s each (one a period): 0.8
+        // frames in the longest window, so waiting saves no write.
+        let mut r = Rig::new(MAX);
+        for _ in 0..100 {
+            r.period(1.0, 1);
+            assert_eq!(r.p.window(), Duration::ZERO);
         }
-        p.note_writes(100_000, Duration::from_millis(800));
-        now += Duration::from_secs(1);
-        p.update(now);
-        assert!(p.load() > LOAD_HIGH);
-        assert_eq!(p.window(), Duration::ZERO, "waiting would save no write");
     }
 
     #[test]
-    fn zero_budget_never_coalesces() {
-        let mut now = Instant::now();
-        let mut p = FlushPolicy::new(Duration::ZERO, now);
-        window(&mut p, &mut now, 1_000_000, 1_000_000, 1_000);
-        assert_eq!(p.window(), Duration::ZERO);
-        assert_eq!(p.due_at(now), now);
+    fn zero_maximum_never_coalesces() {
+        let mut r = Rig::new(Duration::ZERO);
+        for _ in 0..100 {
+            r.period(1.0, BUSY_STREAM);
+            assert_eq!(r.p.window(), Duration::ZERO);
+        }
+        assert!(r.p.busy() > 0.99, "the busy share is still measured");
+    }
+
+    #[test]
+    fn the_promise_grows_with_the_maximum_but_stays_short() {
+        assert_eq!(close_within(MAX), PERIOD * 9);
+        assert!(close_within(Duration::from_secs(1)) <= Duration::from_millis(320));
+        assert_eq!(close_within(Duration::ZERO), PERIOD * HOLD_PERIODS);
     }
 }

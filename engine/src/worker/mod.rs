@@ -9,6 +9,7 @@
 //! [`Event::Reset`] (one symbol's state replaced) the worker takes that symbol's new
 //! state and resynchronises its subscriptions only.
 
+pub mod busy;
 pub mod clients;
 pub mod clock;
 pub mod conflate;
@@ -110,8 +111,14 @@ pub fn run(spec: WorkerSpec) {
             );
         }
     }
+    // The runtime's park hooks measure how busy the thread is: the coalescing policy
+    // writes at once while the core has room (worker/flush.rs).
+    let meter = Arc::new(busy::BusyMeter::new(Instant::now()));
+    let (parks, unparks) = (meter.clone(), meter.clone());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(move || parks.park(Instant::now()))
+        .on_thread_unpark(move || unparks.unpark(Instant::now()))
         .build()
     {
         Ok(rt) => rt,
@@ -121,7 +128,7 @@ pub fn run(spec: WorkerSpec) {
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(spec));
+    local.block_on(&runtime, serve(spec, meter));
 }
 
 struct Ctx {
@@ -133,7 +140,7 @@ struct Ctx {
     shared: Arc<EngineShared>,
 }
 
-async fn serve(spec: WorkerSpec) {
+async fn serve(spec: WorkerSpec, meter: Arc<busy::BusyMeter>) {
     let WorkerSpec {
         index,
         listener,
@@ -157,6 +164,7 @@ async fn serve(spec: WorkerSpec) {
     };
     let mut core = Core::new(cfg.clone(), shared.registry.clone(), stats);
     core.set_interest(shared.interest.clone());
+    core.set_busy_meter(meter);
     let core = Rc::new(RefCell::new(core));
     let ctx = Rc::new(Ctx {
         core: core.clone(),
