@@ -630,7 +630,12 @@ async fn fan_out(
             // millisecond, so sleeping on one that has just passed can wait up to 1 ms.
             due_now = core.flush_deadline().is_some_and(|due| due <= now);
         }
-        if got > 0 || due_now {
+        // Another pass at once only when there is more to read or write: a yield costs the
+        // runtime a zero-timeout poll of its driver (an `epoll_wait` per trade at light
+        // load), and when there is nothing more, parking lets connection tasks run just
+        // the same before the thread blocks.
+        let more = got > 0 && ports.iter().any(|p| p.consumer.available() > 0);
+        if more || due_now {
             tokio::task::yield_now().await;
         } else if resyncing {
             // The feed answers between its batches; poll for the reply.
