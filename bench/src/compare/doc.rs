@@ -230,6 +230,9 @@ fn header(w: &mut String, res: &Results) {
     }
 }
 
+/// A figure of a summary row: its name, how to read it off a run, how to print it.
+type Figure = (&'static str, fn(&Run) -> f64, fn(f64) -> String);
+
 /// One line per scenario figure and peer: ours, theirs, the ratio.
 fn summary_table(w: &mut String, res: &Results) {
     let peers: Vec<&str> = res.contenders().collect();
@@ -319,7 +322,7 @@ fn summary_table(w: &mut String, res: &Results) {
             if theirs().next().is_none() {
                 continue;
             }
-            let figures: [(&str, fn(&Run) -> f64, fn(f64) -> String); 2] = [
+            let figures: [Figure; 2] = [
                 ("fast p99 latency", |r| r.fast_latency_us[2], fmt_us),
                 (
                     "deliveries per server CPU-s",
