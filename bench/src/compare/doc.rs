@@ -554,13 +554,30 @@ fn ladder_table(w: &mut String, res: &Results) {
     if res.ladder.is_empty() {
         return;
     }
+    let clients = |f: fn(usize, usize) -> usize| {
+        res.plan
+            .ladder
+            .points
+            .iter()
+            .map(|p| p.clients)
+            .reduce(f)
+            .unwrap_or(0)
+    };
     let _ = writeln!(
         w,
-        "### Latency ladder: clients 1 to 1000, tickwire's default policy, `--flush-budget-us 0` and Bun\n"
+        "### Latency ladder: {} to {} clients, tickwire's default policy, `--flush-budget-us 0` and Bun\n",
+        clients(usize::min),
+        clients(usize::max)
     );
     let _ = writeln!(
         w,
-        "All clients on `trades` of one symbol; each point runs the three servers in turn          (A B C) in every round; medians over rounds. *window* and *worker busy*: tickwire's          own `/stats`, worker 0's `coalesce_window_us` (the coalescing window in force) and          `busy_share`, sampled every 250 ms, median over the steady window (`–`: not          reported, as for Bun). `{NO_COALESCE}` is tickwire with `--flush-budget-us 0`: never          coalescing, the reference for what coalescing costs in latency and saves in CPU.          Deliveries per CPU-s = trades received by all clients / the server's CPU seconds. {}\n",
+        "All clients on `trades` of one symbol; each point runs the three servers in turn \
+         (A B C) in every round; medians over rounds. *window* and *worker busy*: tickwire's \
+         own `/stats`, worker 0's `coalesce_window_us` (the coalescing window in force) and \
+         `busy_share`, sampled every 250 ms, median over the steady window (`–`: not \
+         reported, as for Bun). `{NO_COALESCE}` is tickwire with `--flush-budget-us 0`: never \
+         coalescing, the reference for what coalescing costs in latency and saves in CPU. \
+         Deliveries per CPU-s = trades received by all clients / the server's CPU seconds. {}\n",
         bound_note()
     );
     let _ = writeln!(w, "| clients | rate | server | p50 | p99 | server busy | deliveries per CPU-s | generator busy | window | worker busy | lossless | bound |");
@@ -598,9 +615,12 @@ fn ladder_table(w: &mut String, res: &Results) {
     if super::plot::ladder_svg(res).is_some() {
         let _ = writeln!(
             w,
-            "\n![p99 and the coalescing window in force against clients at {} trades/s]({LADDER_SVG})\n\n             *Figure* ([`{LADDER_SVG}`]({LADDER_SVG}), written beside this file and into the              bench output directory): client p99 (left, log scale) and tickwire's window in              force (right) against clients at {} trades/s, medians over rounds; hollow markers              had the generator's core saturated.",
+            "\n![p99 and the coalescing window in force against clients at {0} trades/s]({LADDER_SVG})\n\n\
+             *Figure* ([`{LADDER_SVG}`]({LADDER_SVG}), written beside this file and into the \
+             bench output directory): client p99 (left, log scale) and tickwire's window in \
+             force (right) against clients at {0} trades/s, medians over rounds; hollow \
+             markers had the generator's core saturated.",
             res.plan.ladder.main_rate(),
-            res.plan.ladder.main_rate()
         );
     }
     let _ = writeln!(w);
@@ -995,7 +1015,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row {prefix:?} in\n{md}"))
                 .to_owned()
         };
-        assert!(md.contains("### Latency ladder"), "{md}");
+        assert!(md.contains("### Latency ladder: 1 to 20 clients, "), "{md}");
         assert_eq!(
             row("| 10 | 1000 | tickwire |"),
             "| 10 | 1000 | tickwire | 0 µs | 500 µs | 40% | 100 k | 30% | 2000 µs | 65% | 1/1 |  |"
