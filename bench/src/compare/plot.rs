@@ -19,11 +19,15 @@ use super::{median, Results, Run};
 pub const LADDER_SVG: &str = "ladder.svg";
 
 const WIDTH: f64 = 820.0;
-const HEIGHT: f64 = 340.0;
+const HEIGHT: f64 = 360.0;
 /// Plot area of a panel: left, top, width, height (the right panel is shifted by
 /// [`PANEL_STEP`]).
 const AREA: (f64, f64, f64, f64) = (70.0, 40.0, 310.0, 230.0);
 const PANEL_STEP: f64 = 410.0;
+
+/// The window axis reaches at least this, µs, so that a window of 0 everywhere (no
+/// coalescing: the goal at light load) lies on a readable scale.
+const MIN_WINDOW_TOP_US: f64 = 1000.0;
 
 /// One server's line: (clients, value, generator saturated) per point, by clients.
 type Line = Vec<(f64, f64, bool)>;
@@ -187,13 +191,19 @@ impl Panel<'_> {
             return;
         }
         let c = colour(server);
+        // Dashed, so that where both tickwire lines lie on 0 each still shows.
+        let dash = if server == super::NO_COALESCE {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
         let path: Vec<String> = points
             .iter()
             .map(|&(x, v, _)| format!("{:.1},{:.1}", self.px(x), self.py(v)))
             .collect();
         let _ = writeln!(
             o,
-            r##"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2"><title>{server}</title></polyline>"##,
+            r##"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2"{dash}><title>{server}</title></polyline>"##,
             path.join(" ")
         );
         for &(x, v, gen_bound) in points {
@@ -250,7 +260,7 @@ pub fn ladder_svg(res: &Results) -> Option<String> {
         window
             .iter()
             .flat_map(|(_, l)| l.iter().map(|p| p.1))
-            .fold(0.0, f64::max),
+            .fold(MIN_WINDOW_TOP_US, f64::max),
     );
     let left = Panel {
         x0: AREA.0,
@@ -290,9 +300,9 @@ pub fn ladder_svg(res: &Results) -> Option<String> {
     for (s, l) in &window {
         right.line(&mut o, s, l);
     }
-    // Legend along the bottom; hollow markers are gen-bound points.
+    // Legend along the bottom, and under it what the points are.
     let mut x = AREA.0;
-    let y = HEIGHT - 12.0;
+    let y = HEIGHT - 32.0;
     for s in &servers {
         let c = colour(s);
         let _ = writeln!(
@@ -307,7 +317,9 @@ pub fn ladder_svg(res: &Results) -> Option<String> {
     }
     let _ = writeln!(
         o,
-        r##"<text x="{x:.1}" y="{y:.1}" fill="#555">{rate} trades/s, medians over {} round(s); hollow: generator core saturated</text>"##,
+        r##"<text x="{:.1}" y="{:.1}" fill="#555">{rate} trades/s on one symbol, medians over {} round(s); hollow markers: the generator's core was saturated</text>"##,
+        AREA.0,
+        HEIGHT - 10.0,
         res.rounds
     );
     let _ = writeln!(o, "</svg>");
@@ -377,6 +389,11 @@ mod tests {
         let svg = ladder_svg(&res).unwrap();
         assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 5, "3 p99 + 2 windows");
+        assert_eq!(
+            svg.matches("stroke-dasharray").count(),
+            2,
+            "no-coalesce lines"
+        );
         assert_eq!(svg.matches("<title>bun</title>").count(), 1);
         assert!(
             !svg.contains("100 ms"),
@@ -394,10 +411,27 @@ mod tests {
         for tick in [">1<", ">5<", ">10<", ">20<", ">20 ms<", ">0<"] {
             assert!(svg.contains(tick), "{tick} missing");
         }
+        // Windows of 0 everywhere: the axis still reads 0 to 1 ms.
+        for r in &mut res.ladder {
+            r.coalesce_window_us = r.coalesce_window_us.map(|_| 0.0);
+        }
+        let flat = ladder_svg(&res).unwrap();
+        assert!(
+            flat.contains(">1 ms<") && flat.contains(">500 µs<"),
+            "{flat}"
+        );
+        res.ladder.iter_mut().for_each(|r| {
+            if r.server == "tickwire" && r.rate == 1000 {
+                r.coalesce_window_us = Some(if r.clients == 20 { 16_000.0 } else { 0.0 });
+            }
+        });
         let dir = std::env::temp_dir().join(format!("tickwire-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = write_ladder(&res, &dir).unwrap().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), svg);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            ladder_svg(&res).unwrap()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
