@@ -240,8 +240,8 @@ fn summary_table(w: &mut String, res: &Results) {
     let _ = writeln!(
         w,
         "Medians over rounds. *ours* and *peer* are the scenario's figure for tickwire and \
-         the peer; *ratio* is ours / peer (S1: higher is better; S2–S4 and light: lower is \
-         better); *CPU* is the server's core busy share, ours / peer. *(gen-bound)*: the \
+         the peer; *ratio* is ours / peer (S1 and deliveries per CPU-s: higher is better; \
+         latency and memory: lower is better); *CPU* is the server's core busy share, ours / peer. *(gen-bound)*: the \
          load generator's core was saturated, so the figure measures the generator. The \
          verdicts ([Targets](#targets)) use unsaturated runs only.\n"
     );
