@@ -55,8 +55,14 @@ struct CompareArgs {
         default_value = "bun,node,naive-rust,floor"
     )]
     peers: Vec<String>,
-    /// Scenarios, comma separated: s1, s2, light (1000 clients × 100 trades/s), s3..s6.
-    #[arg(long, value_delimiter = ',', default_value = "s1,s2,light,s3,s4,s5,s6")]
+    /// Scenarios, comma separated: s1, s2, light (1000 clients × 100 trades/s), ladder
+    /// (1 to 1000 clients × 1000 trades/s and 1000 × 100: tickwire, tickwire with
+    /// --flush-budget-us 0, and Bun), s3..s6.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "s1,s2,light,ladder,s3,s4,s5,s6"
+    )]
     scenarios: Vec<String>,
     /// Directory for compare.json, each run's files and the servers' logs.
     #[arg(long, default_value = "bench-out/compare")]
@@ -181,7 +187,7 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     for s in &args.scenarios {
         match Scenario::from_name(s) {
             Some(s) => scenarios.push(s),
-            None => bail!("--scenarios: unknown scenario {s:?} (s1, s2, light, s3..s6)"),
+            None => bail!("--scenarios: unknown scenario {s:?} (s1, s2, light, ladder, s3..s6)"),
         }
     }
     scenarios.sort();
@@ -234,6 +240,11 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         let doc = args.doc.unwrap_or_else(|| repo.join("docs/benchmarks.md"));
         compare::doc::splice(&doc, &section)?;
         println!("wrote {}", doc.display());
+        // The section links the figure by its bare name: it goes beside the doc.
+        let dir = doc.parent().unwrap_or(std::path::Path::new("."));
+        if let Some(svg) = compare::plot::write_ladder(&results, dir).map_err(anyhow::Error::msg)? {
+            println!("wrote {}", svg.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,8 +7,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::plot::LADDER_SVG;
 use super::verdict::{self, fmt_rate, fmt_us, ladder_end, saturated_cores, Core};
-use super::{median, Results, Run, S1Group, Scenario, FLOOR, SATURATED};
+use super::{median, Results, Run, S1Group, Scenario, FLOOR, NO_COALESCE, SATURATED};
 
 /// Start marker of the generated section.
 pub const BEGIN: &str = "<!-- compare:begin -->";
@@ -137,6 +138,7 @@ pub fn render(res: &Results) -> String {
     }
     s2_table(&mut o, res);
     light_table(&mut o, res);
+    ladder_table(&mut o, res);
     s3_table(&mut o, res);
     s4_table(&mut o, res);
     criterion_tables(&mut o, res);
@@ -190,6 +192,7 @@ fn header(w: &mut String, res: &Results) {
         .flat_map(|g| g.runs.iter())
         .chain(res.s2.iter())
         .chain(res.light.iter())
+        .chain(res.ladder.iter())
         .chain(res.s3.iter())
         .chain(res.s4.iter())
         .collect();
@@ -227,6 +230,9 @@ fn header(w: &mut String, res: &Results) {
     }
 }
 
+/// A figure of a summary row: its name, how to read it off a run, how to print it.
+type Figure = (&'static str, fn(&Run) -> f64, fn(f64) -> String);
+
 /// One line per scenario figure and peer: ours, theirs, the ratio.
 fn summary_table(w: &mut String, res: &Results) {
     let peers: Vec<&str> = res.contenders().collect();
@@ -234,8 +240,8 @@ fn summary_table(w: &mut String, res: &Results) {
     let _ = writeln!(
         w,
         "Medians over rounds. *ours* and *peer* are the scenario's figure for tickwire and \
-         the peer; *ratio* is ours / peer (S1: higher is better; S2–S4 and light: lower is \
-         better); *CPU* is the server's core busy share, ours / peer. *(gen-bound)*: the \
+         the peer; *ratio* is ours / peer (S1 and deliveries per CPU-s: higher is better; \
+         latency and memory: lower is better); *CPU* is the server's core busy share, ours / peer. *(gen-bound)*: the \
          load generator's core was saturated, so the figure measures the generator. The \
          verdicts ([Targets](#targets)) use unsaturated runs only.\n"
     );
@@ -309,6 +315,39 @@ fn summary_table(w: &mut String, res: &Results) {
     };
     latency_rows(w, "S2", res.plan.s2.clients, &res.s2);
     latency_rows(w, "light", res.plan.light.clients, &res.light);
+    for at in &res.plan.ladder.points {
+        let ours = || res.ladder_at(*at).filter(|r| r.server == "tickwire");
+        for p in &peers {
+            let theirs = || res.ladder_at(*at).filter(|r| r.server == *p);
+            if theirs().next().is_none() {
+                continue;
+            }
+            let figures: [Figure; 2] = [
+                ("fast p99 latency", |r| r.fast_latency_us[2], fmt_us),
+                (
+                    "deliveries per server CPU-s",
+                    |r| r.deliveries_per_cpu_s,
+                    fmt_rate,
+                ),
+            ];
+            for (figure, f, show) in figures {
+                let (a, b) = (med(ours(), f), med(theirs(), f));
+                let _ = writeln!(
+                    w,
+                    "| ladder | {} | {} | {p} | {figure} | {}{} | {}{} | {} | {} / {} |",
+                    at.clients,
+                    at.rate,
+                    opt(a, show),
+                    gen_mark(ours()),
+                    opt(b, show),
+                    gen_mark(theirs()),
+                    ratio(a, b),
+                    opt(med(ours(), Run::server_load), pct),
+                    opt(med(theirs(), Run::server_load), pct),
+                );
+            }
+        }
+    }
     let mut sizes: Vec<usize> = res.s3.iter().map(|r| r.clients).collect();
     sizes.sort_unstable();
     sizes.dedup();
@@ -508,6 +547,83 @@ fn light_table(w: &mut String, res: &Results) {
         bound_note()
     );
     latency_rows(w, res, &res.light);
+}
+
+/// The latency ladder: every point, every server, and the figure.
+fn ladder_table(w: &mut String, res: &Results) {
+    if res.ladder.is_empty() {
+        return;
+    }
+    let clients = |f: fn(usize, usize) -> usize| {
+        res.plan
+            .ladder
+            .points
+            .iter()
+            .map(|p| p.clients)
+            .reduce(f)
+            .unwrap_or(0)
+    };
+    let _ = writeln!(
+        w,
+        "### Latency ladder: {} to {} clients, tickwire's default policy, `--flush-budget-us 0` and Bun\n",
+        clients(usize::min),
+        clients(usize::max)
+    );
+    let _ = writeln!(
+        w,
+        "All clients on `trades` of one symbol; each point runs the three servers in turn \
+         (A B C) in every round; medians over rounds. *window* and *worker busy*: tickwire's \
+         own `/stats`, worker 0's `coalesce_window_us` (the coalescing window in force) and \
+         `busy_share`, sampled every 250 ms, median over the steady window (`–`: not \
+         reported, as for Bun). `{NO_COALESCE}` is tickwire with `--flush-budget-us 0`: never \
+         coalescing, the reference for what coalescing costs in latency and saves in CPU. \
+         Deliveries per CPU-s = trades received by all clients / the server's CPU seconds. {}\n",
+        bound_note()
+    );
+    let _ = writeln!(w, "| clients | rate | server | p50 | p99 | server busy | deliveries per CPU-s | generator busy | window | worker busy | lossless | bound |");
+    let _ = writeln!(
+        w,
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for at in &res.plan.ladder.points {
+        for s in &res.servers {
+            let mine: Vec<&Run> = res.ladder_at(*at).filter(|r| &r.server == s).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let m = |f: &dyn Fn(&Run) -> f64| med(mine.iter().copied(), f);
+            let m_opt =
+                |f: fn(&Run) -> Option<f64>| median(mine.iter().filter_map(|r| f(r)).collect());
+            let _ = writeln!(
+                w,
+                "| {} | {} | {s} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                at.clients,
+                at.rate,
+                opt(m(&|r| r.fast_latency_us[0]), fmt_us),
+                opt(m(&|r| r.fast_latency_us[2]), fmt_us),
+                opt(m(&Run::server_load), pct),
+                opt(m(&|r| r.deliveries_per_cpu_s), fmt_rate),
+                opt(m(&Run::generator_load), pct),
+                opt(m_opt(|r| r.coalesce_window_us), fmt_us),
+                opt(m_opt(|r| r.worker_busy_share), pct),
+                mine.iter().filter(|r| r.lossless).count(),
+                mine.len(),
+                bound(mine.iter().copied()),
+            );
+        }
+    }
+    if super::plot::ladder_svg(res).is_some() {
+        let _ = writeln!(
+            w,
+            "\n![p99 and the coalescing window in force against clients at {0} trades/s]({LADDER_SVG})\n\n\
+             *Figure* ([`{LADDER_SVG}`]({LADDER_SVG}), written beside this file and into the \
+             bench output directory): client p99 (left, log scale) and tickwire's window in \
+             force (right) against clients at {0} trades/s, medians over rounds; hollow \
+             markers had the generator's core saturated.",
+            res.plan.ladder.main_rate(),
+        );
+    }
+    let _ = writeln!(w);
 }
 
 /// S3's total per connection for a server at `n` connections.
@@ -801,6 +917,7 @@ mod tests {
             base_rate: None,
             s2: Vec::new(),
             light,
+            ladder: Vec::new(),
             s3: Vec::new(),
             s4: Vec::new(),
             s5: Err("not run".into()),
@@ -852,6 +969,84 @@ mod tests {
             !md.contains("| floor | ladder"),
             "the floor is no contender: {md}"
         );
+    }
+
+    #[test]
+    fn ladder_table_rows_summary_and_figure_link() {
+        let mut res = results(Vec::new(), Vec::new());
+        res.servers = vec!["tickwire".into(), NO_COALESCE.into(), "bun".into()];
+        res.scenarios = vec![Scenario::Ladder];
+        assert!(
+            !render(&res).contains("### Latency ladder"),
+            "no runs, no table"
+        );
+        let at = |server: &str, clients, rate, p99_us, window: Option<f64>| {
+            let mut r = run(
+                server,
+                rate,
+                (
+                    0.4,
+                    if (clients, rate) == (20, 1000) {
+                        0.95
+                    } else {
+                        0.3
+                    },
+                ),
+                p99_us,
+            );
+            r.clients = clients;
+            r.coalesce_window_us = window;
+            r.worker_busy_share = window.map(|_| 0.65);
+            r
+        };
+        for c in [1, 5, 10, 20] {
+            res.ladder.extend([
+                at("tickwire", c, 1000, 500.0, Some(2000.0)),
+                at(NO_COALESCE, c, 1000, 300.0, Some(0.0)),
+                at("bun", c, 1000, 400.0, None),
+            ]);
+        }
+        res.ladder.push(at("tickwire", 20, 100, 900.0, Some(0.0)));
+        res.ladder.push(at("bun", 20, 100, 800.0, None));
+        let md = render(&res);
+        let row = |prefix: &str| {
+            md.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no row {prefix:?} in\n{md}"))
+                .to_owned()
+        };
+        assert!(md.contains("### Latency ladder: 1 to 20 clients, "), "{md}");
+        assert_eq!(
+            row("| 10 | 1000 | tickwire |"),
+            "| 10 | 1000 | tickwire | 0 µs | 500 µs | 40% | 100 k | 30% | 2000 µs | 65% | 1/1 |  |"
+        );
+        assert!(
+            row("| 10 | 1000 | bun |").contains("| – | – | 1/1 |"),
+            "Bun has no window"
+        );
+        assert!(row("| 20 | 1000 | tickwire-nocoalesce |")
+            .ends_with("| 0 µs | 65% | 1/1 | gen-bound |"));
+        assert!(row("| 20 | 100 | bun |").contains("| 800 µs |"));
+        // Summary: tickwire against Bun per point, ratio, gen-bound marked; the reference
+        // variant is no contender.
+        assert!(row("| ladder | 10 | 1000 | bun | fast p99 latency |")
+            .contains("| 500 µs | 400 µs | 1.25× |"));
+        assert!(row("| ladder | 20 | 1000 | bun | fast p99 latency |")
+            .contains("| 500 µs (gen-bound) |"));
+        assert!(
+            !md.contains(&format!("| ladder | 10 | 1000 | {NO_COALESCE} |")),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("]({LADDER_SVG})")),
+            "the figure is linked"
+        );
+        // Verdicts: quick parity points 5, 10 and 20 at 1000/s, heavy 20 × 1000, light 20 × 100.
+        assert!(row("- Ladder, 10 clients × 1000 trades/s").contains("**missed**"));
+        assert!(row("- Ladder, 20 clients × 100 trades/s")
+            .contains("**missed** — p99 900 µs vs 800 µs (1.12×"));
+        assert!(row("- Ladder, 20 clients × 1000 trades/s: p99 ≤ Bun's")
+            .contains("not decided — no unsaturated point"));
     }
 
     #[test]

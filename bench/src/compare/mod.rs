@@ -29,8 +29,10 @@
 //! - **Scenarios** ([`Scenario`]): S1 lossless fan-out (a rate ladder, stopping at the
 //!   first step with a gap or a loss; CPU saturation is recorded), S2 latency at
 //!   25/50/75% of the best peer's S1 maximum, *light* latency at a low fixed rate, S3
-//!   memory per idle connection, S4 10% slow clients, S5/S6 criterion. `floor` runs in
-//!   S1, S2 and light only.
+//!   memory per idle connection, S4 10% slow clients, S5/S6 criterion, and the *ladder*
+//!   (latency and CPU from 1 to 1000 clients, issue #22: tickwire's default coalescing
+//!   policy, tickwire with `--flush-budget-us 0` and Bun side by side, with the window in
+//!   force sampled from tickwire's `/stats`). `floor` runs in S1, S2 and light only.
 //! - **Verdicts** ([`verdict`]): one per target, from medians over rounds of the runs
 //!   where no core was saturated.
 //!
@@ -39,7 +41,9 @@
 
 pub mod criterion;
 pub mod doc;
+pub mod plot;
 pub mod procfs;
+pub mod stats;
 pub mod verdict;
 
 use std::fmt;
@@ -59,6 +63,10 @@ use procfs::Child;
 pub enum Server {
     /// The engine (`tickwire serve --sim-trades-only`).
     Tickwire,
+    /// The engine with `--flush-budget-us 0`: never coalesces, every pass writes at once.
+    /// The ladder's reference for what coalescing costs in latency and saves in CPU; not a
+    /// peer, and run in the ladder only.
+    TickwireNoCoalesce,
     /// `bench/peers/bun`: Bun.serve + server.publish.
     Bun,
     /// `bench/peers/node`: Node.js + ws.
@@ -78,6 +86,7 @@ impl Server {
     pub fn name(self) -> &'static str {
         match self {
             Server::Tickwire => "tickwire",
+            Server::TickwireNoCoalesce => NO_COALESCE,
             Server::Bun => "bun",
             Server::Node => "node",
             Server::NaiveRust => "naive-rust",
@@ -85,9 +94,20 @@ impl Server {
         }
     }
 
-    /// Whether it runs in `scenario` (`floor` only where latency is measured).
+    /// Whether it runs in `scenario`: `floor` only where latency is measured; the ladder
+    /// has tickwire, tickwire without coalescing and Bun, and nothing else.
     pub fn runs_in(self, scenario: Scenario) -> bool {
-        self != Server::Floor || matches!(scenario, Scenario::S1 | Scenario::S2 | Scenario::Light)
+        match self {
+            Server::Floor => matches!(scenario, Scenario::S1 | Scenario::S2 | Scenario::Light),
+            Server::TickwireNoCoalesce => scenario == Scenario::Ladder,
+            Server::Node | Server::NaiveRust => scenario != Scenario::Ladder,
+            Server::Tickwire | Server::Bun => true,
+        }
+    }
+
+    /// Whether it is the engine (its `/stats` can be sampled).
+    pub fn is_tickwire(self) -> bool {
+        matches!(self, Server::Tickwire | Server::TickwireNoCoalesce)
     }
 
     /// A peer by its name.
@@ -100,7 +120,7 @@ impl Server {
         let peers = cfg.repo.join("bench/peers");
         let need = |p: PathBuf| (!p.exists()).then(|| format!("{} is missing", p.display()));
         match self {
-            Server::Tickwire => need(cfg.tickwire_exe.clone()),
+            Server::Tickwire | Server::TickwireNoCoalesce => need(cfg.tickwire_exe.clone()),
             Server::Bun => need(bun_binary(&peers)),
             Server::Node => need(peers.join("node/node_modules/ws/package.json")).or_else(|| {
                 (!command_works("node", &["--version"])).then(|| "no `node` on PATH".into())
@@ -115,12 +135,15 @@ impl Server {
         let peers = cfg.repo.join("bench/peers");
         let (port, rate) = (port.to_string(), rate.to_string());
         let mut cmd = match self {
-            Server::Tickwire => {
+            Server::Tickwire | Server::TickwireNoCoalesce => {
                 let mut c = Command::new(&cfg.tickwire_exe);
                 c.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                     .args(["--sim-trades-only", "--sim-rate", &rate])
                     .args(["--workers", "1", "--no-pin"])
                     .env("RUST_LOG", "warn");
+                if self == Server::TickwireNoCoalesce {
+                    c.args(["--flush-budget-us", "0"]);
+                }
                 return c;
             }
             Server::Bun => {
@@ -162,6 +185,9 @@ fn floor_binary(peers: &Path) -> PathBuf {
 /// The name of the floor peer in the results.
 pub const FLOOR: &str = "floor";
 
+/// The name of tickwire with `--flush-budget-us 0` in the results.
+pub const NO_COALESCE: &str = "tickwire-nocoalesce";
+
 fn command_works(program: &str, args: &[&str]) -> bool {
     Command::new(program)
         .args(args)
@@ -193,6 +219,9 @@ pub enum Scenario {
     S2,
     /// Tick-to-client latency at a light, fixed load (1000 clients × 100 trades/s).
     Light,
+    /// The latency ladder (issue #22): 1 to 1000 clients at 1000 trades/s and 1000 × 100,
+    /// tickwire, tickwire without coalescing and Bun side by side.
+    Ladder,
     /// Memory per idle subscribed connection.
     S3,
     /// 10% slow clients: fast clients' latency and delivery with and without them.
@@ -205,17 +234,18 @@ pub enum Scenario {
 
 impl Scenario {
     /// All of them.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::S1,
         Scenario::S2,
         Scenario::Light,
+        Scenario::Ladder,
         Scenario::S3,
         Scenario::S4,
         Scenario::S5,
         Scenario::S6,
     ];
 
-    /// `s1` ... `s6`, `light`.
+    /// `s1` ... `s6`, `light`, `ladder`.
     pub fn from_name(name: &str) -> Option<Scenario> {
         Scenario::ALL
             .into_iter()
@@ -227,6 +257,7 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Scenario::Light => f.write_str("light"),
+            Scenario::Ladder => f.write_str("ladder"),
             s => write!(f, "{s:?}"),
         }
     }
@@ -341,6 +372,14 @@ pub struct Run {
     /// CPU seconds that neither the server nor the generator used during the run, per
     /// wall second: other processes' load (0 on a quiet machine; 1 = a whole core).
     pub others_cores: f64,
+    /// tickwire in the ladder: median over the steady window of worker 0's
+    /// `coalesce_window_us` in `/stats` (the window in force), µs; `None` when not sampled.
+    pub coalesce_window_us: Option<f64>,
+    /// Likewise worker 0's `busy_share` (0..1, its own measure of its busy time); `None`
+    /// when not sampled or the engine does not report it.
+    pub worker_busy_share: Option<f64>,
+    /// `/stats` samples taken in the steady window.
+    pub stats_samples: usize,
     /// Fast clients all lossless and at the full rate.
     pub lossless: bool,
     /// Why not lossless, or saturated.
@@ -415,6 +454,8 @@ struct Load {
     duration: Duration,
     ramp: Duration,
     drain: Duration,
+    /// Sample tickwire's `/stats` during the run (the ladder).
+    sample_stats: bool,
 }
 
 /// S1 at one client count: a rate ladder.
@@ -457,6 +498,87 @@ impl Default for LightPlan {
             rate: 100,
             duration_s: 5.0,
         }
+    }
+}
+
+/// One point of the latency ladder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LadderPoint {
+    /// Clients, all on `trades` of one symbol.
+    pub clients: usize,
+    /// Trades/s.
+    pub rate: u64,
+}
+
+impl LadderPoint {
+    const fn new(clients: usize, rate: u64) -> LadderPoint {
+        LadderPoint { clients, rate }
+    }
+}
+
+impl fmt::Display for LadderPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} clients × {} trades/s", self.clients, self.rate)
+    }
+}
+
+/// The latency ladder (issue #22) and where its targets are checked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LadderPlan {
+    /// Every point, run in this order in each round (each by every server in turn).
+    pub points: Vec<LadderPoint>,
+    /// Measured phase, s (ramp included; the ramp is S1's first).
+    pub duration_s: f64,
+    /// Points where tickwire's p99 must be ≤ 1.1× Bun's and its deliveries per server
+    /// CPU-second ≥ 0.9× Bun's.
+    pub parity: Vec<LadderPoint>,
+    /// The heavy fan-out point: deliveries per server CPU-second ≥ 1.3× Bun's with p99 ≤
+    /// Bun's.
+    pub heavy: LadderPoint,
+    /// The light point: p99 ≤ 1.05× Bun's.
+    pub light: LadderPoint,
+}
+
+impl LadderPlan {
+    /// The issue's sizes: clients 1, 10, 100, 1000 at 1000 trades/s, and 1000 × 100.
+    pub fn full() -> LadderPlan {
+        let at = |clients| LadderPoint::new(clients, 1_000);
+        LadderPlan {
+            points: vec![
+                at(1),
+                at(10),
+                at(100),
+                at(1_000),
+                LadderPoint::new(1_000, 100),
+            ],
+            duration_s: 5.0,
+            parity: vec![at(10), at(100), at(1_000)],
+            heavy: at(1_000),
+            light: LadderPoint::new(1_000, 100),
+        }
+    }
+
+    /// The smoke sizes: the same shape with 20 clients at most, ~1 s runs.
+    pub fn quick() -> LadderPlan {
+        let at = |clients| LadderPoint::new(clients, 1_000);
+        LadderPlan {
+            points: vec![at(1), at(5), at(10), at(20), LadderPoint::new(20, 100)],
+            duration_s: 1.2,
+            parity: vec![at(5), at(10), at(20)],
+            heavy: at(20),
+            light: LadderPoint::new(20, 100),
+        }
+    }
+
+    /// The trades/s the plot's clients axis is drawn at: the heavy point's.
+    pub fn main_rate(&self) -> u64 {
+        self.heavy.rate
+    }
+}
+
+impl Default for LadderPlan {
+    fn default() -> Self {
+        LadderPlan::full()
     }
 }
 
@@ -509,6 +631,9 @@ pub struct Plan {
     /// The light-load point.
     #[serde(default)]
     pub light: LightPlan,
+    /// The latency ladder.
+    #[serde(default)]
+    pub ladder: LadderPlan,
     /// S3.
     pub s3: S3Plan,
     /// S4.
@@ -540,6 +665,7 @@ impl Plan {
                     rate: 100,
                     duration_s: 1.2,
                 },
+                ladder: LadderPlan::quick(),
                 s3: S3Plan {
                     clients: vec![20, 50],
                     rate: 1,
@@ -576,6 +702,7 @@ impl Plan {
                     duration_s: 5.0,
                 },
                 light: LightPlan::default(),
+                ladder: LadderPlan::full(),
                 s3: S3Plan {
                     clients: vec![1_000, 5_000, 10_000],
                     rate: 1,
@@ -641,6 +768,9 @@ pub struct Results {
     /// Light-load runs.
     #[serde(default)]
     pub light: Vec<Run>,
+    /// Latency-ladder runs, every point, server and round.
+    #[serde(default)]
+    pub ladder: Vec<Run>,
     /// S3 runs.
     pub s3: Vec<Run>,
     /// S4 runs (without slow clients, then with).
@@ -651,6 +781,40 @@ pub struct Results {
     pub s6: Result<Vec<criterion::BenchLine>, String>,
     /// Problems met on the way (a run that failed to start, ...).
     pub problems: Vec<String>,
+}
+
+#[cfg(test)]
+impl Results {
+    /// Quick-sized results with nothing measured, for the tables' and verdicts' tests.
+    pub(crate) fn empty(servers: &[&str], scenarios: &[Scenario]) -> Results {
+        Results {
+            command: "tickwire bench compare --quick".into(),
+            started_unix_s: 0,
+            wall_s: 1.0,
+            machine: machine(),
+            load_average_before: None,
+            tickwire_build: "release".into(),
+            versions: Vec::new(),
+            cores: (0, 1),
+            rounds: 1,
+            quiet_wait_s: 0.0,
+            quick: true,
+            plan: Plan::new(true),
+            servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+            skipped: Vec::new(),
+            scenarios: scenarios.to_vec(),
+            s1: Vec::new(),
+            base_rate: None,
+            s2: Vec::new(),
+            light: Vec::new(),
+            ladder: Vec::new(),
+            s3: Vec::new(),
+            s4: Vec::new(),
+            s5: Err("not run".into()),
+            s6: Err("not run".into()),
+            problems: Vec::new(),
+        }
+    }
 }
 
 /// S1 at one client count.
@@ -665,12 +829,20 @@ pub struct S1Group {
 }
 
 impl Results {
-    /// The peers tickwire is compared with: every server but tickwire and `floor`.
+    /// The peers tickwire is compared with: every server but tickwire (either variant)
+    /// and `floor`.
     pub fn contenders(&self) -> impl Iterator<Item = &str> {
         self.servers
             .iter()
             .map(String::as_str)
-            .filter(|s| *s != "tickwire" && *s != FLOOR)
+            .filter(|s| *s != "tickwire" && *s != NO_COALESCE && *s != FLOOR)
+    }
+
+    /// The ladder's runs at `at`.
+    pub fn ladder_at(&self, at: LadderPoint) -> impl Iterator<Item = &Run> + Clone {
+        self.ladder
+            .iter()
+            .filter(move |r| r.clients == at.clients && r.rate == at.rate)
     }
 }
 
@@ -787,7 +959,7 @@ fn versions(cfg: &CompareConfig, peers: &[Server]) -> Vec<(String, String)> {
                     v.push((krate.into(), ver));
                 }
             }
-            Server::Tickwire | Server::Floor => {}
+            Server::Tickwire | Server::TickwireNoCoalesce | Server::Floor => {}
         }
     }
     v.into_iter()
@@ -804,6 +976,9 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
     }
     let (peers, skipped) = ready_peers(cfg);
     let mut servers = vec![Server::Tickwire];
+    if cfg.scenarios.contains(&Scenario::Ladder) {
+        servers.push(Server::TickwireNoCoalesce);
+    }
     servers.extend(&peers);
     let plan = Plan::new(cfg.quick);
     let mut res = Results {
@@ -828,6 +1003,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
         base_rate: None,
         s2: Vec::new(),
         light: Vec::new(),
+        ladder: Vec::new(),
         s3: Vec::new(),
         s4: Vec::new(),
         s5: Err("not run".into()),
@@ -866,6 +1042,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
                             duration: Duration::from_secs_f64(step.duration_s),
                             ramp: Duration::from_secs_f64(step.ramp_s),
                             drain: m.drain,
+                            sample_stats: false,
                         };
                         let label = format!("s1-{clients}c-{server}-{rate}r-round{round}");
                         let Some(run) = m.measure(server, round, &load, &label) else {
@@ -905,6 +1082,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
                         duration: Duration::from_secs_f64(plan.s2.duration_s),
                         ramp,
                         drain: m.drain,
+                        sample_stats: false,
                     };
                     let label = format!("s2-{pct}pct-{server}-round{round}");
                     if let Some(run) = m.measure(server, round, &load, &label) {
@@ -926,10 +1104,37 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
                     duration: Duration::from_secs_f64(light.duration_s),
                     ramp,
                     drain: m.drain,
+                    sample_stats: false,
                 };
                 let label = format!("light-{server}-round{round}");
                 if let Some(run) = m.measure(server, round, &load, &label) {
                     res.light.push(run);
+                }
+            }
+        }
+    }
+
+    if wants(Scenario::Ladder) {
+        let ladder = &plan.ladder;
+        // Round by round, every point, A B C at each: the servers of a point run minutes
+        // apart at most, so drift on a shared machine falls on all three alike.
+        for round in 1..=cfg.rounds {
+            for at in &ladder.points {
+                for server in serving(Scenario::Ladder) {
+                    let load = Load {
+                        clients: at.clients,
+                        rate: at.rate,
+                        slow_fraction: 0.0,
+                        duration: Duration::from_secs_f64(ladder.duration_s),
+                        ramp,
+                        drain: m.drain,
+                        sample_stats: server.is_tickwire(),
+                    };
+                    let label =
+                        format!("ladder-{}c-{}r-{server}-round{round}", at.clients, at.rate);
+                    if let Some(run) = m.measure(server, round, &load, &label) {
+                        res.ladder.push(run);
+                    }
                 }
             }
         }
@@ -952,6 +1157,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
                         duration: Duration::from_secs_f64(ramp + if cfg.quick { 0.6 } else { 2.0 }),
                         ramp: Duration::from_secs_f64(ramp),
                         drain: Duration::from_millis(100),
+                        sample_stats: false,
                     };
                     let label = format!("s3-{clients}c-{server}-round{round}");
                     if let Some(run) = m.measure(server, round, &load, &label) {
@@ -975,6 +1181,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
                         duration: Duration::from_secs_f64(s4.duration_s),
                         ramp,
                         drain: m.drain,
+                        sample_stats: false,
                     };
                     let label = format!(
                         "s4-{}slow-{server}-round{round}",
@@ -1001,6 +1208,9 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
     let json = serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?;
     let path = cfg.out.join("compare.json");
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(path) = plot::write_ladder(&res, &cfg.out)? {
+        log(&format!("wrote {}", path.display()));
+    }
     Ok(res)
 }
 
@@ -1159,7 +1369,17 @@ impl Measurer<'_> {
         // (wall ns, server CPU s): the server's busy share over the generator's steady
         // window is read off these afterwards.
         let mut cpu_samples = vec![(procfs::wall_ns(), cpu_before)];
+        // tickwire's window in force and busy share, sampled from its `/stats`; kept to
+        // the steady window afterwards, like the CPU samples.
+        let mut stats_samples = Vec::new();
+        let mut next_stats = Instant::now();
         let status = loop {
+            if load.sample_stats && Instant::now() >= next_stats {
+                next_stats = Instant::now() + stats::SAMPLE_EVERY;
+                if let Some(sample) = stats::sample(port) {
+                    stats_samples.push(sample);
+                }
+            }
             if let Some(status) = generator.wait_for(Duration::from_millis(100)) {
                 break status;
             }
@@ -1206,6 +1426,10 @@ impl Measurer<'_> {
             steady["to_unix_ns"].as_u64(),
         ) {
             run.server_busy_steady = procfs::busy_between(&cpu_samples, from, to);
+            let worker = stats::steady_medians(&stats_samples, from, to);
+            run.coalesce_window_us = worker.window_us;
+            run.worker_busy_share = worker.busy_share;
+            run.stats_samples = worker.samples;
         }
         let generator_cpu_s = s["generator"]["cpu_user_s"].as_f64().unwrap_or(0.0)
             + s["generator"]["cpu_sys_s"].as_f64().unwrap_or(0.0);
@@ -1344,8 +1568,99 @@ mod tests {
             .collect();
         assert_eq!(floor, [Scenario::S1, Scenario::S2, Scenario::Light]);
         assert!(Scenario::ALL.iter().all(|s| Server::Bun.runs_in(*s)));
+        assert!(Scenario::ALL.iter().all(|s| Server::Tickwire.runs_in(*s)));
         assert_eq!(Scenario::from_name("light"), Some(Scenario::Light));
         assert_eq!(Server::peer_from_name("floor"), Some(Server::Floor));
+    }
+
+    #[test]
+    fn the_ladder_runs_three_servers_one_of_them_tickwire_without_coalescing() {
+        assert_eq!(Scenario::from_name("ladder"), Some(Scenario::Ladder));
+        assert!(Scenario::ALL.contains(&Scenario::Ladder));
+        let in_ladder: Vec<Server> = [Server::Tickwire, Server::TickwireNoCoalesce]
+            .into_iter()
+            .chain(Server::PEERS)
+            .filter(|s| s.runs_in(Scenario::Ladder))
+            .collect();
+        assert_eq!(
+            in_ladder,
+            [Server::Tickwire, Server::TickwireNoCoalesce, Server::Bun]
+        );
+        let only: Vec<Scenario> = Scenario::ALL
+            .into_iter()
+            .filter(|s| Server::TickwireNoCoalesce.runs_in(*s))
+            .collect();
+        assert_eq!(only, [Scenario::Ladder]);
+        // Not a peer: --peers cannot name it, and it is no contender in the tables.
+        assert_eq!(Server::peer_from_name(NO_COALESCE), None);
+        let res = Results::empty(&["tickwire", NO_COALESCE, "bun"], &[Scenario::Ladder]);
+        assert_eq!(res.contenders().collect::<Vec<_>>(), ["bun"]);
+
+        let cfg = CompareConfig {
+            tickwire_exe: "/bin/tickwire".into(),
+            tickwire_build: "release".into(),
+            repo: ".".into(),
+            peers: Vec::new(),
+            scenarios: vec![Scenario::Ladder],
+            rounds: 3,
+            quick: false,
+            install: false,
+            out: "out".into(),
+            server_core: 0,
+            load_core: 1,
+            command_line: String::new(),
+            quiet_wait: Duration::ZERO,
+        };
+        let args = |s: Server| -> Vec<String> {
+            s.command(&cfg, 9000, 1000)
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let plain = args(Server::Tickwire).join(" ");
+        let nocoalesce = args(Server::TickwireNoCoalesce).join(" ");
+        assert_eq!(nocoalesce, format!("{plain} --flush-budget-us 0"));
+        assert!(plain.contains("--sim-trades-only --sim-rate 1000 --workers 1 --no-pin"));
+    }
+
+    #[test]
+    fn ladder_plans_full_quick_and_saved_before_it() {
+        let p = |clients, rate| LadderPoint { clients, rate };
+        let full = Plan::new(false).ladder;
+        assert_eq!(
+            full.points,
+            [
+                p(1, 1000),
+                p(10, 1000),
+                p(100, 1000),
+                p(1000, 1000),
+                p(1000, 100)
+            ]
+        );
+        assert_eq!(full.parity, [p(10, 1000), p(100, 1000), p(1000, 1000)]);
+        assert_eq!((full.heavy, full.light), (p(1000, 1000), p(1000, 100)));
+        // Every target point is one that runs, full and quick.
+        for plan in [full, Plan::new(true).ladder] {
+            let targets = plan.parity.iter().chain([&plan.heavy, &plan.light]);
+            for t in targets {
+                assert!(plan.points.contains(t), "{t} is not run");
+            }
+            assert_eq!(plan.main_rate(), 1000);
+        }
+        assert!(Plan::new(true)
+            .ladder
+            .points
+            .iter()
+            .all(|x| x.clients <= 20));
+        // A plan saved before the ladder existed reads as the full ladder, with no runs.
+        let mut old = serde_json::to_value(Plan::new(false)).unwrap();
+        old.as_object_mut().unwrap().remove("ladder");
+        let plan: Plan = serde_json::from_value(old).unwrap();
+        assert_eq!(plan.ladder.points.len(), 5);
+        let mut res = serde_json::to_value(Results::empty(&["tickwire"], &[])).unwrap();
+        res.as_object_mut().unwrap().remove("ladder");
+        let res: Results = serde_json::from_value(res).unwrap();
+        assert!(res.ladder.is_empty());
     }
 
     #[test]

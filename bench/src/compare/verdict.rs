@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use super::{median, Results, Run, S1Group, FLOOR, SATURATED};
+use super::{median, LadderPoint, Results, Run, S1Group, Scenario, FLOOR, SATURATED};
 
 /// How a target came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -437,6 +437,92 @@ pub fn light_latency(res: &Results, peer: &str) -> Verdict {
     )
 }
 
+/// One ladder point (issue #22): tickwire's p99 ≤ `p99_max` × the peer's and its
+/// deliveries per server CPU-second ≥ `per_cpu_min` × the peer's; a bound that is `None`
+/// is not part of the target. Met when every bound given holds. Same rule as every figure
+/// verdict: medians over unsaturated rounds only, tickwire lossy is missed, the peer lossy
+/// is not decided.
+pub fn ladder_point(
+    res: &Results,
+    at: LadderPoint,
+    peer: &str,
+    p99_max: Option<f64>,
+    per_cpu_min: Option<f64>,
+) -> Verdict {
+    let name = display_name(peer);
+    let mut bounds = Vec::new();
+    if let Some(f) = p99_max {
+        bounds.push(if f == 1.0 {
+            format!("p99 ≤ {name}'s")
+        } else {
+            format!("p99 ≤ {f}× {name}'s")
+        });
+    }
+    if let Some(f) = per_cpu_min {
+        bounds.push(format!("deliveries per server CPU-s ≥ {f}× {name}'s"));
+    }
+    let target = format!("Ladder, {at}: {}", bounds.join(", "));
+    let runs = res.ladder_at(at);
+    if runs.clone().next().is_none() {
+        return Verdict::new(&target, Outcome::Undecided, "not measured");
+    }
+    let (ours, theirs) = match pair(&target, runs, peer) {
+        Ok(p) => p,
+        Err(v) => return v,
+    };
+    let mut met = true;
+    let mut parts = Vec::new();
+    if let Some(f) = p99_max {
+        let p99 = |p: &Point| p.median(|r| r.fast_latency_us[2]).unwrap_or(0.0);
+        let (a, b) = (p99(&ours), p99(&theirs));
+        let r = a / b.max(1e-9);
+        met &= r <= f;
+        parts.push(format!(
+            "p99 {} vs {} ({r:.2}×, {} ≤ {f}×)",
+            fmt_us(a),
+            fmt_us(b),
+            if r <= f { "within" } else { "not" }
+        ));
+    }
+    if let Some(f) = per_cpu_min {
+        let per_cpu = |p: &Point| p.median(|r| r.deliveries_per_cpu_s).unwrap_or(0.0);
+        let (a, b) = (per_cpu(&ours), per_cpu(&theirs));
+        let r = a / b.max(1e-9);
+        met &= r >= f;
+        parts.push(format!(
+            "per CPU-s {} vs {} ({r:.2}×, {} ≥ {f}×)",
+            fmt_rate(a),
+            fmt_rate(b),
+            if r >= f { "within" } else { "not" }
+        ));
+    }
+    Verdict::met_if(
+        &target,
+        met,
+        format!(
+            "{}; {}, {peer} {}",
+            parts.join("; "),
+            ours.rounds_text(),
+            theirs.rounds_text()
+        ),
+    )
+}
+
+/// The ladder's targets (issue #22's *Done when*), from the plan's points.
+pub fn ladder(res: &Results, peer: &str) -> Vec<Verdict> {
+    let plan = &res.plan.ladder;
+    let mut v: Vec<Verdict> = plan
+        .parity
+        .iter()
+        .map(|&at| ladder_point(res, at, peer, Some(1.1), Some(0.9)))
+        .collect();
+    v.push(ladder_point(res, plan.heavy, peer, Some(1.0), Some(1.3)));
+    v.push(ladder_point(res, plan.light, peer, Some(1.05), None));
+    v.into_iter()
+        .map(|x| peer_missing(&x.target, res, peer).unwrap_or(x))
+        .collect()
+}
+
 /// Where a server's S1 ladder ended and whose core limited it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LadderEnd {
@@ -781,6 +867,9 @@ pub fn verdicts(res: &Results) -> (Vec<Verdict>, Vec<Verdict>) {
     }
     let light = light_latency(res, bun);
     issue.push(peer_missing(&light.target, res, bun).unwrap_or(light));
+    if res.scenarios.contains(&Scenario::Ladder) {
+        issue.extend(ladder(res, bun));
+    }
     if let Some(g) = group {
         let v = max_rate(g, res.rounds, bun);
         issue.push(peer_missing(&v.target, res, bun).unwrap_or(v));
@@ -836,6 +925,7 @@ pub fn fmt_us(us: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::NO_COALESCE;
     use super::*;
 
     /// A lossless run: `server` at `rate`, round `round`, with its cores' busy shares.
@@ -1098,6 +1188,150 @@ mod tests {
         assert_eq!(
             s4_gaps(&[s4(0, IDLE, 1.0), gapped]).outcome,
             Outcome::Missed
+        );
+    }
+
+    /// Quick-plan results with ladder runs of tickwire and Bun at `at`: (p99 µs, deliveries
+    /// per CPU-s, busy shares) per round.
+    fn ladder_res(
+        at: LadderPoint,
+        ours: &[(f64, f64, (f64, f64))],
+        bun: &[(f64, f64, (f64, f64))],
+    ) -> Results {
+        let mut res = Results::empty(&["tickwire", NO_COALESCE, "bun"], &[Scenario::Ladder]);
+        for (server, rounds) in [("tickwire", ours), ("bun", bun)] {
+            for (i, &(p, per_cpu, busy)) in rounds.iter().enumerate() {
+                let r = with(
+                    p99(cpu(run(server, i + 1, at.rate, busy), per_cpu), 0.0, p),
+                    |r| {
+                        r.clients = at.clients;
+                    },
+                );
+                res.ladder.push(r);
+            }
+        }
+        // tickwire without coalescing is a reference, never a side of a verdict.
+        res.ladder
+            .push(with(run(NO_COALESCE, 1, at.rate, IDLE), |r| {
+                r.clients = at.clients;
+                r.lossless = false;
+            }));
+        res
+    }
+
+    #[test]
+    fn ladder_parity_needs_both_latency_and_cpu() {
+        let at = LadderPoint {
+            clients: 10,
+            rate: 1000,
+        };
+        let v =
+            |ours, bun| ladder_point(&ladder_res(at, ours, bun), at, "bun", Some(1.1), Some(0.9));
+        // 1.10× the p99 and 0.90× the CPU figure: both on the line, met.
+        let x = v(&[(1100.0, 0.9e6, IDLE)], &[(1000.0, 1.0e6, IDLE)]);
+        assert_eq!(x.outcome, Outcome::Met, "{x}");
+        assert_eq!(x.target, "Ladder, 10 clients × 1000 trades/s: p99 ≤ 1.1× Bun's, deliveries per server CPU-s ≥ 0.9× Bun's");
+        assert!(
+            x.detail
+                .contains("p99 1100 µs vs 1000 µs (1.10×, within ≤ 1.1×)"),
+            "{x}"
+        );
+        // Latency fine, CPU short: missed, and the detail says which.
+        let x = v(&[(900.0, 0.8e6, IDLE)], &[(1000.0, 1.0e6, IDLE)]);
+        assert_eq!(x.outcome, Outcome::Missed, "{x}");
+        assert!(x.detail.contains("(0.80×, not ≥ 0.9×)"), "{x}");
+        // CPU fine, latency over: missed.
+        let x = v(&[(1200.0, 2.0e6, IDLE)], &[(1000.0, 1.0e6, IDLE)]);
+        assert_eq!(x.outcome, Outcome::Missed, "{x}");
+        // Medians over the unsaturated rounds: round 2 (gen-bound) would miss alone.
+        let x = v(
+            &[
+                (1000.0, 1.0e6, IDLE),
+                (9000.0, 0.1e6, GEN_BOUND),
+                (1050.0, 1.0e6, IDLE),
+            ],
+            &[
+                (1000.0, 1.0e6, IDLE),
+                (1000.0, 1.0e6, IDLE),
+                (1000.0, 1.0e6, IDLE),
+            ],
+        );
+        assert_eq!(x.outcome, Outcome::Met, "{x}");
+        assert!(
+            x.detail.contains("2 of 3 rounds unsaturated, bun 3 of 3"),
+            "{x}"
+        );
+        // Bun saturated in every round: no verdict.
+        let x = v(&[(1000.0, 1.0e6, IDLE)], &[(1000.0, 1.0e6, SERVER_BOUND)]);
+        assert_eq!(x.outcome, Outcome::Undecided, "{x}");
+        assert!(
+            x.detail.contains("no unsaturated point (bun: server core"),
+            "{x}"
+        );
+    }
+
+    #[test]
+    fn ladder_heavy_and_light_points() {
+        let heavy = LadderPoint {
+            clients: 20,
+            rate: 1000,
+        };
+        let res = ladder_res(heavy, &[(1000.0, 1.3e6, IDLE)], &[(1000.0, 1.0e6, IDLE)]);
+        let x = ladder_point(&res, heavy, "bun", Some(1.0), Some(1.3));
+        assert_eq!(x.outcome, Outcome::Met, "{x}");
+        assert!(
+            x.target
+                .contains("p99 ≤ Bun's, deliveries per server CPU-s ≥ 1.3× Bun's"),
+            "{x}"
+        );
+        let res = ladder_res(heavy, &[(1001.0, 2.0e6, IDLE)], &[(1000.0, 1.0e6, IDLE)]);
+        assert_eq!(
+            ladder_point(&res, heavy, "bun", Some(1.0), Some(1.3)).outcome,
+            Outcome::Missed
+        );
+        let light = LadderPoint {
+            clients: 20,
+            rate: 100,
+        };
+        let res = ladder_res(light, &[(1050.0, 0.1e6, IDLE)], &[(1000.0, 1.0e6, IDLE)]);
+        let x = ladder_point(&res, light, "bun", Some(1.05), None);
+        assert_eq!(
+            x.outcome,
+            Outcome::Met,
+            "no CPU bound at the light point: {x}"
+        );
+        assert!(!x.detail.contains("per CPU-s"), "{x}");
+        // The plan's lines: three parity points, heavy, light; unmeasured ones say so.
+        let all = ladder(&res, "bun");
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[4].outcome, Outcome::Met, "{}", all[4]);
+        assert!(
+            all[..4].iter().all(|v| v.detail == "not measured"),
+            "{all:?}"
+        );
+        // Bun not in the comparison: every line says so.
+        let mut alone = res.clone();
+        alone.servers.retain(|s| s != "bun");
+        assert!(ladder(&alone, "bun")
+            .iter()
+            .all(|v| v.detail == "bun not compared"));
+        // In the full list only when the ladder ran.
+        assert_eq!(
+            verdicts(&res)
+                .0
+                .iter()
+                .filter(|v| v.target.starts_with("Ladder"))
+                .count(),
+            5
+        );
+        alone.scenarios.clear();
+        assert_eq!(
+            verdicts(&alone)
+                .0
+                .iter()
+                .filter(|v| v.target.starts_with("Ladder"))
+                .count(),
+            0
         );
     }
 

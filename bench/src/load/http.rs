@@ -35,7 +35,7 @@ pub async fn get_json(endpoint: &Endpoint, timeout: Duration) -> Result<serde_js
 }
 
 /// The body of a complete HTTP/1.1 response with status 200.
-fn body_of(raw: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn body_of(raw: &[u8]) -> Result<Vec<u8>, String> {
     let at = memchr::memmem::find(raw, b"\r\n\r\n").ok_or("no HTTP response head")?;
     let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
     let status = head.lines().next().unwrap_or_default();

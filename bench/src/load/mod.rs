@@ -37,7 +37,7 @@
 pub mod check;
 mod client;
 pub mod config;
-mod http;
+pub(crate) mod http;
 pub mod live;
 pub mod pace;
 pub mod report;

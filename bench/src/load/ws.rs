@@ -12,18 +12,27 @@
 //!   reserved bits, fragmented control frames and frames over [`MAX_FRAME_BYTES`] are
 //!   errors; text is not UTF-8-validated (the scanner reads ASCII keys only), and the
 //!   handshake's `Sec-WebSocket-Accept` is not checked (the status must be `101`).
+//! - **One read per wake-up.** A read that returns less than it asked for has emptied
+//!   the socket (epoll(7): a short read on a stream socket means the read space is
+//!   exhausted), so [`Conn::fill`] then drops the socket's readiness itself. Without
+//!   that, the next fill would make one more `read()` just to get `EAGAIN` before
+//!   waiting: when the server writes each frame on its own (one frame per wake-up), half
+//!   the generator's read system calls. This is why the socket is a tokio [`AsyncFd`]
+//!   rather than a `TcpStream`: its ready guard clears only the readiness it saw before
+//!   the read, so data that arrived after the read (a newer edge) still wakes the task,
+//!   whatever thread polls the reactor.
 //! - **Writes** (the subscribe command, pongs, the close) are masked with keys from a
 //!   per-connection xorshift generator, and are rare; they allocate.
 //!
 //! Nothing here spawns or blocks: every call is `async` on the caller's task, and the
 //! caller bounds each with a deadline.
 
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::ops::Range;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpSocket;
 
 use super::config::Endpoint;
 
@@ -81,7 +90,8 @@ pub enum Event {
 
 /// A client connection after the handshake.
 pub struct Conn {
-    stream: TcpStream,
+    /// Nonblocking, registered with the runtime's reactor.
+    stream: AsyncFd<TcpStream>,
     buf: Vec<u8>,
     /// Start of the first unparsed byte in `buf`.
     pos: usize,
@@ -115,6 +125,13 @@ impl Conn {
         }
         let stream = socket.connect(addr).await.map_err(WsError::Connect)?;
         stream.set_nodelay(true).map_err(WsError::Connect)?;
+        // Still nonblocking after `into_std`, as AsyncFd needs.
+        let stream = stream.into_std().map_err(WsError::Connect)?;
+        // SAFETY: `register` needs the fd to stay open and the same for the AsyncFd's
+        // whole life: the AsyncFd owns the std `TcpStream`, which owns the fd and closes
+        // it only when dropped with the AsyncFd, and whose `as_raw_fd` never changes.
+        let stream = unsafe { AsyncFd::register(stream) }
+            .map_err(|e| WsError::Connect(io::Error::from(e)))?;
         let mut conn = Conn {
             stream,
             buf: vec![0; READ_BUFFER_BYTES],
@@ -141,7 +158,7 @@ impl Conn {
             endpoint.authority(),
             base64(&key)
         );
-        self.stream.write_all(request.as_bytes()).await?;
+        write_all(&self.stream, request.as_bytes()).await?;
         loop {
             if let Some(at) = memchr::memmem::find(&self.buf[..self.end], b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..at]);
@@ -156,7 +173,7 @@ impl Conn {
             if self.end >= MAX_HANDSHAKE_BYTES {
                 return Err(WsError::Handshake("response head too long".into()));
             }
-            let n = self.stream.read(&mut self.buf[self.end..]).await?;
+            let n = read_some(&self.stream, &mut self.buf[self.end..]).await?;
             if n == 0 {
                 return Err(WsError::Handshake("connection closed".into()));
             }
@@ -186,7 +203,7 @@ impl Conn {
             self.buf.resize(len, 0);
         }
         let until = self.end.saturating_add(max.max(1)).min(self.buf.len());
-        let n = self.stream.read(&mut self.buf[self.end..until]).await?;
+        let n = read_some(&self.stream, &mut self.buf[self.end..until]).await?;
         self.end += n;
         Ok(n)
     }
@@ -256,7 +273,7 @@ impl Conn {
     async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         let mask = self.next_random().to_le_bytes();
         let frame = client_frame(opcode, payload, mask);
-        self.stream.write_all(&frame).await
+        write_all(&self.stream, &frame).await
     }
 
     fn next_random(&mut self) -> u32 {
@@ -268,6 +285,43 @@ impl Conn {
         self.rng = x;
         x
     }
+}
+
+/// Reads once into `buf` (waiting until the socket is readable); 0 at end of stream. A
+/// short read (less than `buf` holds) has emptied the socket, so its readiness is
+/// dropped here and the next call waits without a `read()` that would only say
+/// `EAGAIN` (see the module doc for why that is race-free).
+async fn read_some(fd: &AsyncFd<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut ready = fd.readable().await?;
+        match ready.try_io(|s| s.get_ref().read(buf)) {
+            Ok(Ok(n)) => {
+                if n > 0 && n < buf.len() {
+                    ready.clear_ready();
+                }
+                return Ok(n);
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(e),
+            // `EAGAIN`: try_io has cleared the readiness; wait for the next edge.
+            Err(_would_block) => {}
+        }
+    }
+}
+
+/// Writes all of `bytes`, waiting whenever the socket is full.
+async fn write_all(fd: &AsyncFd<TcpStream>, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let mut ready = fd.writable().await?;
+        match ready.try_io(|s| s.get_ref().write(bytes)) {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A parsed server frame header.
@@ -365,6 +419,7 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![(u8::from(fin) << 7) | opcode];
@@ -438,6 +493,57 @@ mod tests {
         assert_eq!(unmasked, b"hello");
         let long = client_frame(OP_TEXT, &[0; 300], mask);
         assert_eq!(&long[..4], &[0x81, 0x80 | 126, 1, 44]);
+    }
+
+    /// Guards the short-read shortcut: frames that come one at a time, with pauses, on a
+    /// runtime whose other thread may poll the reactor, must each wake the reader (a
+    /// readiness dropped wrongly would stall it until the next frame, and the last one
+    /// for ever).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_that_come_one_by_one_each_wake_the_reader() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        const FRAMES: usize = 50;
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = vec![0u8; 1024];
+            let _ = s.read(&mut req).await.unwrap();
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .await
+                .unwrap();
+            for i in 0..FRAMES {
+                s.write_all(&server_frame(true, OP_TEXT, format!("{i}").as_bytes()))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(if i % 10 == 0 {
+                    5
+                } else {
+                    0
+                }))
+                .await;
+            }
+            s
+        });
+        let endpoint = Endpoint::parse(&format!("ws://{addr}/ws"), "ws").unwrap();
+        let mut conn = Conn::connect(addr, &endpoint, None, 7).await.unwrap();
+        let read_all = async {
+            let mut got = Vec::new();
+            while got.len() < FRAMES {
+                match conn.next_event().unwrap() {
+                    Some(Event::Text(r)) => {
+                        got.push(String::from_utf8_lossy(conn.bytes(r)).into_owned())
+                    }
+                    Some(other) => panic!("{other:?}"),
+                    None => assert!(conn.fill().await.unwrap() > 0),
+                }
+            }
+            got
+        };
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+            .await
+            .expect("every frame arrives");
+        assert_eq!(got, (0..FRAMES).map(|i| i.to_string()).collect::<Vec<_>>());
+        drop(server.await.unwrap());
     }
 
     #[tokio::test]
