@@ -20,9 +20,10 @@ const HIGHEST_NS: u64 = 3_600_000_000_000;
 /// Significant decimal digits kept: every value within 1% (HdrHistogram keeps 1/128).
 /// Not 3: a worker records two values per delivery, and at 3 digits the buckets that a
 /// millisecond-scale stage touches span ~40 KiB per histogram (loading the count was
-/// half of a record's cost at 1000 clients; docs/benchmarks.md "Sixth pass"). At 2 they
-/// span ~5 KiB, and each histogram is 36 KiB instead of 264 KiB (the engine's idle RSS
-/// fell from 33 to 16 MiB).
+/// half of a record's cost at 1000 clients;
+/// docs/decisions/0004-latency-histograms-two-digits.md). At 2 they span ~5 KiB, and
+/// each histogram is 36 KiB instead of 264 KiB (the engine's idle RSS fell from 33 to
+/// 16 MiB).
 const SIGFIG: u8 = 2;
 /// The rolling window is the current half plus the previous one.
 const HALF_WINDOW_NS: u64 = 5_000_000_000;

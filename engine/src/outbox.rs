@@ -30,7 +30,7 @@ pub struct Outbox {
     /// When the front frame was queued, kept beside the queue (meaningful while it is
     /// not empty): the fan-out checks it for every client on every frame, and reading
     /// it from the queue's own buffer was a cache miss per client (half of the offer's
-    /// cost at 1000 clients, docs/benchmarks.md "Sixth pass").
+    /// cost at 1000 clients, docs/decisions/0003-outbox-oldest-time-inline.md).
     oldest_ns: u64,
     /// Bytes of the front frame already written (a frame is far under 4 GiB; `u32`
     /// with `budget_bytes` keeps the client's slot within its size, conn_size.rs).

@@ -4,7 +4,9 @@
 //! hold once every one of them has its `subscribed` reply. It counts everything the
 //! engine keeps per connection (its task, socket registration, client slot, subscription
 //! and index entries, amortised table growth), not the kernel's socket or the allocator's
-//! own slack; `docs/benchmarks.md` (S3) measures the process's RSS.
+//! own slack; `tickwire bench compare`'s scenario S3 measures the process's RSS (its
+//! latest figures in `docs/benchmarks.md`; how it got there:
+//! `docs/perf-log/2026-12-02-small-connection-s3.md`).
 //!
 //! `TICKWIRE_HEAP_SIZES=1` prints the size of every allocation (and, negative, every
 //! free) that one connection's setup makes.

@@ -1,7 +1,8 @@
 //! What one idle connection costs the worker, in bytes of its own structures: the
 //! connection task's future and the client's slot. Guards against a field or an inline
-//! future growing a connection unnoticed (the RSS per idle connection is measured in
-//! `docs/benchmarks.md`, S3; the heap a connection holds in all is `conn_heap.rs`).
+//! future growing a connection unnoticed (the RSS per idle connection is measured by
+//! `tickwire bench compare`'s scenario S3, latest figures in `docs/benchmarks.md`; the
+//! heap a connection holds in all is `conn_heap.rs`).
 
 mod common;
 

@@ -27,8 +27,9 @@ use tickwire_feeds::{SimConfig, SimFeed};
 // Built without transparent huge pages (the workspace's `no_thp` feature): mimalloc would
 // otherwise ask for them on its whole arena, and every 2 MiB page touched counts in full
 // in the RSS: 15 MiB more at start and RSS moving in 2 MiB steps, which made an idle
-// connection look twice its size (docs/benchmarks.md, S3). The engine's hot data (ring,
-// frames, client table) is small enough that huge pages bought no measurable speed.
+// connection look twice its size (docs/decisions/0009-allocator-without-huge-pages.md).
+// The engine's hot data (ring, frames, client table) is small enough that huge pages
+// bought no measurable speed.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -36,7 +36,8 @@
 //! An earlier policy opened the window from a *projected* write load (deliveries × the
 //! measured cost of one write). A window's writes carry more frames and cost more each,
 //! so an open window inflated its own projection and stayed open on an idle core; this
-//! one measures the core instead (`docs/benchmarks.md` keeps the figures of each).
+//! one measures the core instead (why, and the figures:
+//! `docs/decisions/0008-coalescing-by-measured-busy-share.md`).
 
 use std::time::{Duration, Instant};
 

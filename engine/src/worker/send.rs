@@ -4,8 +4,8 @@
 //! Not `writev(2)` (tokio's `try_write_vectored`): a write through the file layer pays
 //! for `fdget_pos`, `vfs_writev` and `sock_write_iter` on top of the socket's own send,
 //! about 9% of the server's CPU at light load where every write carries one frame
-//! (perf, docs/benchmarks.md "Third pass"); `send` goes to the socket directly, as
-//! uWebSockets does.
+//! (perf, docs/decisions/0001-send-not-writev.md); `send` goes to the socket directly,
+//! as uWebSockets does.
 //!
 //! Two ways in, by whether the client is blocked (its socket refused bytes and its
 //! connection task waits for writability):
