@@ -10,8 +10,9 @@
 //! - a subscription holds at most one mark per channel, queued for catch-up once and
 //!   counted once; the count always equals the marks held, so a count of 0 lets an offer
 //!   skip the subscription lookup;
-//! - while a client holds any mark, new frames are not queued ahead of its catch-up
-//!   (except trades of a symbol with no open gap, which stay contiguous);
+//! - a marked subscription gets no frame of its channel until its mark is served
+//!   (a state frame is superseded, a trade joins the gap), and a held mark is counted
+//!   as conflation each time;
 //! - marks are served in the order they were made, as room appears;
 //! - unsubscribing or closing clears the marks it ends;
 //! - the client joins the flush list once until it is written.
@@ -323,15 +324,15 @@ impl Client {
     }
 
     /// Starts closing: no more data is queued and no mark is owed any more (the caller
-    /// has unsubscribed everything); queued data is dropped when `discard`, and the
-    /// close frame, if any, goes after what stays.
+    /// has unsubscribed everything); queued data is dropped when `discard`, then the
+    /// frame `close_frame` makes, if any, goes after what stays.
     pub fn close(
         &mut self,
         reason: CloseReason,
         frames: &mut FrameSlab,
         discard: bool,
-        close_frame: Option<FrameId>,
         queued_ns: u64,
+        close_frame: impl FnOnce(&mut FrameSlab) -> Option<FrameId>,
     ) {
         self.closing = Some(reason);
         self.catch_up = VecDeque::new();
@@ -339,8 +340,9 @@ impl Client {
         if discard {
             self.outbox.discard_unsent(frames);
         }
-        if let Some(id) = close_frame {
+        if let Some(id) = close_frame(frames) {
             self.outbox.push(frames, id, queued_ns);
+            frames.release(id);
         }
     }
 
@@ -693,5 +695,503 @@ pub fn note_peak_bytes(stats: &WorkerStats, peak: usize) {
         stats
             .peak_outbox_bytes
             .fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpStream;
+
+    /// Two 12-byte frames fit, a third does not.
+    const BUDGET: usize = 30;
+    const A: SymbolId = SymbolId(1);
+    const B: SymbolId = SymbolId(2);
+    const C: SymbolId = SymbolId(3);
+
+    struct Rig {
+        client: Client,
+        frames: FrameSlab,
+        stats: WorkerStats,
+        clock: Clock,
+        _peer: std::net::TcpStream,
+        _rt: tokio::runtime::Runtime,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (peer, _) = listener.accept().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let stream = {
+                let _guard = rt.enter();
+                TcpStream::from_std(ours).unwrap()
+            };
+            let clock = Clock::manual();
+            let client = Client::new(Rc::new(Conn::new(stream)), BUDGET, 10, clock.now());
+            Rig {
+                client,
+                frames: FrameSlab::new(),
+                stats: WorkerStats::default(),
+                clock,
+                _peer: peer,
+                _rt: rt,
+            }
+        }
+
+        fn at(&self) -> PassTime {
+            PassTime {
+                now: self.clock.now(),
+                queued_ns: 1_000,
+                stale_ns: u64::MAX,
+            }
+        }
+
+        fn subscribe(&mut self, symbol: SymbolId, channel: Channel, throttle_ms: u32) {
+            let mut set = ChannelSet::EMPTY;
+            set.insert(channel);
+            self.client
+                .subscribe(symbol, set, 10, throttle_ms, &self.stats);
+        }
+
+        /// Offers a fresh 12-byte frame.
+        fn offer(&mut self, symbol: SymbolId, offer: Offer) -> Offered {
+            let id = self.frames.text(|buf| buf.extend_from_slice(b"0123456789"));
+            let at = self.at();
+            let offered = self
+                .client
+                .offer(&mut self.frames, id, symbol, offer, at, &self.stats);
+            self.frames.release(id);
+            offered
+        }
+
+        fn fill(&mut self) {
+            let _ = self.offer(C, Offer::State(Channel::Ticker));
+            let _ = self.offer(C, Offer::State(Channel::Ticker));
+            assert_eq!(
+                self.client.outbox().pending_bytes(),
+                24,
+                "the budget is full"
+            );
+        }
+
+        /// Writes the outbox to the socket (the peer's buffer takes it all).
+        fn drain(&mut self) {
+            let outcome = self.client.write(&mut self.frames, |_, _| {}).unwrap();
+            assert!(matches!(outcome, WriteOutcome::Drained));
+        }
+
+        /// Serves marks; returns what each served mark was owed, in order.
+        fn serve(&mut self) -> Vec<(SymbolId, Owed)> {
+            let mut served = Vec::new();
+            self.client.serve_marks(
+                &mut self.frames,
+                &self.clock,
+                2_000,
+                &self.stats,
+                |frames, symbol, owed| {
+                    served.push((symbol, owed));
+                    frames.text(|buf| buf.extend_from_slice(b"snap"))
+                },
+                |_, _, _| panic!("nothing is throttled"),
+            );
+            served
+        }
+
+        /// The rule every test checks after each step: the count is the marks held.
+        fn assert_counted(&self) {
+            let held: usize = self
+                .client
+                .subs()
+                .symbols()
+                .filter_map(|s| self.client.subs().get(s))
+                .map(ClientSub::marks)
+                .sum();
+            assert_eq!(self.client.marked() as usize, held, "marked == marks held");
+        }
+    }
+
+    #[test]
+    fn a_state_frame_that_does_not_fit_marks_its_subscription_once() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 0);
+        rig.subscribe(C, Channel::Ticker, 0);
+        rig.fill();
+        for _ in 0..3 {
+            assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
+            rig.assert_counted();
+        }
+        assert_eq!(rig.client.marked(), 1, "counted once");
+        assert_eq!(rig.client.owed(), 1, "queued for catch-up once");
+        assert_eq!(
+            WorkerStats::get(&rig.stats.conflated),
+            3,
+            "each offer conflated"
+        );
+        assert_eq!(rig.client.outbox().pending_bytes(), 24, "nothing queued");
+    }
+
+    #[test]
+    fn marks_are_served_in_the_order_they_were_made_and_clear_the_count() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 0);
+        rig.subscribe(B, Channel::Book, 0);
+        rig.subscribe(C, Channel::Ticker, 0);
+        rig.subscribe(C, Channel::Trades, 0);
+        rig.fill();
+        assert_eq!(rig.offer(B, Offer::State(Channel::Book)), Offered::Marked);
+        assert_eq!(rig.offer(C, Offer::Trade(7)), Offered::Marked);
+        assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
+        assert_eq!(
+            rig.offer(C, Offer::Trade(8)),
+            Offered::Marked,
+            "the gap grows"
+        );
+        rig.assert_counted();
+        assert_eq!(rig.client.marked(), 3);
+        rig.drain();
+        let served = rig.serve();
+        assert_eq!(
+            served,
+            vec![
+                (B, Owed::Book(10)),
+                (
+                    C,
+                    Owed::Gap {
+                        from: 7,
+                        to: 8,
+                        upstream: false
+                    }
+                ),
+                (A, Owed::Ticker),
+            ]
+        );
+        rig.assert_counted();
+        assert_eq!(rig.client.marked(), 0);
+        assert_eq!(rig.client.owed(), 0);
+        assert_eq!(WorkerStats::get(&rig.stats.gaps_sent), 1);
+        assert_eq!(WorkerStats::get(&rig.stats.trades_skipped), 2);
+        assert_eq!(WorkerStats::get(&rig.stats.snapshots_resent), 1);
+        assert_eq!(
+            rig.offer(A, Offer::State(Channel::Ticker)),
+            Offered::Queued,
+            "with every mark served, offers queue again"
+        );
+    }
+
+    #[test]
+    fn serving_stops_where_the_budget_does_and_resumes_in_order() {
+        let mut rig = Rig::new();
+        for s in [A, B, C] {
+            rig.subscribe(s, Channel::Ticker, 0);
+        }
+        rig.fill();
+        assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
+        assert_eq!(rig.offer(B, Offer::State(Channel::Ticker)), Offered::Marked);
+        rig.drain();
+        // A 30-byte catch-up frame: one fits an empty outbox, a second does not.
+        let mut made = Vec::new();
+        rig.client.serve_marks(
+            &mut rig.frames,
+            &rig.clock,
+            2_000,
+            &rig.stats,
+            |frames, symbol, _| {
+                made.push(symbol);
+                frames.text(|buf| buf.extend_from_slice(&[b'x'; 28]))
+            },
+            |_, _, _| {},
+        );
+        assert_eq!(made, vec![A, B], "B was made, did not fit, and stays owed");
+        assert_eq!(rig.client.marked(), 1);
+        assert_eq!(rig.client.owed(), 1);
+        rig.assert_counted();
+        rig.drain();
+        assert_eq!(rig.serve(), vec![(B, Owed::Ticker)]);
+        assert_eq!(rig.client.marked(), 0);
+    }
+
+    #[test]
+    fn a_marked_subscription_waits_for_its_catch_up_and_the_others_do_not() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 0);
+        rig.subscribe(B, Channel::Trades, 0);
+        rig.subscribe(C, Channel::Ticker, 0);
+        rig.fill();
+        assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
+        rig.drain();
+        assert_eq!(
+            rig.offer(A, Offer::State(Channel::Ticker)),
+            Offered::Marked,
+            "a marked subscription waits for its catch-up"
+        );
+        assert_eq!(
+            rig.offer(C, Offer::State(Channel::Ticker)),
+            Offered::Queued,
+            "other subscriptions queue while there is room"
+        );
+        assert_eq!(
+            rig.offer(B, Offer::Trade(1)),
+            Offered::Queued,
+            "trades with no open gap stay contiguous"
+        );
+        assert_eq!(
+            rig.offer(SymbolId(9), Offer::Trade(1)),
+            Offered::Refused,
+            "not subscribed"
+        );
+        rig.assert_counted();
+    }
+
+    #[test]
+    fn a_feed_gap_queues_in_order_or_joins_the_clients_own_gap() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Trades, 0);
+        rig.subscribe(C, Channel::Ticker, 0);
+        assert_eq!(rig.offer(A, Offer::FeedGap(3, 4)), Offered::Queued);
+        rig.drain();
+        rig.fill();
+        assert_eq!(rig.offer(A, Offer::Trade(5)), Offered::Marked);
+        assert_eq!(rig.offer(A, Offer::FeedGap(6, 9)), Offered::Marked);
+        rig.assert_counted();
+        assert_eq!(rig.client.owed(), 1);
+        rig.drain();
+        let gap = Owed::Gap {
+            from: 5,
+            to: 9,
+            upstream: false,
+        };
+        assert_eq!(rig.serve(), vec![(A, gap)], "one exact range");
+    }
+
+    #[test]
+    fn a_resync_mark_is_made_once_and_a_gap_from_the_feed_says_so() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 0);
+        rig.subscribe(A, Channel::Trades, 0);
+        for _ in 0..2 {
+            rig.client.mark(A, Channel::Ticker, (0, 0), GapCause::Feed);
+            rig.client.mark(A, Channel::Trades, (4, 6), GapCause::Feed);
+            rig.assert_counted();
+        }
+        rig.client
+            .mark(A, Channel::Trades, (7, 8), GapCause::Consumer);
+        rig.client.mark(B, Channel::Ticker, (0, 0), GapCause::Feed);
+        assert_eq!(rig.client.marked(), 2);
+        assert_eq!(rig.client.owed(), 2);
+        let gap = Owed::Gap {
+            from: 4,
+            to: 8,
+            upstream: true,
+        };
+        assert_eq!(rig.serve(), vec![(A, Owed::Ticker), (A, gap)]);
+    }
+
+    #[test]
+    fn unsubscribing_clears_its_marks_and_their_catch_up() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 0);
+        rig.subscribe(A, Channel::Trades, 0);
+        rig.subscribe(B, Channel::Book, 0);
+        rig.client
+            .mark(A, Channel::Ticker, (0, 0), GapCause::Consumer);
+        rig.client
+            .mark(A, Channel::Trades, (1, 2), GapCause::Consumer);
+        rig.client
+            .mark(B, Channel::Book, (0, 0), GapCause::Consumer);
+        assert_eq!(rig.client.marked(), 3);
+        let mut trades = ChannelSet::EMPTY;
+        trades.insert(Channel::Trades);
+        let left = rig.client.unsubscribe(A, trades, &rig.stats);
+        assert_eq!(left, Some((trades, 0)), "no book, no depth");
+        rig.assert_counted();
+        assert_eq!(rig.client.marked(), 2);
+        assert_eq!(rig.client.pairs(), 2);
+        assert_eq!(rig.client.unsubscribe(C, trades, &rig.stats), None);
+        assert!(rig
+            .client
+            .unsubscribe(B, ChannelSet::ALL, &rig.stats)
+            .is_some());
+        rig.assert_counted();
+        assert!(
+            rig.client.subs().get(B).is_none(),
+            "an emptied subscription goes"
+        );
+        assert_eq!(
+            rig.serve(),
+            vec![(A, Owed::Ticker)],
+            "cleared marks are skipped, the rest served"
+        );
+        assert_eq!(rig.client.owed(), 0);
+    }
+
+    #[test]
+    fn closing_clears_every_mark_and_queues_the_close_after_what_stays() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 0);
+        rig.subscribe(C, Channel::Ticker, 0);
+        rig.fill();
+        assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
+        assert!(rig
+            .client
+            .unsubscribe(A, ChannelSet::ALL, &rig.stats)
+            .is_some());
+        assert!(rig
+            .client
+            .unsubscribe(C, ChannelSet::ALL, &rig.stats)
+            .is_some());
+        rig.client
+            .close(CloseReason::Policy, &mut rig.frames, true, 5, |frames| {
+                Some(frames.control(|buf| crate::protocol::frame::close_frame(buf, 1008, "")))
+            });
+        assert_eq!(rig.client.closing, Some(CloseReason::Policy));
+        assert_eq!((rig.client.marked(), rig.client.owed()), (0, 0));
+        assert_eq!(
+            rig.client.outbox().pending_bytes(),
+            4,
+            "queued data dropped, the close frame queued"
+        );
+        rig.drain();
+        rig.client.release(&mut rig.frames);
+        assert_eq!(rig.frames.live(), 0, "every frame went back to the pool");
+    }
+
+    #[test]
+    fn a_throttled_state_is_held_then_handed_back_when_its_interval_ends() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 100);
+        assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Queued);
+        let due = rig.clock.now() + Duration::from_millis(100);
+        assert_eq!(
+            rig.offer(A, Offer::State(Channel::Ticker)),
+            Offered::Held(due)
+        );
+        assert_eq!(
+            rig.offer(A, Offer::State(Channel::Ticker)),
+            Offered::Marked,
+            "held once"
+        );
+        rig.assert_counted();
+        assert_eq!(rig.client.owed(), 0, "a held mark waits for its deadline");
+        assert!(rig.client.rearm(A, Channel::Ticker));
+        assert!(!rig.client.rearm(B, Channel::Ticker), "not held");
+        let mut later = Vec::new();
+        rig.client.serve_marks(
+            &mut rig.frames,
+            &rig.clock,
+            0,
+            &rig.stats,
+            |_, _, _| panic!("not before its interval ends"),
+            |symbol, channel, at| later.push((symbol, channel, at)),
+        );
+        assert_eq!(later, vec![(A, Channel::Ticker, due)]);
+        assert!(rig.client.rearm(A, Channel::Ticker));
+        rig.clock.advance(Duration::from_millis(100));
+        rig.drain();
+        assert_eq!(rig.serve(), vec![(A, Owed::Ticker)]);
+        assert_eq!(
+            rig.client.subs().get(A).and_then(|s| s.ticker_next),
+            Some(due + Duration::from_millis(100)),
+            "serving starts the next interval"
+        );
+        rig.assert_counted();
+    }
+
+    #[test]
+    fn stale_data_is_shed_and_marked_as_if_it_had_not_fit() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 0);
+        rig.subscribe(A, Channel::Trades, 0);
+        for (symbol, offer) in [(A, Offer::Trade(1)), (A, Offer::Trade(2))] {
+            let id = rig.frames.text(|buf| buf.extend_from_slice(b"0123456789"));
+            rig.frames.set_tag(
+                id,
+                crate::frames::FrameTag {
+                    kind: FrameKind::Trade,
+                    symbol: symbol.0,
+                    seq: if offer == Offer::Trade(1) { 1 } else { 2 },
+                },
+            );
+            let at = rig.at();
+            rig.client
+                .offer(&mut rig.frames, id, symbol, offer, at, &rig.stats);
+            rig.frames.release(id);
+        }
+        let late = PassTime {
+            now: rig.clock.now(),
+            queued_ns: 1_000 + 11,
+            stale_ns: 10,
+        };
+        let id = rig.frames.text(|buf| buf.extend_from_slice(b"tick"));
+        let offered = rig.client.offer(
+            &mut rig.frames,
+            id,
+            A,
+            Offer::State(Channel::Ticker),
+            late,
+            &rig.stats,
+        );
+        rig.frames.release(id);
+        assert_eq!(offered, Offered::Queued, "the current ticker fits");
+        assert_eq!(WorkerStats::get(&rig.stats.stale_conflations), 1);
+        rig.assert_counted();
+        assert_eq!(rig.client.marked(), 1, "the shed trades became one gap");
+        let gap = Owed::Gap {
+            from: 1,
+            to: 2,
+            upstream: false,
+        };
+        assert_eq!(rig.serve(), vec![(A, gap)]);
+    }
+
+    #[test]
+    fn the_client_joins_the_flush_list_once_until_written() {
+        let mut rig = Rig::new();
+        assert!(rig.client.enlist());
+        assert!(!rig.client.enlist(), "already listed");
+        rig.client.delist();
+        assert!(rig.client.enlist());
+    }
+
+    #[test]
+    fn replies_pass_the_budget_but_not_twice_it() {
+        let mut rig = Rig::new();
+        let mut pushed = 0;
+        loop {
+            let id = rig.frames.text(|buf| buf.extend_from_slice(b"0123456789"));
+            let queued = rig.client.push_reply(&mut rig.frames, id, 0);
+            rig.frames.release(id);
+            if !queued {
+                break;
+            }
+            pushed += 1;
+        }
+        assert_eq!(pushed, 5, "60 bytes fit twice a 30-byte budget, 72 do not");
+    }
+
+    #[test]
+    fn subscribing_counts_pairs_and_throttles_once_and_supersedes_marks() {
+        let mut rig = Rig::new();
+        rig.subscribe(A, Channel::Ticker, 50);
+        rig.client
+            .mark(A, Channel::Ticker, (0, 0), GapCause::Consumer);
+        assert_eq!(rig.client.marked(), 1);
+        rig.subscribe(A, Channel::Ticker, 50);
+        rig.assert_counted();
+        assert_eq!(
+            rig.client.marked(),
+            0,
+            "the new snapshot supersedes the mark"
+        );
+        assert_eq!(rig.client.pairs(), 1, "a pair is counted once");
+        assert_eq!(WorkerStats::get(&rig.stats.subscriptions), 1);
+        assert_eq!(rig.client.throttled, 1, "a throttle is counted once");
+        rig.subscribe(A, Channel::Ticker, 0);
+        assert_eq!(rig.client.throttled, 0);
     }
 }

@@ -292,17 +292,14 @@ impl Core {
             return;
         }
         self.unsubscribe_all(key);
-        let frames = &mut self.frames;
+        let now = now_ns();
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
+        client.close(reason, &mut self.frames, discard, now, |frames| {
+            code.map(|code| frames.control(|buf| frame::close_frame(buf, code, message)))
+        });
         self.stats.count_close(reason);
-        let close_frame =
-            code.map(|code| frames.control(|buf| frame::close_frame(buf, code, message)));
-        client.close(reason, frames, discard, close_frame, now_ns());
-        if let Some(id) = close_frame {
-            frames.release(id);
-        }
         client.conn.signal.notify();
     }
 
