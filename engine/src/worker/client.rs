@@ -365,31 +365,52 @@ impl Client {
         at: PassTime,
         stats: &WorkerStats,
     ) -> Offered {
-        let len = frames.len(id);
         self.shed_stale(frames, at, stats);
+        let fits = self.outbox.has_room(frames.len(id));
         let throttled = matches!(offer, Offer::State(_)) && self.throttled > 0;
-        if self.marked == 0 && !throttled && self.outbox.has_room(len) {
-            self.outbox.push(frames, id, at.queued_ns);
-            return Offered::Queued;
-        }
-        match offer {
-            Offer::State(channel) => self.offer_state(frames, id, len, symbol, channel, at, stats),
-            Offer::Trade(seq) => self.offer_trade(frames, id, len, symbol, seq, at, stats),
-            Offer::FeedGap(from, to) => {
-                self.mark(symbol, Channel::Trades, (from, to), GapCause::Feed);
-                Offered::Marked
+        let offered = if self.marked == 0 && !throttled && fits {
+            Offered::Queued
+        } else {
+            match offer {
+                Offer::State(channel) => self.offer_state(symbol, channel, fits, at, stats),
+                Offer::Trade(seq) => {
+                    let Some(sub) = self.subs.get_mut(symbol) else {
+                        return Offered::Refused;
+                    };
+                    match sub.gap.as_mut() {
+                        Some((_, to)) => {
+                            *to = seq;
+                            Offered::Marked
+                        }
+                        None if fits => Offered::Queued,
+                        None => {
+                            sub.gap = Some((seq, seq));
+                            self.marked += 1;
+                            self.catch_up.push_back((symbol, Channel::Trades));
+                            note_peak_bytes(stats, self.outbox.peak_bytes());
+                            Offered::Marked
+                        }
+                    }
+                }
+                Offer::FeedGap(from, to) => {
+                    self.mark(symbol, Channel::Trades, (from, to), GapCause::Feed);
+                    Offered::Marked
+                }
             }
+        };
+        if offered == Offered::Queued {
+            self.outbox.push(frames, id, at.queued_ns);
         }
+        offered
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The slow path of [`Client::offer`] for a state frame that may not simply be
+    /// queued: `Queued` when it should be after all (the caller queues it).
     fn offer_state(
         &mut self,
-        frames: &mut FrameSlab,
-        id: FrameId,
-        len: usize,
         symbol: SymbolId,
         channel: Channel,
+        fits: bool,
         at: PassTime,
         stats: &WorkerStats,
     ) -> Offered {
@@ -419,8 +440,7 @@ impl Client {
             *marked = true;
             WorkerStats::add(&stats.conflated, 1);
             Offered::Held(due)
-        } else if self.outbox.has_room(len) {
-            self.outbox.push(frames, id, at.queued_ns);
+        } else if fits {
             if throttle_ms > 0 {
                 *next = Some(at.now + Duration::from_millis(u64::from(throttle_ms)));
             }
@@ -434,39 +454,6 @@ impl Client {
         };
         self.marked = self.marked + sub.marks() as u32 - before as u32;
         offered
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn offer_trade(
-        &mut self,
-        frames: &mut FrameSlab,
-        id: FrameId,
-        len: usize,
-        symbol: SymbolId,
-        seq: u64,
-        at: PassTime,
-        stats: &WorkerStats,
-    ) -> Offered {
-        let Some(sub) = self.subs.get_mut(symbol) else {
-            return Offered::Refused;
-        };
-        match sub.gap.as_mut() {
-            Some((_, to)) => {
-                *to = seq;
-                Offered::Marked
-            }
-            None if self.outbox.has_room(len) => {
-                self.outbox.push(frames, id, at.queued_ns);
-                Offered::Queued
-            }
-            None => {
-                sub.gap = Some((seq, seq));
-                self.marked += 1;
-                self.catch_up.push_back((symbol, Channel::Trades));
-                note_peak_bytes(stats, self.outbox.peak_bytes());
-                Offered::Marked
-            }
-        }
     }
 
     /// Marks one subscription for catch-up (`missed` is the trade range a gap covers; an
@@ -702,6 +689,7 @@ pub fn note_peak_bytes(stats: &WorkerStats, peak: usize) {
 mod tests {
     use super::*;
     use tokio::net::TcpStream;
+    use Channel::{Book, Ticker, Trades};
 
     /// Two 12-byte frames fit, a third does not.
     const BUDGET: usize = 30;
@@ -714,12 +702,15 @@ mod tests {
         frames: FrameSlab,
         stats: WorkerStats,
         clock: Clock,
+        queued_ns: u64,
+        stale_ns: u64,
         _peer: std::net::TcpStream,
         _rt: tokio::runtime::Runtime,
     }
 
     impl Rig {
-        fn new() -> Rig {
+        /// A client holding `subs` (symbol, channel, throttle ms), depth 10.
+        fn new(subs: &[(SymbolId, Channel, u32)]) -> Rig {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .build()
@@ -734,21 +725,27 @@ mod tests {
             };
             let clock = Clock::manual();
             let client = Client::new(Rc::new(Conn::new(stream)), BUDGET, 10, clock.now());
-            Rig {
+            let mut rig = Rig {
                 client,
                 frames: FrameSlab::new(),
                 stats: WorkerStats::default(),
                 clock,
+                queued_ns: 1_000,
+                stale_ns: u64::MAX,
                 _peer: peer,
                 _rt: rt,
+            };
+            for &(symbol, channel, throttle_ms) in subs {
+                rig.subscribe(symbol, channel, throttle_ms);
             }
+            rig
         }
 
         fn at(&self) -> PassTime {
             PassTime {
                 now: self.clock.now(),
-                queued_ns: 1_000,
-                stale_ns: u64::MAX,
+                queued_ns: self.queued_ns,
+                stale_ns: self.stale_ns,
             }
         }
 
@@ -759,9 +756,26 @@ mod tests {
                 .subscribe(symbol, set, 10, throttle_ms, &self.stats);
         }
 
-        /// Offers a fresh 12-byte frame.
+        /// Offers a fresh 12-byte frame, tagged as the engine tags its data.
         fn offer(&mut self, symbol: SymbolId, offer: Offer) -> Offered {
             let id = self.frames.text(|buf| buf.extend_from_slice(b"0123456789"));
+            let kind = match offer {
+                Offer::State(Channel::Book) => FrameKind::Book,
+                Offer::State(_) => FrameKind::Ticker,
+                Offer::Trade(_) => FrameKind::Trade,
+                Offer::FeedGap(..) => FrameKind::Reply,
+            };
+            let seq = if let Offer::Trade(seq) = offer {
+                seq
+            } else {
+                0
+            };
+            let tag = crate::frames::FrameTag {
+                kind,
+                symbol: symbol.0,
+                seq,
+            };
+            self.frames.set_tag(id, tag);
             let at = self.at();
             let offered = self
                 .client
@@ -818,9 +832,7 @@ mod tests {
 
     #[test]
     fn a_state_frame_that_does_not_fit_marks_its_subscription_once() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 0);
-        rig.subscribe(C, Channel::Ticker, 0);
+        let mut rig = Rig::new(&[(A, Ticker, 0), (C, Ticker, 0)]);
         rig.fill();
         for _ in 0..3 {
             assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
@@ -838,11 +850,7 @@ mod tests {
 
     #[test]
     fn marks_are_served_in_the_order_they_were_made_and_clear_the_count() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 0);
-        rig.subscribe(B, Channel::Book, 0);
-        rig.subscribe(C, Channel::Ticker, 0);
-        rig.subscribe(C, Channel::Trades, 0);
+        let mut rig = Rig::new(&[(A, Ticker, 0), (B, Book, 0), (C, Ticker, 0), (C, Trades, 0)]);
         rig.fill();
         assert_eq!(rig.offer(B, Offer::State(Channel::Book)), Offered::Marked);
         assert_eq!(rig.offer(C, Offer::Trade(7)), Offered::Marked);
@@ -886,10 +894,7 @@ mod tests {
 
     #[test]
     fn serving_stops_where_the_budget_does_and_resumes_in_order() {
-        let mut rig = Rig::new();
-        for s in [A, B, C] {
-            rig.subscribe(s, Channel::Ticker, 0);
-        }
+        let mut rig = Rig::new(&[(A, Ticker, 0), (B, Ticker, 0), (C, Ticker, 0)]);
         rig.fill();
         assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
         assert_eq!(rig.offer(B, Offer::State(Channel::Ticker)), Offered::Marked);
@@ -918,10 +923,7 @@ mod tests {
 
     #[test]
     fn a_marked_subscription_waits_for_its_catch_up_and_the_others_do_not() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 0);
-        rig.subscribe(B, Channel::Trades, 0);
-        rig.subscribe(C, Channel::Ticker, 0);
+        let mut rig = Rig::new(&[(A, Ticker, 0), (B, Trades, 0), (C, Ticker, 0)]);
         rig.fill();
         assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
         rig.drain();
@@ -950,9 +952,7 @@ mod tests {
 
     #[test]
     fn a_feed_gap_queues_in_order_or_joins_the_clients_own_gap() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Trades, 0);
-        rig.subscribe(C, Channel::Ticker, 0);
+        let mut rig = Rig::new(&[(A, Trades, 0), (C, Ticker, 0)]);
         assert_eq!(rig.offer(A, Offer::FeedGap(3, 4)), Offered::Queued);
         rig.drain();
         rig.fill();
@@ -971,9 +971,7 @@ mod tests {
 
     #[test]
     fn a_resync_mark_is_made_once_and_a_gap_from_the_feed_says_so() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 0);
-        rig.subscribe(A, Channel::Trades, 0);
+        let mut rig = Rig::new(&[(A, Ticker, 0), (A, Trades, 0)]);
         for _ in 0..2 {
             rig.client.mark(A, Channel::Ticker, (0, 0), GapCause::Feed);
             rig.client.mark(A, Channel::Trades, (4, 6), GapCause::Feed);
@@ -994,10 +992,7 @@ mod tests {
 
     #[test]
     fn unsubscribing_clears_its_marks_and_their_catch_up() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 0);
-        rig.subscribe(A, Channel::Trades, 0);
-        rig.subscribe(B, Channel::Book, 0);
+        let mut rig = Rig::new(&[(A, Ticker, 0), (A, Trades, 0), (B, Book, 0)]);
         rig.client
             .mark(A, Channel::Ticker, (0, 0), GapCause::Consumer);
         rig.client
@@ -1032,9 +1027,7 @@ mod tests {
 
     #[test]
     fn closing_clears_every_mark_and_queues_the_close_after_what_stays() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 0);
-        rig.subscribe(C, Channel::Ticker, 0);
+        let mut rig = Rig::new(&[(A, Ticker, 0), (C, Ticker, 0)]);
         rig.fill();
         assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Marked);
         assert!(rig
@@ -1063,8 +1056,7 @@ mod tests {
 
     #[test]
     fn a_throttled_state_is_held_then_handed_back_when_its_interval_ends() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 100);
+        let mut rig = Rig::new(&[(A, Ticker, 100)]);
         assert_eq!(rig.offer(A, Offer::State(Channel::Ticker)), Offered::Queued);
         let due = rig.clock.now() + Duration::from_millis(100);
         assert_eq!(
@@ -1104,39 +1096,11 @@ mod tests {
 
     #[test]
     fn stale_data_is_shed_and_marked_as_if_it_had_not_fit() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 0);
-        rig.subscribe(A, Channel::Trades, 0);
-        for (symbol, offer) in [(A, Offer::Trade(1)), (A, Offer::Trade(2))] {
-            let id = rig.frames.text(|buf| buf.extend_from_slice(b"0123456789"));
-            rig.frames.set_tag(
-                id,
-                crate::frames::FrameTag {
-                    kind: FrameKind::Trade,
-                    symbol: symbol.0,
-                    seq: if offer == Offer::Trade(1) { 1 } else { 2 },
-                },
-            );
-            let at = rig.at();
-            rig.client
-                .offer(&mut rig.frames, id, symbol, offer, at, &rig.stats);
-            rig.frames.release(id);
-        }
-        let late = PassTime {
-            now: rig.clock.now(),
-            queued_ns: 1_000 + 11,
-            stale_ns: 10,
-        };
-        let id = rig.frames.text(|buf| buf.extend_from_slice(b"tick"));
-        let offered = rig.client.offer(
-            &mut rig.frames,
-            id,
-            A,
-            Offer::State(Channel::Ticker),
-            late,
-            &rig.stats,
-        );
-        rig.frames.release(id);
+        let mut rig = Rig::new(&[(A, Ticker, 0), (A, Trades, 0)]);
+        assert_eq!(rig.offer(A, Offer::Trade(1)), Offered::Queued);
+        assert_eq!(rig.offer(A, Offer::Trade(2)), Offered::Queued);
+        (rig.queued_ns, rig.stale_ns) = (1_000 + 11, 10);
+        let offered = rig.offer(A, Offer::State(Channel::Ticker));
         assert_eq!(offered, Offered::Queued, "the current ticker fits");
         assert_eq!(WorkerStats::get(&rig.stats.stale_conflations), 1);
         rig.assert_counted();
@@ -1151,7 +1115,7 @@ mod tests {
 
     #[test]
     fn the_client_joins_the_flush_list_once_until_written() {
-        let mut rig = Rig::new();
+        let mut rig = Rig::new(&[]);
         assert!(rig.client.enlist());
         assert!(!rig.client.enlist(), "already listed");
         rig.client.delist();
@@ -1160,7 +1124,7 @@ mod tests {
 
     #[test]
     fn replies_pass_the_budget_but_not_twice_it() {
-        let mut rig = Rig::new();
+        let mut rig = Rig::new(&[]);
         let mut pushed = 0;
         loop {
             let id = rig.frames.text(|buf| buf.extend_from_slice(b"0123456789"));
@@ -1176,8 +1140,7 @@ mod tests {
 
     #[test]
     fn subscribing_counts_pairs_and_throttles_once_and_supersedes_marks() {
-        let mut rig = Rig::new();
-        rig.subscribe(A, Channel::Ticker, 50);
+        let mut rig = Rig::new(&[(A, Ticker, 50)]);
         rig.client
             .mark(A, Channel::Ticker, (0, 0), GapCause::Consumer);
         assert_eq!(rig.client.marked(), 1);

@@ -174,20 +174,11 @@ impl SymbolIndex {
     ) -> FrameId {
         let state = &self.slots[symbol.index()].state;
         let d = usize::from(depth);
-        let id = frames.text(|buf| {
-            encode::book(
-                buf,
-                self.registry.info(symbol),
-                state.book_seq,
-                true,
-                state.book.top(BookSide::Bid, d),
-                state.book.top(BookSide::Ask, d),
-                state.book_ts,
-                state.book_ingest_ts,
-            );
-        });
-        frames.set_tag(id, FrameTag::data(FrameKind::Book, symbol));
-        id
+        let (bids, asks) = (
+            state.book.top(BookSide::Bid, d),
+            state.book.top(BookSide::Ask, d),
+        );
+        book_frame(frames, &self.registry, symbol, state, true, (bids, asks))
     }
 
     /// The frame of `tick` when it is a trade; the caller owns one reference.
@@ -273,20 +264,8 @@ impl SymbolIndex {
             state.book.top(BookSide::Ask, d),
             &mut self.diff_asks,
         );
-        let id = frames.text(|buf| {
-            encode::book(
-                buf,
-                self.registry.info(symbol),
-                state.book_seq,
-                false,
-                &self.diff_bids,
-                &self.diff_asks,
-                state.book_ts,
-                state.book_ingest_ts,
-            );
-        });
-        frames.set_tag(id, FrameTag::data(FrameKind::Book, symbol));
-        id
+        let diff = (&self.diff_bids[..], &self.diff_asks[..]);
+        book_frame(frames, &self.registry, symbol, state, false, diff)
     }
 
     /// The frame a mark of `symbol` is owed; the caller owns one reference.
@@ -398,6 +377,32 @@ impl SymbolSlot {
             g.asks.extend_from_slice(book.top(BookSide::Ask, d));
         }
     }
+}
+
+/// Encodes a book message of `symbol` in `state` (a snapshot, or a diff) with these
+/// `(bids, asks)`, tagged as the symbol's book data; the caller owns one reference.
+fn book_frame(
+    frames: &mut FrameSlab,
+    registry: &SymbolRegistry,
+    symbol: SymbolId,
+    state: &SymbolState,
+    snapshot: bool,
+    (bids, asks): (&[Level], &[Level]),
+) -> FrameId {
+    let id = frames.text(|buf| {
+        encode::book(
+            buf,
+            registry.info(symbol),
+            state.book_seq,
+            snapshot,
+            bids,
+            asks,
+            state.book_ts,
+            state.book_ingest_ts,
+        );
+    });
+    frames.set_tag(id, FrameTag::data(FrameKind::Book, symbol));
+    id
 }
 
 /// Removes `key` from a subscriber list (order does not matter).
