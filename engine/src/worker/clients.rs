@@ -1,5 +1,6 @@
-//! The worker's client table: one [`Client`] per WebSocket connection, its outbox,
-//! subscriptions, catch-up queue, liveness and command limits.
+//! The worker's client table (one [`Client`] per WebSocket connection) and what a
+//! client holds besides its conflation state: its connection, liveness times, command
+//! limits, error window and token grant.
 //!
 //! Owned by one worker thread. Slots are reused; a [`ClientKey`] carries the slot's
 //! generation so that a key kept by a timer or a task after its client left never
@@ -8,18 +9,13 @@
 //! reserved for a client that is idle.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
 use crate::auth::Scope;
-use crate::outbox::Outbox;
-use crate::protocol::command::Channel;
-use crate::stats::CloseReason;
-use crate::symbol::SymbolId;
 
-use super::conflate::Subs;
+pub use super::client::Client;
 use super::signal::LocalSignal;
 use super::tls::TlsConn;
 
@@ -144,90 +140,6 @@ pub struct Secure {
     pub scope: Option<Scope>,
 }
 
-/// A connected WebSocket client, as the worker sees it.
-pub struct Client {
-    generation: u32,
-    /// The socket and the task's wake-up, shared with the connection task.
-    pub conn: Rc<Conn>,
-    /// Frames waiting for the socket.
-    pub outbox: Outbox,
-    /// Subscriptions and their marks.
-    pub subs: Subs,
-    /// Symbol-channel pairs held.
-    pub pairs: u32,
-    /// Subscriptions holding an overload mark; 0 lets the fan-out skip the lookup.
-    pub marked: u32,
-    /// Throttled (symbol, channel) pairs; 0 lets the fan-out skip the lookup.
-    pub throttled: u32,
-    /// Marks waiting to be served, in the order they were made.
-    pub dirty: VecDeque<(SymbolId, Channel)>,
-    /// Already on the worker's list of clients to write.
-    pub in_flush_list: bool,
-    /// The flush policy's window in which this client last got a delivery.
-    pub flush_epoch: u32,
-    /// The socket is full; the connection task waits for writability.
-    pub blocked: bool,
-    /// Closing, and why; no data is queued any more.
-    pub closing: Option<CloseReason>,
-    /// Liveness times.
-    pub liveness: Liveness,
-    /// Command rate limit.
-    pub limiter: CommandLimiter,
-    /// Recent `error` replies.
-    pub errors: ErrorWindow,
-    /// The token's grant; `None` on an open engine.
-    pub secure: Option<Box<Secure>>,
-}
-
-impl Client {
-    /// A new client at `now`.
-    pub fn new(conn: Rc<Conn>, budget_bytes: usize, commands_per_s: u32, now: Instant) -> Client {
-        Client {
-            generation: 0,
-            conn,
-            outbox: Outbox::new(budget_bytes),
-            subs: Subs::default(),
-            pairs: 0,
-            marked: 0,
-            throttled: 0,
-            dirty: VecDeque::new(),
-            in_flush_list: false,
-            flush_epoch: 0,
-            blocked: false,
-            closing: None,
-            liveness: Liveness {
-                last_heard: now,
-                last_ping: None,
-                last_progress: now,
-                acked: 0,
-            },
-            limiter: CommandLimiter::new(commands_per_s, now),
-            errors: ErrorWindow::default(),
-            secure: None,
-        }
-    }
-
-    /// The client's TLS session, if it came over `wss`.
-    pub fn tls(&self) -> Option<&TlsConn> {
-        self.conn.tls.as_deref()
-    }
-
-    /// Whether the client's token allows `symbol` (always, without a token scope).
-    pub fn may_subscribe(&self, symbol: &str) -> bool {
-        self.secure
-            .as_ref()
-            .and_then(|s| s.scope.as_ref())
-            .is_none_or(|scope| scope.allows(symbol))
-    }
-
-    /// Heap bytes this client holds beyond its slot (memory accounting).
-    pub fn heap_bytes(&self) -> usize {
-        self.outbox.heap_bytes()
-            + self.subs.heap_bytes()
-            + self.dirty.capacity() * std::mem::size_of::<(SymbolId, Channel)>()
-    }
-}
-
 /// Bytes one client takes in the worker's table (its slot), before any heap memory.
 pub const CLIENT_SLOT_BYTES: usize = std::mem::size_of::<Option<Client>>();
 
@@ -241,14 +153,14 @@ const CHUNK_SLOTS: usize = 64;
 /// growth and leave the old copies as allocator slack, up to a slot's size again per
 /// client (measured in `engine/tests/conn_heap.rs`).
 #[derive(Default)]
-pub struct Clients {
+pub struct ClientTable {
     chunks: Vec<Vec<Option<Client>>>,
     generations: Vec<u32>,
     free: Vec<u32>,
     len: usize,
 }
 
-impl Clients {
+impl ClientTable {
     /// Puts a client in a free slot and returns its key.
     pub fn insert(&mut self, mut client: Client) -> ClientKey {
         let index = match self.free.pop() {
@@ -315,7 +227,7 @@ impl Clients {
         self.get_mut(key).filter(|c| c.closing.is_none())
     }
 
-    /// Slots in the table, taken or free: the range of [`Clients::key_at`].
+    /// Slots in the table, taken or free: the range of [`ClientTable::key_at`].
     pub fn slots(&self) -> u32 {
         self.generations.len() as u32
     }
@@ -357,6 +269,7 @@ impl Clients {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     #[test]
     fn command_limiter_refills_at_the_rate_and_caps_at_one_second() {
@@ -383,7 +296,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut held = Vec::new();
-        let mut clients = Clients::default();
+        let mut clients = ClientTable::default();
         let mut keys = Vec::new();
         let now = Instant::now();
         for _ in 0..(CHUNK_SLOTS * 2 + 3) {

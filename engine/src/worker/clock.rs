@@ -54,6 +54,18 @@ impl Clock {
     }
 }
 
+/// The times of one fan-out pass, read once for everything it queues, with the
+/// staleness limit its offers apply.
+#[derive(Clone, Copy, Debug)]
+pub struct PassTime {
+    /// Monotonic time of the pass (throttle intervals, the flush list).
+    pub now: Instant,
+    /// Wall clock, ns: the queueing time of the pass's frames.
+    pub queued_ns: u64,
+    /// How long a queued frame may wait before the client's data is shed, ns.
+    pub stale_ns: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

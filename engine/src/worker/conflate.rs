@@ -2,11 +2,12 @@
 //! subscriptions, and the worker's throttle deadlines.
 //!
 //! A frame that does not fit a client's outbox is not queued; the subscription is
-//! *marked* instead (see `docs/flow-control.md`): a ticker as dirty (the latest ticker
-//! goes out when there is room), a book as stale (a fresh snapshot goes out instead of
-//! the missed updates), trades as a gap (one `gap` naming the exact skipped seqs, then
-//! trades resume). A mark costs a few bytes of the subscription, never a frame; the
-//! client's catch-up queue lists its marks in the order they were made.
+//! *marked* instead (see `docs/flow-control.md`): a mark says the subscription is owed a
+//! fresh state. A marked ticker is owed the latest ticker when there is room, a marked
+//! book a fresh snapshot instead of the missed updates, marked trades one `gap` naming
+//! the exact skipped seqs, then trades resume. A mark costs a few bytes of the
+//! subscription, never a frame; the client's catch-up queue lists its marks in the
+//! order they were made (the rules are [`super::client::Client`]'s).
 //!
 //! Throttled subscriptions (`throttle_ms` > 0) are marked the same way inside their
 //! interval, and one [`ThrottleDeadline`] per marked subscription waits in the worker's
@@ -40,10 +41,10 @@ pub struct ClientSub {
     pub ticker_next: Option<Instant>,
     /// Earliest time the next throttled book message may go.
     pub book_next: Option<Instant>,
-    /// The latest ticker is owed (overload or throttle).
-    pub ticker_dirty: bool,
-    /// A fresh book snapshot is owed.
-    pub book_stale: bool,
+    /// Marked: the latest ticker is owed (overload or throttle).
+    pub ticker_marked: bool,
+    /// Marked: a fresh book snapshot is owed.
+    pub book_marked: bool,
     /// Skipped trade seqs not yet reported: `(from, to)` inclusive.
     pub gap: Option<(u64, u64)>,
     /// The open gap began with trades the feed lost (reported as `feed_gap`), not with
@@ -54,8 +55,8 @@ pub struct ClientSub {
 impl ClientSub {
     /// Marks held (0 to 3).
     pub fn marks(&self) -> usize {
-        usize::from(self.ticker_dirty)
-            + usize::from(self.book_stale)
+        usize::from(self.ticker_marked)
+            + usize::from(self.book_marked)
             + usize::from(self.gap.is_some())
     }
 
@@ -71,8 +72,8 @@ impl ClientSub {
     /// Whether `channel` holds its mark.
     pub fn is_marked(&self, channel: Channel) -> bool {
         match channel {
-            Channel::Ticker => self.ticker_dirty,
-            Channel::Book => self.book_stale,
+            Channel::Ticker => self.ticker_marked,
+            Channel::Book => self.book_marked,
             Channel::Trades => self.gap.is_some(),
         }
     }
@@ -84,11 +85,11 @@ impl ClientSub {
         let next = (throttle_ms > 0).then(|| now + Duration::from_millis(u64::from(throttle_ms)));
         match channel {
             Channel::Ticker => {
-                self.ticker_dirty = false;
+                self.ticker_marked = false;
                 self.ticker_next = next;
             }
             Channel::Book => {
-                self.book_stale = false;
+                self.book_marked = false;
                 self.book_next = next;
             }
             Channel::Trades => {
@@ -259,8 +260,8 @@ mod tests {
         let now = Instant::now();
         let mut sub = ClientSub {
             ticker_throttle_ms: 100,
-            ticker_dirty: true,
-            book_stale: true,
+            ticker_marked: true,
+            book_marked: true,
             ..ClientSub::default()
         };
         assert_eq!(sub.marks(), 2);

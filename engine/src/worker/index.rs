@@ -1,15 +1,300 @@
-//! The worker's subscription index: per symbol, its market state, its latest ticker
-//! frame, and who subscribes to what — ticker and trade subscribers, and book
-//! subscribers grouped by depth so that one window diff (and one frame) serves a group.
+//! The worker's symbol index: per symbol, its market state, its latest ticker frame,
+//! and who subscribes to what — ticker and trade subscribers, and book subscribers
+//! grouped by depth so that one window diff (and one frame) serves a group. The index
+//! encodes every frame made of a symbol's state (ticker, snapshot, book diff, trade,
+//! gap), and keeps the engine's interest counters in step with its subscriber lists.
 //!
 //! Owned by one worker thread. Subscribing grows the lists; steady-state fan-out only
 //! reads them, and the diff buffers grow to the largest window once and are reused.
 
-use crate::frames::FrameId;
-use crate::state::{Level, SymbolState};
-use crate::tick::BookSide;
+use std::sync::Arc;
 
+use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag};
+use crate::interest::Interest;
+use crate::protocol::command::{Channel, ChannelSet};
+use crate::protocol::encode;
+use crate::state::{Level, SymbolState};
+use crate::symbol::{SymbolId, SymbolRegistry};
+use crate::tick::{BookSide, Event, Tick};
+
+use super::client::Owed;
 use super::clients::ClientKey;
+
+/// Every symbol of the registry as one worker sees it (see the module doc).
+pub struct SymbolIndex {
+    registry: Arc<SymbolRegistry>,
+    slots: Vec<SymbolSlot>,
+    /// A book diff's changed levels, reused across events.
+    diff_bids: Vec<Level>,
+    diff_asks: Vec<Level>,
+    /// The engine's per-symbol interest counters, when something follows them.
+    interest: Option<Arc<Interest>>,
+}
+
+impl SymbolIndex {
+    /// An index of every symbol in `registry`, with no subscribers.
+    pub fn new(registry: Arc<SymbolRegistry>) -> SymbolIndex {
+        SymbolIndex {
+            slots: (0..registry.len()).map(|_| SymbolSlot::default()).collect(),
+            registry,
+            diff_bids: Vec::new(),
+            diff_asks: Vec::new(),
+            interest: None,
+        }
+    }
+
+    /// The symbol registry.
+    pub fn registry(&self) -> &Arc<SymbolRegistry> {
+        &self.registry
+    }
+
+    /// Reports this worker's first and last subscribers of each symbol to `interest`.
+    pub fn set_interest(&mut self, interest: Arc<Interest>) {
+        self.interest = Some(interest);
+    }
+
+    /// The symbol's slot, if the registry has it.
+    pub fn get(&self, symbol: SymbolId) -> Option<&SymbolSlot> {
+        self.slots.get(symbol.index())
+    }
+
+    /// The symbol's slot, mutably.
+    pub fn get_mut(&mut self, symbol: SymbolId) -> Option<&mut SymbolSlot> {
+        self.slots.get_mut(symbol.index())
+    }
+
+    /// Adds `key` to the subscriber lists of the `channels` it did not hold (`held`), and
+    /// moves it to the depth group of `depth` when it subscribes the book.
+    pub fn add_subscriber(
+        &mut self,
+        key: ClientKey,
+        symbol: SymbolId,
+        channels: ChannelSet,
+        held: ChannelSet,
+        (depth, old_depth): (u16, u16),
+    ) {
+        let Some(slot) = self.slots.get_mut(symbol.index()) else {
+            return;
+        };
+        if channels.contains(Channel::Ticker) && !held.contains(Channel::Ticker) {
+            slot.ticker_subs.push(key);
+        }
+        if channels.contains(Channel::Trades) && !held.contains(Channel::Trades) {
+            slot.trade_subs.push(key);
+        }
+        if channels.contains(Channel::Book) {
+            if held.contains(Channel::Book) {
+                slot.leave_group(key, old_depth);
+            }
+            slot.join_group(key, depth);
+        }
+        self.note_interest(symbol);
+    }
+
+    /// Removes `key` from the lists of the channels it `left` (its book group was of
+    /// `depth`); the ticker frame goes when nobody subscribes to it any more.
+    pub fn remove_subscriber(
+        &mut self,
+        key: ClientKey,
+        symbol: SymbolId,
+        left: ChannelSet,
+        depth: u16,
+        frames: &mut FrameSlab,
+    ) {
+        let Some(slot) = self.slots.get_mut(symbol.index()) else {
+            return;
+        };
+        for ch in left.iter() {
+            match ch {
+                Channel::Ticker => remove_key(&mut slot.ticker_subs, key),
+                Channel::Trades => remove_key(&mut slot.trade_subs, key),
+                Channel::Book => slot.leave_group(key, depth),
+            }
+        }
+        if slot.ticker_subs.is_empty() {
+            slot.drop_ticker_frame(frames);
+        }
+        self.note_interest(symbol);
+    }
+
+    /// Brings the interest counter of `symbol` up to date after its subscribers changed.
+    fn note_interest(&mut self, symbol: SymbolId) {
+        let Some(interest) = &self.interest else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(symbol.index()) else {
+            return;
+        };
+        let has = slot.has_subscribers();
+        if has != slot.interested {
+            slot.interested = has;
+            interest.set(symbol, has);
+        }
+    }
+
+    /// Replaces the symbol's state with an authoritative one (a resync); returns the
+    /// trade seqs the old state missed (empty when `from > to`), or `None` for a symbol
+    /// the registry does not have.
+    pub fn adopt(
+        &mut self,
+        symbol: SymbolId,
+        state: SymbolState,
+        frames: &mut FrameSlab,
+    ) -> Option<(u64, u64)> {
+        let slot = self.slots.get_mut(symbol.index())?;
+        let missed = (slot.state.trade_seq + 1, state.trade_seq);
+        slot.state = state;
+        slot.drop_ticker_frame(frames);
+        slot.reset_windows();
+        Some(missed)
+    }
+
+    // ---- encoding --------------------------------------------------------------------
+
+    /// The symbol's latest ticker frame (encoded now if it is not yet); borrowed, not
+    /// retained.
+    pub fn ticker_frame(&mut self, symbol: SymbolId, frames: &mut FrameSlab) -> FrameId {
+        let slot = &mut self.slots[symbol.index()];
+        if let Some(f) = slot.ticker_frame {
+            return f;
+        }
+        let info = self.registry.info(symbol);
+        let id = frames.text(|buf| encode::ticker(buf, info, &slot.state.ticker));
+        frames.set_tag(id, FrameTag::data(FrameKind::Ticker, symbol));
+        slot.ticker_frame = Some(id);
+        id
+    }
+
+    /// A fresh snapshot frame of `symbol` at `depth`; the caller owns one reference.
+    pub fn book_snapshot_frame(
+        &self,
+        symbol: SymbolId,
+        depth: u16,
+        frames: &mut FrameSlab,
+    ) -> FrameId {
+        let state = &self.slots[symbol.index()].state;
+        let d = usize::from(depth);
+        let (bids, asks) = (
+            state.book.top(BookSide::Bid, d),
+            state.book.top(BookSide::Ask, d),
+        );
+        book_frame(frames, &self.registry, symbol, state, true, (bids, asks))
+    }
+
+    /// The frame of `tick` when it is a trade; the caller owns one reference.
+    pub fn trade_frame(&self, tick: &Tick, frames: &mut FrameSlab) -> Option<FrameId> {
+        let Event::Trade {
+            seq,
+            price,
+            size,
+            side,
+            trade_id,
+        } = tick.event
+        else {
+            return None;
+        };
+        let symbol = tick.symbol;
+        let id = frames.text(|buf| {
+            encode::trade(
+                buf,
+                self.registry.info(symbol),
+                seq,
+                price,
+                size,
+                side,
+                trade_id,
+                tick.ts,
+                tick.ingest_ts,
+            );
+        });
+        frames.set_tag(
+            id,
+            FrameTag {
+                kind: FrameKind::Trade,
+                symbol: symbol.0,
+                seq,
+            },
+        );
+        Some(id)
+    }
+
+    /// A `gap` frame for trades `from..=to` with its `reason`; the caller owns one
+    /// reference.
+    pub fn gap_frame(
+        &self,
+        symbol: SymbolId,
+        (from, to): (u64, u64),
+        reason: &str,
+        frames: &mut FrameSlab,
+    ) -> FrameId {
+        frames.text(|buf| {
+            encode::gap(
+                buf,
+                self.registry.info(symbol),
+                Channel::Trades,
+                from,
+                to,
+                reason,
+            );
+        })
+    }
+
+    /// The update frame of depth group `group` after a book event: the diff of its
+    /// window against the one it last published, which it then keeps. The caller owns
+    /// one reference.
+    pub fn book_diff_frame(
+        &mut self,
+        symbol: SymbolId,
+        group: usize,
+        frames: &mut FrameSlab,
+    ) -> FrameId {
+        let slot = &mut self.slots[symbol.index()];
+        let state = &slot.state;
+        let group = &mut slot.book_groups[group];
+        let d = usize::from(group.depth);
+        window_diff(
+            BookSide::Bid,
+            &mut group.bids,
+            state.book.top(BookSide::Bid, d),
+            &mut self.diff_bids,
+        );
+        window_diff(
+            BookSide::Ask,
+            &mut group.asks,
+            state.book.top(BookSide::Ask, d),
+            &mut self.diff_asks,
+        );
+        let diff = (&self.diff_bids[..], &self.diff_asks[..]);
+        book_frame(frames, &self.registry, symbol, state, false, diff)
+    }
+
+    /// The frame a mark of `symbol` is owed; the caller owns one reference.
+    pub fn catch_up_frame(
+        &mut self,
+        symbol: SymbolId,
+        owed: Owed,
+        frames: &mut FrameSlab,
+    ) -> FrameId {
+        match owed {
+            Owed::Ticker => {
+                let f = self.ticker_frame(symbol, frames);
+                frames.retain(f);
+                f
+            }
+            Owed::Book(depth) => self.book_snapshot_frame(symbol, depth, frames),
+            Owed::Gap { from, to, upstream } => self.gap_frame(
+                symbol,
+                (from, to),
+                if upstream {
+                    "feed_gap"
+                } else {
+                    "slow_consumer"
+                },
+                frames,
+            ),
+        }
+    }
+}
 
 /// Members of one book depth window of a symbol: they share update frames.
 #[derive(Debug)]
@@ -46,9 +331,14 @@ impl SymbolSlot {
     pub fn has_subscribers(&self) -> bool {
         !self.ticker_subs.is_empty() || !self.trade_subs.is_empty() || !self.book_groups.is_empty()
     }
-}
 
-impl SymbolSlot {
+    /// Drops the cached ticker frame (the ticker changed, or nobody reads it).
+    pub fn drop_ticker_frame(&mut self, frames: &mut FrameSlab) {
+        if let Some(f) = self.ticker_frame.take() {
+            frames.release(f);
+        }
+    }
+
     /// Adds `key` to the group of `depth`, making the group (with the current window)
     /// if it is the first at that depth.
     pub fn join_group(&mut self, key: ClientKey, depth: u16) {
@@ -87,6 +377,32 @@ impl SymbolSlot {
             g.asks.extend_from_slice(book.top(BookSide::Ask, d));
         }
     }
+}
+
+/// Encodes a book message of `symbol` in `state` (a snapshot, or a diff) with these
+/// `(bids, asks)`, tagged as the symbol's book data; the caller owns one reference.
+fn book_frame(
+    frames: &mut FrameSlab,
+    registry: &SymbolRegistry,
+    symbol: SymbolId,
+    state: &SymbolState,
+    snapshot: bool,
+    (bids, asks): (&[Level], &[Level]),
+) -> FrameId {
+    let id = frames.text(|buf| {
+        encode::book(
+            buf,
+            registry.info(symbol),
+            state.book_seq,
+            snapshot,
+            bids,
+            asks,
+            state.book_ts,
+            state.book_ingest_ts,
+        );
+    });
+    frames.set_tag(id, FrameTag::data(FrameKind::Book, symbol));
+    id
 }
 
 /// Removes `key` from a subscriber list (order does not matter).

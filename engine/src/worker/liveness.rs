@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::EngineConfig;
 use crate::stats::CloseReason;
 
-use super::core::Core;
+use super::client::Client;
 
 /// Payload of the server's pings.
 pub const PING_PAYLOAD: &[u8] = b"tickwire";
@@ -27,84 +27,82 @@ pub fn sweep_period(cfg: &EngineConfig) -> Duration {
         .max(Duration::from_millis(10))
 }
 
-impl Core {
-    /// Pings silent clients, closes dead peers (`1001`), idle readers and expired tokens
-    /// (`1008`): every client at once.
-    pub fn sweep(&mut self, now: Instant) {
-        self.sweep_slots(now, 0, self.clients.slots());
-    }
+/// What a sweep does about one client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing now.
+    Fine,
+    /// Send a server ping.
+    Ping,
+    /// Close it for `reason` with `message`, dropping what is queued.
+    Close(CloseReason, &'static str),
+}
 
-    /// [`Core::sweep`] for the clients in `count` slots from slot `from`; returns the slot
-    /// to go on from (0 after the last). The worker sweeps its table in slices spread
-    /// over the sweep period ([`sweep_slice`]), so that no fan-out pass waits for a whole
-    /// sweep (about 0.7 µs a client, 0.7 ms for a thousand).
-    pub fn sweep_slots(&mut self, now: Instant, from: u32, count: u32) -> u32 {
-        let ping_interval = self.cfg.ping_interval();
-        let pong_timeout = self.cfg.pong_timeout();
-        let idle_timeout = self.cfg.idle_timeout();
-        let end = from.saturating_add(count).min(self.clients.slots());
-        for index in from..end {
-            let Some(key) = self.clients.key_at(index) else {
-                continue;
-            };
-            let Some(c) = self.clients.get(key) else {
-                continue;
-            };
-            if c.closing.is_some() {
-                continue;
-            }
-            if c.secure.as_ref().is_some_and(|s| now >= s.expires) {
-                // Queued data is dropped: the token no longer covers it.
-                self.close_client(key, CloseReason::Policy, "token expired", true);
-                continue;
-            }
-            // Progress is what the peer takes: bytes it acknowledged count even while the
-            // socket stays too full to take more writes (a slow reader is not idle).
-            // Records TLS encrypted and the socket has not taken are pending too.
-            let pending = !c.outbox.is_empty() || c.tls().is_some_and(|t| t.wants_write());
-            if pending {
-                if let Ok(acked) = tickwire_sockopt::bytes_acked(&c.conn.stream) {
-                    if let Some(c) = self.clients.get_mut(key) {
-                        if acked != c.liveness.acked {
-                            c.liveness.acked = acked;
-                            c.liveness.last_progress = now;
-                        }
-                    }
-                }
-            }
-            let Some(c) = self.clients.get(key) else {
-                continue;
-            };
-            let live = c.liveness;
-            let silent = now.saturating_duration_since(live.last_heard);
-            if silent >= pong_timeout {
-                self.close_client(key, CloseReason::GoingAway, "no pong", true);
-                continue;
-            }
-            let stalled =
-                pending && now.saturating_duration_since(live.last_progress) >= idle_timeout;
-            if stalled {
-                self.close_client(
-                    key,
-                    CloseReason::Policy,
-                    "client read nothing for the idle limit",
-                    true,
-                );
-                continue;
-            }
-            let ping_due = silent >= ping_interval
-                && live
-                    .last_ping
-                    .is_none_or(|p| now.saturating_duration_since(p) >= ping_interval);
-            if ping_due {
-                self.send_ping(key, PING_PAYLOAD);
+/// The limits a sweep applies, from the engine's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Silence after which the server pings.
+    pub ping_interval: Duration,
+    /// Silence after which the peer is dead.
+    pub pong_timeout: Duration,
+    /// Time without progress, with data pending, after which the reader is idle.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits `cfg` sets.
+    pub fn of(cfg: &EngineConfig) -> Limits {
+        Limits {
+            ping_interval: cfg.ping_interval(),
+            pong_timeout: cfg.pong_timeout(),
+            idle_timeout: cfg.idle_timeout(),
+        }
+    }
+}
+
+/// Judges one client at `now`: an expired token, a dead peer, an idle reader, a ping
+/// due. Reads the bytes the peer acknowledged while data is pending, since bytes it
+/// acknowledged count as progress even while the socket stays too full to take more
+/// writes (a slow reader is not idle).
+pub fn check(client: &mut Client, now: Instant, limits: &Limits) -> Verdict {
+    if client.closing.is_some() {
+        return Verdict::Fine;
+    }
+    if client.secure.as_ref().is_some_and(|s| now >= s.expires) {
+        // Queued data is dropped: the token no longer covers it.
+        return Verdict::Close(CloseReason::Policy, "token expired");
+    }
+    // Records TLS encrypted and the socket has not taken are pending too.
+    let pending = client.has_pending() || client.tls().is_some_and(|t| t.wants_write());
+    if pending {
+        if let Ok(acked) = tickwire_sockopt::bytes_acked(&client.conn.stream) {
+            if acked != client.liveness.acked {
+                client.liveness.acked = acked;
+                client.liveness.last_progress = now;
             }
         }
-        if end >= self.clients.slots() {
-            0
-        } else {
-            end
-        }
+    }
+    let live = client.liveness;
+    let silent = now.saturating_duration_since(live.last_heard);
+    if silent >= limits.pong_timeout {
+        return Verdict::Close(CloseReason::GoingAway, "no pong");
+    }
+    let stalled =
+        pending && now.saturating_duration_since(live.last_progress) >= limits.idle_timeout;
+    if stalled {
+        return Verdict::Close(
+            CloseReason::Policy,
+            "client read nothing for the idle limit",
+        );
+    }
+    let ping_due = silent >= limits.ping_interval
+        && live
+            .last_ping
+            .is_none_or(|p| now.saturating_duration_since(p) >= limits.ping_interval);
+    if ping_due {
+        Verdict::Ping
+    } else {
+        Verdict::Fine
     }
 }
 

@@ -10,6 +10,7 @@
 //! state and resynchronises its subscriptions only.
 
 pub mod busy;
+pub mod client;
 pub mod clients;
 pub mod clock;
 pub mod conflate;
