@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use common::{sim, start, stats, test_config, Client, RawClient};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_gets_at_most_the_command_rate_of_pongs_and_costs_no_queue() {
@@ -144,7 +144,6 @@ async fn close_and_control_frames_follow_rfc_6455() {
 /// Sends raw bytes on a fresh connection and returns what the server answers until it
 /// closes (bounded by the test timeout).
 async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut out = Vec::new();
@@ -339,5 +338,44 @@ async fn connection_caps_per_address_and_upgrade_rate_answer_as_documented() {
         })
         .sum();
     assert!(refused >= 1, "counted");
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_one_connection_at_a_time_does_not_reset_the_upgrade_rate() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        workers: 1,
+        upgrades_per_s_per_ip: 1,
+        loopback_exempt: false,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let started = Instant::now();
+    let mut switched = 0u32;
+    let rounds = 10u32;
+    for _ in 0..rounds {
+        // From 127.0.0.3, one connection at a time: connect, upgrade, close.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        s.write_all(&upgrade(addr, None)).await.unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        switched += u32::from(head.starts_with(b"HTTP/1.1 101"));
+        drop(s);
+        // The engine has let go of the connection before the next one comes.
+        let deadline = Instant::now() + common::TIMEOUT;
+        while engine.shared().admission.connections() != 0 {
+            assert!(Instant::now() < deadline, "the connection is released");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    // A bucket of 1, refilled at 1/s over the loop's run: no more upgrades than that.
+    let allowed = 1 + started.elapsed().as_secs_f64().ceil() as u32;
+    assert!(
+        switched <= allowed.min(rounds - 1),
+        "{switched} of {rounds} upgrades switched; at most {allowed} allowed"
+    );
     engine.shutdown();
 }
