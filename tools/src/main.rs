@@ -350,6 +350,22 @@ fn reload_tls(engine: &tickwire_engine::server::EngineHandle) {
     }
 }
 
+/// The token secret from `TICKWIRE_AUTH_SECRET`: `None` when unset. Set but empty (or not
+/// UTF-8) is refused: a deployment whose variable came out empty must not run open.
+fn env_secret() -> Result<Option<String>> {
+    match std::env::var(AUTH_SECRET_ENV) {
+        Ok(s) if s.is_empty() => bail!(
+            "{AUTH_SECRET_ENV} is set but empty: give it a secret of at least 32 random bytes \
+             (openssl rand -base64 48), or unset it to run without token authentication"
+        ),
+        Ok(s) => Ok(Some(s)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("{AUTH_SECRET_ENV} is not valid UTF-8: give the secret as text")
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -383,16 +399,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         cfg.tls_key = Some(key.clone());
     }
     // One secret wins, in this order; the others (config file included) are dropped.
-    let env_secret = std::env::var(AUTH_SECRET_ENV)
-        .ok()
-        .filter(|s| !s.is_empty());
     if let Some(secret) = args.auth_secret.clone() {
         cfg.auth_secret = Some(Secret::new(secret));
         cfg.auth_secret_file = None;
     } else if let Some(path) = &args.auth_secret_file {
         cfg.auth_secret = None;
         cfg.auth_secret_file = Some(path.clone());
-    } else if let Some(secret) = env_secret {
+    } else if let Some(secret) = env_secret()? {
         cfg.auth_secret = Some(Secret::new(secret));
         cfg.auth_secret_file = None;
     }
