@@ -207,11 +207,75 @@ async fn with_server_names_another_host_gets_421_and_the_named_and_loopback_host
             String::from_utf8_lossy(&request)
         );
     }
-    // Without server names, any host passes.
     engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_loopback_without_server_names_only_loopback_hosts_are_served() {
+    // DNS rebinding: a page at evil.example:PORT whose name now points at 127.0.0.1.
     let engine = start(test_config(), sim(1, 100));
-    let answer = raw_exchange(engine.local_addr(), &get("anything.example")).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let addr = engine.local_addr();
+    let port = addr.port();
+    let evil = format!("evil.example:{port}");
+    let request = |path: &str, host: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").into_bytes()
+    };
+    let upgrade_headers = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let rebound_upgrade = format!("{upgrade_headers}Origin: http://{evil}\r\n");
+    for (request, status) in [
+        (request("/ws", &evil, &rebound_upgrade), "HTTP/1.1 421"),
+        (request("/stats", &evil, ""), "HTTP/1.1 421"),
+        (
+            request("/stats", "localhost.evil.example", ""),
+            "HTTP/1.1 421",
+        ),
+        (
+            request("/ws", &format!("localhost:{port}"), upgrade_headers),
+            "HTTP/1.1 101",
+        ),
+        (
+            request("/symbols", &format!("127.0.0.1:{port}"), ""),
+            "HTTP/1.1 200",
+        ),
+        (
+            request("/symbols", &format!("[::1]:{port}"), ""),
+            "HTTP/1.1 200",
+        ),
+        (request("/symbols", "localhost", ""), "HTTP/1.1 200"),
+        // An absolute-form target names the host too.
+        (
+            request(&format!("http://{evil}/stats"), "localhost", ""),
+            "HTTP/1.1 421",
+        ),
+        // Two Host headers, or a malformed one: 400.
+        (
+            request("/symbols", "localhost", &format!("Host: {evil}\r\n")),
+            "HTTP/1.1 400",
+        ),
+        (request("/symbols", "[evil.example]", ""), "HTTP/1.1 400"),
+        (request("/symbols", "localhost:abc", ""), "HTTP/1.1 400"),
+    ] {
+        let answer = raw_exchange(addr, &request).await;
+        assert!(
+            answer.starts_with(status),
+            "{}: {answer}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_over_http_1_0_is_refused_with_400() {
+    let engine = start(test_config(), sim(1, 100));
+    let addr = engine.local_addr();
+    let request = format!(
+        "GET /ws HTTP/1.0\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let answer = raw_exchange(addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
     engine.shutdown();
 }
 

@@ -360,12 +360,15 @@ fn unauthorized(refusal: &crate::auth::AuthError) -> Response<Full<Bytes>> {
 }
 
 fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if !handshake::host_allowed(&req, &ctx.cfg.server_names) {
-        return text(
-            StatusCode::MISDIRECTED_REQUEST,
-            "text/plain",
-            "this engine does not serve that host name (server_names)\n",
-        );
+    // Listening on loopback with no names set, only loopback names pass: a page that
+    // rebinds its DNS name to 127.0.0.1 then reaches nothing (docs/security.md).
+    let loopback_only = ctx.cfg.listen.ip().is_loopback();
+    if let Err(refusal) = handshake::check_host(&req, &ctx.cfg.server_names, loopback_only) {
+        let status = match refusal {
+            handshake::HostRefusal::Malformed => StatusCode::BAD_REQUEST,
+            handshake::HostRefusal::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+        };
+        return text(status, "text/plain", format!("{refusal}\n"));
     }
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
@@ -396,7 +399,7 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
                 format!("{refusal}\n"),
             );
         }
-        return match handshake::accept(&mut req, &ctx.cfg.allowed_origins) {
+        return match handshake::accept(&mut req, &ctx.cfg.allowed_origins, ctx.tls.is_some()) {
             Ok((response, on_upgrade)) => {
                 // After the handshake's own checks (403, 426, 400): a token is looked at
                 // only on a request that could otherwise be upgraded.
