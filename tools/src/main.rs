@@ -337,15 +337,64 @@ fn main() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP: reads the TLS certificate and key again; a bad file keeps the one in force.
+/// How long a SIGHUP reload may take to read the TLS files before it is given up.
 #[cfg(unix)]
-fn reload_tls(engine: &tickwire_engine::server::EngineHandle) {
-    match engine.reload_tls() {
-        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded; new handshakes use it"),
-        Ok(false) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
-        Err(e) => tracing::error!(
+const TLS_RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// SIGHUP: reads the TLS certificate and key again; a bad file keeps the one in force.
+///
+/// The files are read on a thread of their own: a file that blocks (a FIFO, a stalled
+/// network mount) must not hold up the signal loop, or SIGTERM would do nothing. Past
+/// [`TLS_RELOAD_TIMEOUT`] the reload is given up (what the thread reads later is thrown
+/// away), and while a read is still blocked a new SIGHUP is refused rather than piling
+/// up threads.
+#[cfg(unix)]
+async fn reload_tls(
+    tls: Option<std::sync::Arc<tickwire_engine::tls::TlsSetup>>,
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+        return;
+    };
+    // Acquire/Release: pairs with the reading thread's store when it is done.
+    if busy.swap(true, Ordering::AcqRel) {
+        tracing::error!(
+            "SIGHUP: an earlier TLS reload is still blocked reading its files; this one is skipped"
+        );
+        return;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reader = std::sync::Arc::clone(&tls);
+    let done = std::sync::Arc::clone(&busy);
+    let spawned = std::thread::Builder::new()
+        .name("tickwire-tls-reload".into())
+        .spawn(move || {
+            let _ = tx.send(reader.read_files());
+            done.store(false, Ordering::Release);
+        });
+    if let Err(e) = spawned {
+        busy.store(false, Ordering::Release);
+        tracing::error!(error = %e, "SIGHUP: TLS reload failed (no thread); keeping the certificate in force");
+        return;
+    }
+    match tokio::time::timeout(TLS_RELOAD_TIMEOUT, rx).await {
+        Ok(Ok(Ok(key))) => {
+            tls.install(key);
+            tracing::info!("SIGHUP: TLS certificate reloaded; new handshakes use it");
+        }
+        Ok(Ok(Err(e))) => tracing::error!(
             error = %e,
             "SIGHUP: TLS reload failed; keeping the certificate in force"
+        ),
+        Ok(Err(_)) => tracing::error!(
+            "SIGHUP: TLS reload failed (its thread ended without an answer); keeping the certificate in force"
+        ),
+        Err(_) => tracing::error!(
+            timeout_s = TLS_RELOAD_TIMEOUT.as_secs(),
+            cert = %tls.cert_path().display(),
+            "SIGHUP: TLS reload timed out reading the files (a FIFO or a stalled mount?); keeping the certificate in force"
         ),
     }
 }
@@ -491,13 +540,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         if engine.is_tls() { "https" } else { "http" },
         engine.local_addr()
     );
+    #[cfg(unix)]
+    let reload_busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     runtime.block_on(async {
         #[cfg(unix)]
         loop {
             tokio::select! {
                 r = tokio::signal::ctrl_c() => break r?,
                 _ = term.recv() => break,
-                _ = hup.recv() => reload_tls(&engine),
+                _ = hup.recv() => {
+                    tokio::spawn(reload_tls(engine.shared().tls.clone(), reload_busy.clone()));
+                }
             }
         }
         #[cfg(not(unix))]
