@@ -66,6 +66,11 @@ pub struct EngineConfig {
     /// upgrade), and to send the next request on a kept-alive connection, ms; past it the
     /// connection is closed (slowloris). Default 10,000.
     pub header_timeout_ms: u64,
+    /// Time an HTTP response may wait for the peer to take any of its bytes, ms; past it
+    /// the connection is closed (a client that pipelines requests and never reads). The
+    /// clock restarts whenever bytes go out, so a slow reader is not cut. WebSocket
+    /// sessions have `idle_timeout_ms` instead. Default 10,000.
+    pub http_write_timeout_ms: u64,
     /// Origins (`scheme://host[:port]`) whose pages may open a WebSocket; `*` allows any.
     /// Besides these, an upgrade whose `Origin` is the engine's own host (same origin) or
     /// a loopback host (`localhost`, `127.0.0.1`, `[::1]`) passes, and a request without
@@ -166,6 +171,7 @@ impl Default for EngineConfig {
             notsent_lowat_bytes: 32 * 1024,
             staleness_limit_ms: 500,
             header_timeout_ms: 10_000,
+            http_write_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
             server_names: Vec::new(),
             max_connections: 100_000,
@@ -246,6 +252,9 @@ impl EngineConfig {
         }
         if self.header_timeout_ms == 0 {
             problems.push("header_timeout_ms = 0: use at least 1".into());
+        }
+        if self.http_write_timeout_ms == 0 {
+            problems.push("http_write_timeout_ms = 0: use at least 1".into());
         }
         if self.staleness_limit_ms == 0 {
             problems.push("staleness_limit_ms = 0: use at least 1".into());

@@ -443,3 +443,68 @@ async fn reconnecting_one_connection_at_a_time_does_not_reset_the_upgrade_rate()
     );
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_past_64_kib_is_refused_before_the_header_timeout() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        // Longer than the test's own timeout: an answer must come from the buffer limit.
+        header_timeout_ms: 60_000,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Filler: ".to_vec();
+    head.resize(100 * 1024, b'a');
+    // The engine may close while this is being written: a failed write is an answer too.
+    let _ = s.write_all(&head).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(common::TIMEOUT, s.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the unfinished 100 KiB head is still being buffered"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_client_that_pipelines_and_never_reads_is_closed_at_the_write_timeout() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        workers: 1,
+        http_write_timeout_ms: 300,
+        header_timeout_ms: 60_000,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut rx, mut tx) = stream.into_split();
+    // Far more response bytes (30 KiB each) than the two sockets' buffers hold; the
+    // writer blocks once the engine stops reading, and is dropped with the test.
+    let writer = tokio::spawn(async move {
+        let request = b"GET /dashboard.js HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(2000);
+        let _ = tx.write_all(&request).await;
+        tx
+    });
+    let deadline = Instant::now() + common::TIMEOUT;
+    while engine.shared().admission.connections() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a connection that reads nothing is still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // What the kernel held is there to read, then the end.
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(common::TIMEOUT, rx.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "closed by the engine");
+    writer.abort();
+    engine.shutdown();
+}

@@ -16,6 +16,7 @@ pub mod core;
 pub mod fanout;
 pub mod flush;
 pub mod handshake;
+pub mod http_io;
 pub mod index;
 pub mod liveness;
 pub mod priority;
@@ -312,11 +313,18 @@ async fn serve_https(
     }
 }
 
+/// The most a connection's request head may buffer: a request line and headers past it
+/// get `431`. hyper's default (about 400 KiB) let each slow connection hold that much for
+/// the header timeout; the largest legitimate request (a token in `Authorization` or the
+/// query string, a browser's cookies) is far below it.
+const HTTP_MAX_BUF_BYTES: usize = 64 * 1024;
+
 async fn serve_http<I>(ctx: Rc<Ctx>, stream: I, permit: Rc<Permit>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ctx_timeout_ms = ctx.cfg.header_timeout_ms;
+    let write_timeout = Duration::from_millis(ctx.cfg.http_write_timeout_ms);
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         let permit = permit.clone();
@@ -325,7 +333,11 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_millis(ctx_timeout_ms))
-        .serve_connection(TokioIo::new(stream), service)
+        .max_buf_size(HTTP_MAX_BUF_BYTES)
+        .serve_connection(
+            TokioIo::new(http_io::WriteTimeout::new(stream, write_timeout)),
+            service,
+        )
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
@@ -514,14 +526,19 @@ fn upgraded_stream(
             return None;
         }
     };
-    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf.to_vec(), None)),
-        Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream>>() {
+    // The write timeout is HTTP's alone: the session gets the bare socket.
+    match upgraded.downcast::<TokioIo<http_io::WriteTimeout<tokio::net::TcpStream>>>() {
+        Ok(parts) => Some((
+            parts.io.into_inner().into_inner(),
+            parts.read_buf.to_vec(),
+            None,
+        )),
+        Err(upgraded) => match upgraded.downcast::<TokioIo<http_io::WriteTimeout<TlsStream>>>() {
             // The TLS session goes on with the socket; what hyper read past the request
             // is plaintext, like a plain connection's.
             Ok(parts) => {
                 let prefix = parts.read_buf.to_vec();
-                let (io, conn) = parts.io.into_inner().into_inner();
+                let (io, conn) = parts.io.into_inner().into_inner().into_inner();
                 Some((io, prefix, Some(tls::TlsConn::new(conn))))
             }
             Err(_) => {
