@@ -40,6 +40,11 @@ pub struct EngineConfig {
     pub commands_per_s: u32,
     /// Symbol-channel pairs one connection may hold. Default 5,000.
     pub max_subscriptions: usize,
+    /// Snapshot bytes one client's subscribes may cause per second (a bucket of one
+    /// second's worth that one subscribe may overdraw); while overdrawn, a `subscribe` gets
+    /// `rate_limited` and nothing is applied. Bounds what resubscribing deep books costs
+    /// the worker. Default 8 MiB.
+    pub snapshot_bytes_per_s: u64,
     /// `error` replies allowed per 10 s before the connection is closed with 1008. Default 10.
     pub max_errors_per_10s: u32,
     /// Silence after which the server sends a ping, ms. Default 15,000.
@@ -162,6 +167,7 @@ impl Default for EngineConfig {
             send_buffer_bytes: None,
             max_message_bytes: 64 * 1024,
             commands_per_s: 20,
+            snapshot_bytes_per_s: 8 * 1024 * 1024,
             max_subscriptions: 5000,
             max_errors_per_10s: 10,
             ping_interval_ms: 15_000,
@@ -223,6 +229,12 @@ impl EngineConfig {
         }
         if self.commands_per_s == 0 {
             problems.push("commands_per_s = 0: use at least 1".into());
+        }
+        if self.snapshot_bytes_per_s < 1024 {
+            problems.push(format!(
+                "snapshot_bytes_per_s = {}: use at least 1024",
+                self.snapshot_bytes_per_s
+            ));
         }
         if self.ping_interval_ms == 0 || self.pong_timeout_ms <= self.ping_interval_ms {
             problems.push(format!(

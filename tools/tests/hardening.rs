@@ -494,6 +494,10 @@ async fn an_http_client_that_pipelines_and_never_reads_is_closed_at_the_write_ti
         tx
     });
     let deadline = Instant::now() + common::TIMEOUT;
+    while engine.shared().admission.connections() != 1 {
+        assert!(Instant::now() < deadline, "the connection is admitted");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     while engine.shared().admission.connections() != 0 {
         assert!(
             Instant::now() < deadline,
@@ -506,5 +510,54 @@ async fn an_http_client_that_pipelines_and_never_reads_is_closed_at_the_write_ti
     let read = tokio::time::timeout(common::TIMEOUT, rx.read_to_end(&mut sink)).await;
     assert!(read.is_ok(), "closed by the engine");
     writer.abort();
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribe_bursts_past_the_snapshot_byte_budget_get_rate_limited_not_closed() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        // Commands are not what is limited here: their bytes are.
+        commands_per_s: 1000,
+        snapshot_bytes_per_s: 1024,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(16, 200));
+    let addr = engine.local_addr();
+    let mut c = Client::connect(addr).await;
+    let symbols: Vec<String> =
+        serde_json::from_str(&common::http_get(addr, "/symbols").await.1).unwrap();
+    // Sixteen tickers and books are well over 1 KiB of snapshots: the first subscribe
+    // overdraws the budget, and the ones right behind it are refused.
+    for id in 1..=5 {
+        c.send(
+            json!({"op":"subscribe","id":id,"channels":["ticker","book"],
+                      "symbols":symbols,"depth":1000}),
+        )
+        .await;
+    }
+    let mut subscribed = 0;
+    let mut limited = 0;
+    while subscribed + limited < 5 {
+        let m = c.recv().await;
+        match m["type"].as_str() {
+            Some("subscribed") => subscribed += 1,
+            Some("error") => {
+                assert_eq!(m["code"], "rate_limited", "{m}");
+                assert!(
+                    m["message"].as_str().unwrap().contains("snapshot bytes"),
+                    "{m}"
+                );
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        subscribed >= 1 && limited >= 1,
+        "{subscribed} applied, {limited} refused"
+    );
+    // The connection goes on: a ping still gets its pong.
+    c.send(json!({"op":"ping","id":99})).await;
+    c.recv_until(|m| m["type"] == "pong" && m["id"] == 99).await;
     engine.shutdown();
 }
