@@ -231,10 +231,24 @@ struct ServeArgs {
     /// A file holding the HS256 secret (trailing newlines dropped).
     #[arg(long, value_name = "PATH")]
     auth_secret_file: Option<PathBuf>,
+    /// Log format: `text` (coloured only when stdout is a terminal) or `json` (one
+    /// object per line, for log shippers) [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// Test only: also serve `/echo`, a WebSocket endpoint that echoes text and binary
     /// messages (for the Autobahn conformance suite); never on in production [default: off].
     #[arg(long)]
     echo_endpoint: bool,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line, the event's fields at the top level.
+    Json,
 }
 
 /// A cluster node's role (`--role`).
@@ -302,13 +316,31 @@ struct SimFile {
     trades_only: Option<bool>,
 }
 
+/// Logs go to stdout through `tracing`, filtered by `RUST_LOG` (default `info`).
+/// Colour codes only on a terminal (and not under `NO_COLOR`): in a file or a pipe they
+/// are noise that log tools show as text.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
+}
+
 fn main() -> Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Some(Command::Serve(args)) => args.log_format,
+        None => cli.serve.log_format,
+        Some(_) => None,
+    };
+    init_logs(log_format.unwrap_or_default());
     match cli.command {
         Some(Command::Serve(args)) => serve(*args)?,
         Some(Command::Bench(args)) => return bench::run(*args),

@@ -185,3 +185,29 @@ fn a_sighup_reload_blocked_on_a_fifo_does_not_stop_sigterm() {
     let status = status.expect("SIGTERM ends the process while a reload is blocked");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let mut server = Server::start(serve(&[], &[]));
+    server.wait_for_log("tickwire serving");
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.len() > 2, "{log:?}");
+    for line in &log {
+        assert!(!line.contains('\x1b'), "an escape code in {line:?}");
+    }
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let mut server = Server::start(serve(&["--log-format", "json"], &[]));
+    let serving = server.wait_for_log("tickwire serving");
+    let log = server.log.lock().unwrap().clone();
+    for line in &log {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object: {line:?}: {e}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{v}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&serving).unwrap();
+    let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+    assert!(addr.ip().is_loopback(), "{v}");
+}
