@@ -82,11 +82,12 @@ pub struct EngineConfig {
     /// an `Origin` (not a browser) passes. Anything else gets `403`. Default: empty.
     pub allowed_origins: Vec<String>,
     /// Host names this engine answers to. When set, every request (HTTP and the WebSocket
-    /// upgrade) whose `Host` names another host gets `421 Misdirected Request`: a page
-    /// that rebinds its own DNS name to this machine's address (DNS rebinding) then
-    /// reaches nothing. The port in `Host` is not checked; loopback addresses
-    /// (`127.0.0.1`, `[::1]`, `localhost`) always pass, so local tools keep working.
-    /// Default: empty (no check).
+    /// upgrade) whose `Host` (or absolute-form target) names another host gets `421
+    /// Misdirected Request`: a page that rebinds its own DNS name to this machine's
+    /// address (DNS rebinding) then reaches nothing. The port in `Host` is not checked;
+    /// loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) always pass, so local tools
+    /// keep working. Default: empty, which on a loopback `listen` address serves loopback
+    /// host names only, and elsewhere any name (the start-up log warns).
     pub server_names: Vec<String>,
     /// Connections (HTTP and WebSocket) the engine holds at once; past it new ones are
     /// closed at accept. Default 100,000 (the open-file limit may cap it first).

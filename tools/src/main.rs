@@ -184,7 +184,8 @@ struct ServeArgs {
     #[arg(long, value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
     /// Host names this engine answers to, comma separated: a request whose Host names
-    /// another gets 421 (DNS rebinding); loopback hosts always pass [default: no check].
+    /// another gets 421 (DNS rebinding); loopback hosts always pass [default: none, which
+    /// on a loopback --listen serves loopback names only, elsewhere any name].
     #[arg(long, value_delimiter = ',')]
     server_names: Option<Vec<String>>,
     /// Run as a node of a cluster on this NATS server (`nats://HOST:PORT`, JetStream on);
