@@ -6,6 +6,15 @@
 //! path. A connection holds a [`Permit`] for its life; dropping it gives the place back.
 //! Loopback addresses are exempt from the per-address limits when configured so (the
 //! default): local tools, tests and a reverse proxy on the same host all come from there.
+//!
+//! An address's entry (its connection count and upgrade token bucket) outlives its last
+//! connection until the bucket has refilled: dropping it sooner would hand a client that
+//! reconnects one connection at a time a full bucket each time. Entries with no
+//! connections and a full bucket are pruned by a sweep that runs when the map has
+//! doubled since the last one; past [`MAX_IDLE_ENTRIES`] idle entries, the sweep drops
+//! idle ones even with a bucket still refilling, so an attacker spraying addresses
+//! cannot grow the map without bound (it holds at most `max_connections` busy entries
+//! plus that many idle ones).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,6 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::EngineConfig;
+
+/// Most entries kept for addresses that hold no connection (their bucket still
+/// refilling); past it a sweep drops them (see the module doc). 64 Ki entries: about
+/// 3 MiB.
+pub const MAX_IDLE_ENTRIES: usize = 64 * 1024;
+
+/// The smallest map size that triggers a sweep.
+const MIN_SWEEP_AT: usize = 1024;
 
 /// Why a connection or an upgrade is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +53,20 @@ struct PerIp {
     refilled: Instant,
 }
 
+impl PerIp {
+    /// Whether the bucket holds `rate` tokens again at `now`.
+    fn refilled_by(&self, now: Instant, rate: f64) -> bool {
+        self.tokens + now.saturating_duration_since(self.refilled).as_secs_f64() * rate >= rate
+    }
+}
+
+/// The per-address map and when it is next swept.
+#[derive(Debug)]
+struct PerIpMap {
+    entries: HashMap<IpAddr, PerIp>,
+    sweep_at: usize,
+}
+
 /// The engine's connection limits (see the module doc).
 #[derive(Debug)]
 pub struct Admission {
@@ -44,7 +75,7 @@ pub struct Admission {
     max_per_ip: u32,
     upgrades_per_s: u32,
     exempt_loopback: bool,
-    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
+    per_ip: Mutex<PerIpMap>,
 }
 
 /// A connection's place; dropping it gives the place back.
@@ -58,11 +89,14 @@ impl Drop for Permit {
     fn drop(&mut self) {
         self.admission.total.fetch_sub(1, Ordering::Relaxed);
         if self.admission.counts(self.ip) {
+            let now = Instant::now();
+            let rate = f64::from(self.admission.upgrades_per_s);
             let mut map = self.admission.lock();
-            if let Some(e) = map.get_mut(&self.ip) {
+            if let Some(e) = map.entries.get_mut(&self.ip) {
                 e.connections = e.connections.saturating_sub(1);
-                if e.connections == 0 {
-                    map.remove(&self.ip);
+                // Kept while its bucket refills: see the module doc.
+                if e.connections == 0 && e.refilled_by(now, rate) {
+                    map.entries.remove(&self.ip);
                 }
             }
         }
@@ -78,7 +112,10 @@ impl Admission {
             max_per_ip: cfg.max_connections_per_ip,
             upgrades_per_s: cfg.upgrades_per_s_per_ip,
             exempt_loopback: cfg.loopback_exempt,
-            per_ip: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(PerIpMap {
+                entries: HashMap::new(),
+                sweep_at: MIN_SWEEP_AT,
+            }),
         }
     }
 
@@ -86,7 +123,7 @@ impl Admission {
         !(self.exempt_loopback && ip.is_loopback())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, PerIp>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PerIpMap> {
         // A panic while holding this lock leaves plain counters behind: still usable.
         self.per_ip
             .lock()
@@ -101,7 +138,10 @@ impl Admission {
         }
         if self.counts(ip) {
             let mut map = self.lock();
-            let e = map.entry(ip).or_insert_with(|| PerIp {
+            if map.entries.len() >= map.sweep_at {
+                self.sweep(&mut map, now);
+            }
+            let e = map.entries.entry(ip).or_insert_with(|| PerIp {
                 connections: 0,
                 tokens: f64::from(self.upgrades_per_s),
                 refilled: now,
@@ -127,7 +167,7 @@ impl Admission {
         }
         let rate = f64::from(self.upgrades_per_s);
         let mut map = self.lock();
-        let Some(e) = map.get_mut(&permit.ip) else {
+        let Some(e) = map.entries.get_mut(&permit.ip) else {
             return Ok(());
         };
         e.tokens =
@@ -139,6 +179,32 @@ impl Admission {
         } else {
             Err(Refusal::UpgradeRate)
         }
+    }
+
+    /// Drops the entries of addresses with no connection whose bucket has refilled, then,
+    /// past [`MAX_IDLE_ENTRIES`] idle ones, idle entries whatever their bucket.
+    fn sweep(&self, map: &mut PerIpMap, now: Instant) {
+        let rate = f64::from(self.upgrades_per_s);
+        map.entries
+            .retain(|_, e| e.connections > 0 || !e.refilled_by(now, rate));
+        let mut idle = map.entries.values().filter(|e| e.connections == 0).count();
+        if idle > MAX_IDLE_ENTRIES {
+            map.entries.retain(|_, e| {
+                if e.connections == 0 && idle > MAX_IDLE_ENTRIES {
+                    idle -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        // Amortised: the next sweep when the map has doubled.
+        map.sweep_at = (map.entries.len() * 2).max(MIN_SWEEP_AT);
+    }
+
+    /// Addresses tracked now (tests: the map stays bounded).
+    pub fn tracked_addresses(&self) -> usize {
+        self.lock().entries.len()
     }
 
     /// Connections held now.
@@ -192,5 +258,47 @@ mod tests {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let permits: Vec<_> = (0..3).map(|_| local.admit(lo, t0).unwrap()).collect();
         assert!((0..10).all(|_| local.upgrade(&permits[0], t0).is_ok()));
+    }
+
+    #[test]
+    fn reconnecting_one_connection_at_a_time_does_not_refill_the_upgrade_bucket() {
+        let a = admission(false);
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let mut passed = 0;
+        for _ in 0..10 {
+            let p = a.admit(ip, t0).unwrap();
+            passed += usize::from(a.upgrade(&p, t0).is_ok());
+        }
+        assert_eq!(passed, 2, "the bucket survives the last connection's close");
+        let p = a.admit(ip, t0 + Duration::from_secs(1)).unwrap();
+        assert!(
+            a.upgrade(&p, t0 + Duration::from_secs(1)).is_ok(),
+            "refilled"
+        );
+    }
+
+    #[test]
+    fn an_address_spray_keeps_the_map_bounded_and_refilled_entries_are_pruned() {
+        let a = admission(false);
+        let t0 = Instant::now();
+        // Each address upgrades once and leaves: its bucket is not full, so it stays.
+        let spray = MAX_IDLE_ENTRIES + 5000;
+        for i in 0..spray as u32 {
+            let p = a
+                .admit(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0)
+                .unwrap();
+            a.upgrade(&p, t0).unwrap();
+        }
+        assert!(
+            a.tracked_addresses() <= 2 * MAX_IDLE_ENTRIES,
+            "bounded: {}",
+            a.tracked_addresses()
+        );
+        // A second later every bucket has refilled: the next sweep prunes them all.
+        let later = t0 + Duration::from_secs(1);
+        let mut map = a.lock();
+        a.sweep(&mut map, later);
+        assert!(map.entries.is_empty(), "{} left", map.entries.len());
     }
 }

@@ -114,6 +114,11 @@ struct Claims {
     exp: Option<u64>,
     #[serde(default)]
     symbols: Option<Vec<String>>,
+    // Read here only so that a wrong type is malformed: the crate checks `nbf` itself but
+    // skips one it cannot read as a number.
+    #[serde(default)]
+    #[allow(dead_code)]
+    nbf: Option<u64>,
 }
 
 /// Checks tokens against the engine's secret.
@@ -167,8 +172,16 @@ impl Authenticator {
             .as_deref()
             .map(Scope::parse)
             .transpose()?;
+        let expires_at_s = data.claims.exp.ok_or(AuthError::NoExpiry)?;
+        // RFC 7519 §4.1.4: valid only *before* `exp`; the crate lets `exp == now` pass.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if expires_at_s <= now_s {
+            return Err(AuthError::Expired);
+        }
         Ok(Grant {
-            expires_at_s: data.claims.exp.ok_or(AuthError::NoExpiry)?,
+            expires_at_s,
             scope,
         })
     }
@@ -244,6 +257,10 @@ mod tests {
                 token(b"s3cret", json!({ "exp": now_s() - 1 })),
                 AuthError::Expired,
             ),
+            (
+                token(b"s3cret", json!({ "exp": now_s() })),
+                AuthError::Expired,
+            ),
             (token(b"s3cret", json!({ "sub": "x" })), AuthError::NoExpiry),
             (
                 token(b"s3cret", json!({ "exp": exp, "nbf": exp })),
@@ -263,11 +280,18 @@ mod tests {
                 "{bad:?}"
             );
         }
-        let wrong_type = token(b"s3cret", json!({ "exp": exp, "symbols": "sim:*" }));
-        assert!(matches!(
-            auth.verify(&wrong_type),
-            Err(AuthError::Malformed(_))
-        ));
+        for wrong_type in [
+            json!({ "exp": exp, "symbols": "sim:*" }),
+            json!({ "exp": exp, "nbf": "soon" }),
+        ] {
+            assert!(
+                matches!(
+                    auth.verify(&token(b"s3cret", wrong_type.clone())),
+                    Err(AuthError::Malformed(_))
+                ),
+                "{wrong_type}"
+            );
+        }
         let hs512 = encode(
             &Header::new(Algorithm::HS512),
             &json!({ "exp": exp }),

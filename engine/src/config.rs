@@ -40,6 +40,11 @@ pub struct EngineConfig {
     pub commands_per_s: u32,
     /// Symbol-channel pairs one connection may hold. Default 5,000.
     pub max_subscriptions: usize,
+    /// Snapshot bytes one client's subscribes may cause per second (a bucket of one
+    /// second's worth that one subscribe may overdraw); while overdrawn, a `subscribe` gets
+    /// `rate_limited` and nothing is applied. Bounds what resubscribing deep books costs
+    /// the worker. Default 8 MiB.
+    pub snapshot_bytes_per_s: u64,
     /// `error` replies allowed per 10 s before the connection is closed with 1008. Default 10.
     pub max_errors_per_10s: u32,
     /// Silence after which the server sends a ping, ms. Default 15,000.
@@ -69,17 +74,23 @@ pub struct EngineConfig {
     /// upgrade), and to send the next request on a kept-alive connection, ms; past it the
     /// connection is closed (slowloris). Default 10,000.
     pub header_timeout_ms: u64,
+    /// Time an HTTP response may wait for the peer to take any of its bytes, ms; past it
+    /// the connection is closed (a client that pipelines requests and never reads). The
+    /// clock restarts whenever bytes go out, so a slow reader is not cut. WebSocket
+    /// sessions have `idle_timeout_ms` instead. Default 10,000.
+    pub http_write_timeout_ms: u64,
     /// Origins (`scheme://host[:port]`) whose pages may open a WebSocket; `*` allows any.
     /// Besides these, an upgrade whose `Origin` is the engine's own host (same origin) or
     /// a loopback host (`localhost`, `127.0.0.1`, `[::1]`) passes, and a request without
     /// an `Origin` (not a browser) passes. Anything else gets `403`. Default: empty.
     pub allowed_origins: Vec<String>,
     /// Host names this engine answers to. When set, every request (HTTP and the WebSocket
-    /// upgrade) whose `Host` names another host gets `421 Misdirected Request`: a page
-    /// that rebinds its own DNS name to this machine's address (DNS rebinding) then
-    /// reaches nothing. The port in `Host` is not checked; loopback addresses
-    /// (`127.0.0.1`, `[::1]`, `localhost`) always pass, so local tools keep working.
-    /// Default: empty (no check).
+    /// upgrade) whose `Host` (or absolute-form target) names another host gets `421
+    /// Misdirected Request`: a page that rebinds its own DNS name to this machine's
+    /// address (DNS rebinding) then reaches nothing. The port in `Host` is not checked;
+    /// loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) always pass, so local tools
+    /// keep working. Default: empty, which on a loopback `listen` address serves loopback
+    /// host names only, and elsewhere any name (the start-up log warns).
     pub server_names: Vec<String>,
     /// Connections (HTTP and WebSocket) the engine holds at once; past it new ones are
     /// closed at accept. Default 100,000 (the open-file limit may cap it first).
@@ -160,6 +171,7 @@ impl Default for EngineConfig {
             send_buffer_bytes: None,
             max_message_bytes: 64 * 1024,
             commands_per_s: 20,
+            snapshot_bytes_per_s: 8 * 1024 * 1024,
             max_subscriptions: 5000,
             max_errors_per_10s: 10,
             ping_interval_ms: 15_000,
@@ -170,6 +182,7 @@ impl Default for EngineConfig {
             notsent_lowat_bytes: 32 * 1024,
             staleness_limit_ms: 500,
             header_timeout_ms: 10_000,
+            http_write_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
             server_names: Vec::new(),
             max_connections: 100_000,
@@ -222,6 +235,12 @@ impl EngineConfig {
         if self.commands_per_s == 0 {
             problems.push("commands_per_s = 0: use at least 1".into());
         }
+        if self.snapshot_bytes_per_s < 1024 {
+            problems.push(format!(
+                "snapshot_bytes_per_s = {}: use at least 1024",
+                self.snapshot_bytes_per_s
+            ));
+        }
         if self.ping_interval_ms == 0 || self.pong_timeout_ms <= self.ping_interval_ms {
             problems.push(format!(
                 "ping_interval_ms = {}, pong_timeout_ms = {}: the timeout must exceed a non-zero interval",
@@ -250,6 +269,9 @@ impl EngineConfig {
         }
         if self.header_timeout_ms == 0 {
             problems.push("header_timeout_ms = 0: use at least 1".into());
+        }
+        if self.http_write_timeout_ms == 0 {
+            problems.push("http_write_timeout_ms = 0: use at least 1".into());
         }
         if self.staleness_limit_ms == 0 {
             problems.push("staleness_limit_ms = 0: use at least 1".into());

@@ -442,6 +442,11 @@ pub fn start_with(
         Some(tls) => tracing::info!(cert = %tls.cert_path().display(), "TLS on: this port serves https and wss only (SIGHUP reloads the certificate)"),
         None => tracing::info!("TLS off: this port serves http and ws (give --tls-cert and --tls-key for https and wss)"),
     }
+    match (cfg.server_names.is_empty(), cfg.listen.ip().is_loopback()) {
+        (false, _) => tracing::info!(names = ?cfg.server_names, "Host checked: requests naming another host get 421 (server_names)"),
+        (true, true) => tracing::info!("Host checked: listening on loopback, only loopback host names (localhost, 127.0.0.1, [::1]) are served; set server_names (--server-names) to serve others"),
+        (true, false) => tracing::warn!(%addr, "Host not checked: any host name is served, so a page that rebinds its DNS name to this address can reach the engine; set server_names (--server-names md.example.com) to the names clients use"),
+    }
     if shared.auth.is_some() {
         tracing::info!(
             "token authentication on: WebSocket upgrades need an HS256 token (401 without one)"

@@ -165,6 +165,18 @@ impl TlsSetup {
         })
     }
 
+    /// Reads and checks the files without installing what they hold: a caller that must
+    /// not block on them (the binary's SIGHUP, which reads on a thread of its own with a
+    /// timeout) installs the result with [`TlsSetup::install`].
+    pub fn read_files(&self) -> Result<CertifiedKey, TlsError> {
+        load_certified_key(&self.cert_path, &self.key_path, &self.provider)
+    }
+
+    /// Makes `key` (from [`TlsSetup::read_files`]) the certificate new handshakes get.
+    pub fn install(&self, key: CertifiedKey) {
+        self.cert.set(key);
+    }
+
     /// Reads the files again; on success new handshakes use the new certificate. On error
     /// the certificate in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {

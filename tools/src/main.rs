@@ -189,7 +189,8 @@ struct ServeArgs {
     #[arg(long, value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
     /// Host names this engine answers to, comma separated: a request whose Host names
-    /// another gets 421 (DNS rebinding); loopback hosts always pass [default: no check].
+    /// another gets 421 (DNS rebinding); loopback hosts always pass [default: none, which
+    /// on a loopback --listen serves loopback names only, elsewhere any name].
     #[arg(long, value_delimiter = ',')]
     server_names: Option<Vec<String>>,
     /// Run as a node of a cluster on this NATS server (`nats://HOST:PORT`, JetStream on);
@@ -236,10 +237,24 @@ struct ServeArgs {
     /// A file holding the HS256 secret (trailing newlines dropped).
     #[arg(long, value_name = "PATH")]
     auth_secret_file: Option<PathBuf>,
+    /// Log format: `text` (coloured only when stdout is a terminal) or `json` (one
+    /// object per line, for log shippers) [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// Test only: also serve `/echo`, a WebSocket endpoint that echoes text and binary
     /// messages (for the Autobahn conformance suite); never on in production [default: off].
     #[arg(long)]
     echo_endpoint: bool,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line, the event's fields at the top level.
+    Json,
 }
 
 /// A cluster node's role (`--role`).
@@ -307,13 +322,31 @@ struct SimFile {
     trades_only: Option<bool>,
 }
 
+/// Logs go to stdout through `tracing`, filtered by `RUST_LOG` (default `info`).
+/// Colour codes only on a terminal (and not under `NO_COLOR`): in a file or a pipe they
+/// are noise that log tools show as text.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
+}
+
 fn main() -> Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Some(Command::Serve(args)) => args.log_format,
+        None => cli.serve.log_format,
+        Some(_) => None,
+    };
+    init_logs(log_format.unwrap_or_default());
     match cli.command {
         Some(Command::Serve(args)) => serve(*args)?,
         Some(Command::Bench(args)) => return bench::run(*args),
@@ -342,16 +375,81 @@ fn main() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP: reads the TLS certificate and key again; a bad file keeps the one in force.
+/// How long a SIGHUP reload may take to read the TLS files before it is given up.
 #[cfg(unix)]
-fn reload_tls(engine: &tickwire_engine::server::EngineHandle) {
-    match engine.reload_tls() {
-        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded; new handshakes use it"),
-        Ok(false) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
-        Err(e) => tracing::error!(
+const TLS_RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// SIGHUP: reads the TLS certificate and key again; a bad file keeps the one in force.
+///
+/// The files are read on a thread of their own: a file that blocks (a FIFO, a stalled
+/// network mount) must not hold up the signal loop, or SIGTERM would do nothing. Past
+/// [`TLS_RELOAD_TIMEOUT`] the reload is given up (what the thread reads later is thrown
+/// away), and while a read is still blocked a new SIGHUP is refused rather than piling
+/// up threads.
+#[cfg(unix)]
+async fn reload_tls(
+    tls: Option<std::sync::Arc<tickwire_engine::tls::TlsSetup>>,
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+        return;
+    };
+    // Acquire/Release: pairs with the reading thread's store when it is done.
+    if busy.swap(true, Ordering::AcqRel) {
+        tracing::error!(
+            "SIGHUP: an earlier TLS reload is still blocked reading its files; this one is skipped"
+        );
+        return;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reader = std::sync::Arc::clone(&tls);
+    let done = std::sync::Arc::clone(&busy);
+    let spawned = std::thread::Builder::new()
+        .name("tickwire-tls-reload".into())
+        .spawn(move || {
+            let _ = tx.send(reader.read_files());
+            done.store(false, Ordering::Release);
+        });
+    if let Err(e) = spawned {
+        busy.store(false, Ordering::Release);
+        tracing::error!(error = %e, "SIGHUP: TLS reload failed (no thread); keeping the certificate in force");
+        return;
+    }
+    match tokio::time::timeout(TLS_RELOAD_TIMEOUT, rx).await {
+        Ok(Ok(Ok(key))) => {
+            tls.install(key);
+            tracing::info!("SIGHUP: TLS certificate reloaded; new handshakes use it");
+        }
+        Ok(Ok(Err(e))) => tracing::error!(
             error = %e,
             "SIGHUP: TLS reload failed; keeping the certificate in force"
         ),
+        Ok(Err(_)) => tracing::error!(
+            "SIGHUP: TLS reload failed (its thread ended without an answer); keeping the certificate in force"
+        ),
+        Err(_) => tracing::error!(
+            timeout_s = TLS_RELOAD_TIMEOUT.as_secs(),
+            cert = %tls.cert_path().display(),
+            "SIGHUP: TLS reload timed out reading the files (a FIFO or a stalled mount?); keeping the certificate in force"
+        ),
+    }
+}
+
+/// The token secret from `TICKWIRE_AUTH_SECRET`: `None` when unset. Set but empty (or not
+/// UTF-8) is refused: a deployment whose variable came out empty must not run open.
+fn env_secret() -> Result<Option<String>> {
+    match std::env::var(AUTH_SECRET_ENV) {
+        Ok(s) if s.is_empty() => bail!(
+            "{AUTH_SECRET_ENV} is set but empty: give it a secret of at least 32 random bytes \
+             (openssl rand -base64 48), or unset it to run without token authentication"
+        ),
+        Ok(s) => Ok(Some(s)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("{AUTH_SECRET_ENV} is not valid UTF-8: give the secret as text")
+        }
     }
 }
 
@@ -391,16 +489,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         cfg.tls_key = Some(key.clone());
     }
     // One secret wins, in this order; the others (config file included) are dropped.
-    let env_secret = std::env::var(AUTH_SECRET_ENV)
-        .ok()
-        .filter(|s| !s.is_empty());
     if let Some(secret) = args.auth_secret.clone() {
         cfg.auth_secret = Some(Secret::new(secret));
         cfg.auth_secret_file = None;
     } else if let Some(path) = &args.auth_secret_file {
         cfg.auth_secret = None;
         cfg.auth_secret_file = Some(path.clone());
-    } else if let Some(secret) = env_secret {
+    } else if let Some(secret) = env_secret()? {
         cfg.auth_secret = Some(Secret::new(secret));
         cfg.auth_secret_file = None;
     }
@@ -486,13 +581,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         if engine.is_tls() { "https" } else { "http" },
         engine.local_addr()
     );
+    #[cfg(unix)]
+    let reload_busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     runtime.block_on(async {
         #[cfg(unix)]
         loop {
             tokio::select! {
                 r = tokio::signal::ctrl_c() => break r?,
                 _ = term.recv() => break,
-                _ = hup.recv() => reload_tls(&engine),
+                _ = hup.recv() => {
+                    tokio::spawn(reload_tls(engine.shared().tls.clone(), reload_busy.clone()));
+                }
             }
         }
         #[cfg(not(unix))]

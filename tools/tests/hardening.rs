@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use common::{sim, start, stats, test_config, Client, RawClient};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_gets_at_most_the_command_rate_of_pongs_and_costs_no_queue() {
@@ -144,7 +144,6 @@ async fn close_and_control_frames_follow_rfc_6455() {
 /// Sends raw bytes on a fresh connection and returns what the server answers until it
 /// closes (bounded by the test timeout).
 async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut out = Vec::new();
@@ -208,11 +207,75 @@ async fn with_server_names_another_host_gets_421_and_the_named_and_loopback_host
             String::from_utf8_lossy(&request)
         );
     }
-    // Without server names, any host passes.
     engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_loopback_without_server_names_only_loopback_hosts_are_served() {
+    // DNS rebinding: a page at evil.example:PORT whose name now points at 127.0.0.1.
     let engine = start(test_config(), sim(1, 100));
-    let answer = raw_exchange(engine.local_addr(), &get("anything.example")).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let addr = engine.local_addr();
+    let port = addr.port();
+    let evil = format!("evil.example:{port}");
+    let request = |path: &str, host: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").into_bytes()
+    };
+    let upgrade_headers = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let rebound_upgrade = format!("{upgrade_headers}Origin: http://{evil}\r\n");
+    for (request, status) in [
+        (request("/ws", &evil, &rebound_upgrade), "HTTP/1.1 421"),
+        (request("/stats", &evil, ""), "HTTP/1.1 421"),
+        (
+            request("/stats", "localhost.evil.example", ""),
+            "HTTP/1.1 421",
+        ),
+        (
+            request("/ws", &format!("localhost:{port}"), upgrade_headers),
+            "HTTP/1.1 101",
+        ),
+        (
+            request("/symbols", &format!("127.0.0.1:{port}"), ""),
+            "HTTP/1.1 200",
+        ),
+        (
+            request("/symbols", &format!("[::1]:{port}"), ""),
+            "HTTP/1.1 200",
+        ),
+        (request("/symbols", "localhost", ""), "HTTP/1.1 200"),
+        // An absolute-form target names the host too.
+        (
+            request(&format!("http://{evil}/stats"), "localhost", ""),
+            "HTTP/1.1 421",
+        ),
+        // Two Host headers, or a malformed one: 400.
+        (
+            request("/symbols", "localhost", &format!("Host: {evil}\r\n")),
+            "HTTP/1.1 400",
+        ),
+        (request("/symbols", "[evil.example]", ""), "HTTP/1.1 400"),
+        (request("/symbols", "localhost:abc", ""), "HTTP/1.1 400"),
+    ] {
+        let answer = raw_exchange(addr, &request).await;
+        assert!(
+            answer.starts_with(status),
+            "{}: {answer}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_over_http_1_0_is_refused_with_400() {
+    let engine = start(test_config(), sim(1, 100));
+    let addr = engine.local_addr();
+    let request = format!(
+        "GET /ws HTTP/1.0\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let answer = raw_exchange(addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
     engine.shutdown();
 }
 
@@ -339,5 +402,162 @@ async fn connection_caps_per_address_and_upgrade_rate_answer_as_documented() {
         })
         .sum();
     assert!(refused >= 1, "counted");
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_one_connection_at_a_time_does_not_reset_the_upgrade_rate() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        workers: 1,
+        upgrades_per_s_per_ip: 1,
+        loopback_exempt: false,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let started = Instant::now();
+    let mut switched = 0u32;
+    let rounds = 10u32;
+    for _ in 0..rounds {
+        // From 127.0.0.3, one connection at a time: connect, upgrade, close.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        s.write_all(&upgrade(addr, None)).await.unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        switched += u32::from(head.starts_with(b"HTTP/1.1 101"));
+        drop(s);
+        // The engine has let go of the connection before the next one comes.
+        let deadline = Instant::now() + common::TIMEOUT;
+        while engine.shared().admission.connections() != 0 {
+            assert!(Instant::now() < deadline, "the connection is released");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    // A bucket of 1, refilled at 1/s over the loop's run: no more upgrades than that.
+    let allowed = 1 + started.elapsed().as_secs_f64().ceil() as u32;
+    assert!(
+        switched <= allowed.min(rounds - 1),
+        "{switched} of {rounds} upgrades switched; at most {allowed} allowed"
+    );
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_past_64_kib_is_refused_before_the_header_timeout() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        // Longer than the test's own timeout: an answer must come from the buffer limit.
+        header_timeout_ms: 60_000,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Filler: ".to_vec();
+    head.resize(100 * 1024, b'a');
+    // The engine may close while this is being written: a failed write is an answer too.
+    let _ = s.write_all(&head).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(common::TIMEOUT, s.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the unfinished 100 KiB head is still being buffered"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_client_that_pipelines_and_never_reads_is_closed_at_the_write_timeout() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        workers: 1,
+        http_write_timeout_ms: 300,
+        header_timeout_ms: 60_000,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(1, 100));
+    let addr = engine.local_addr();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut rx, mut tx) = stream.into_split();
+    // Far more response bytes (30 KiB each) than the two sockets' buffers hold; the
+    // writer blocks once the engine stops reading, and is dropped with the test.
+    let writer = tokio::spawn(async move {
+        let request = b"GET /dashboard.js HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(2000);
+        let _ = tx.write_all(&request).await;
+        tx
+    });
+    let deadline = Instant::now() + common::TIMEOUT;
+    while engine.shared().admission.connections() != 1 {
+        assert!(Instant::now() < deadline, "the connection is admitted");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    while engine.shared().admission.connections() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a connection that reads nothing is still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // What the kernel held is there to read, then the end.
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(common::TIMEOUT, rx.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "closed by the engine");
+    writer.abort();
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribe_bursts_past_the_snapshot_byte_budget_get_rate_limited_not_closed() {
+    let cfg = tickwire_engine::config::EngineConfig {
+        // Commands are not what is limited here: their bytes are.
+        commands_per_s: 1000,
+        snapshot_bytes_per_s: 1024,
+        ..test_config()
+    };
+    let engine = start(cfg, sim(16, 200));
+    let addr = engine.local_addr();
+    let mut c = Client::connect(addr).await;
+    let symbols: Vec<String> =
+        serde_json::from_str(&common::http_get(addr, "/symbols").await.1).unwrap();
+    // Sixteen tickers and books are well over 1 KiB of snapshots: the first subscribe
+    // overdraws the budget, and the ones right behind it are refused.
+    for id in 1..=5 {
+        c.send(
+            json!({"op":"subscribe","id":id,"channels":["ticker","book"],
+                      "symbols":symbols,"depth":1000}),
+        )
+        .await;
+    }
+    let mut subscribed = 0;
+    let mut limited = 0;
+    while subscribed + limited < 5 {
+        let m = c.recv().await;
+        match m["type"].as_str() {
+            Some("subscribed") => subscribed += 1,
+            Some("error") => {
+                assert_eq!(m["code"], "rate_limited", "{m}");
+                assert!(
+                    m["message"].as_str().unwrap().contains("snapshot bytes"),
+                    "{m}"
+                );
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        subscribed >= 1 && limited >= 1,
+        "{subscribed} applied, {limited} refused"
+    );
+    // The connection goes on: a ping still gets its pong.
+    c.send(json!({"op":"ping","id":99})).await;
+    c.recv_until(|m| m["type"] == "pong" && m["id"] == 99).await;
     engine.shutdown();
 }

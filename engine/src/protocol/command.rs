@@ -294,7 +294,7 @@ pub fn parse(payload: &mut [u8]) -> Result<Command, CommandError> {
     // out of range) or not at all (an ignored field) rather than `bad_json`, keep a copy
     // of the rare payload that could hold one and let serde_json, which reads big
     // integers as floats, decide.
-    let copy = scan.long_digit_run.then(|| payload.to_vec());
+    let copy = scan.long_digit_run.then(|| clamp_long_integers(payload));
     match simd_json::to_borrowed_value(payload) {
         Ok(value) => from_value(&value),
         Err(_) => {
@@ -309,6 +309,39 @@ pub fn parse(payload: &mut [u8]) -> Result<Command, CommandError> {
             }
         }
     }
+}
+
+/// Digits kept of an integer outside strings: still far past any field's range (so
+/// `bad_request`), and within what serde_json reads as a float (about 1e308).
+const MAX_INTEGER_DIGITS: usize = 300;
+
+/// A copy of `payload` with every run of digits outside strings cut to
+/// [`MAX_INTEGER_DIGITS`]: serde_json refuses a number past `f64`'s range as invalid, and
+/// such an integer is valid JSON that must get `bad_request` or be ignored.
+fn clamp_long_integers(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len());
+    let (mut in_string, mut escaped, mut run) = (false, false, 0usize);
+    for &b in payload {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+        run = if !in_string && b.is_ascii_digit() {
+            run + 1
+        } else {
+            0
+        };
+        if run <= MAX_INTEGER_DIGITS {
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// The command's top-level integer `id`, read without parsing the rest: for the reply to
@@ -709,6 +742,20 @@ mod tests {
         assert_eq!(
             parse_str(r#" {"channels":"nope","op":"ping","huge":123456789012345678901234567890} "#),
             Ok(Command::Ping { id: None })
+        );
+        // Past f64's range too (over 309 digits): still valid JSON.
+        let digits = "7".repeat(400);
+        assert_eq!(
+            parse_str(&format!(
+                r#"{{"op":"ping","huge":{digits},"s":"{digits}"}}"#
+            )),
+            Ok(Command::Ping { id: None })
+        );
+        assert_eq!(
+            parse_str(&format!(r#"{{"op":"ping","id":{digits}}}"#))
+                .unwrap_err()
+                .code,
+            BadRequest
         );
         assert_eq!(
             parse_str(r#"{"op":"ping","id":9223372036854775807}"#),

@@ -138,7 +138,13 @@ pub struct Client {
 
 impl Client {
     /// A new client at `now`.
-    pub fn new(conn: Rc<Conn>, budget_bytes: usize, commands_per_s: u32, now: Instant) -> Client {
+    pub fn new(
+        conn: Rc<Conn>,
+        budget_bytes: usize,
+        commands_per_s: u32,
+        snapshot_bytes_per_s: u64,
+        now: Instant,
+    ) -> Client {
         Client {
             generation: 0,
             conn,
@@ -158,7 +164,7 @@ impl Client {
                 last_progress: now,
                 acked: 0,
             },
-            limiter: CommandLimiter::new(commands_per_s, now),
+            limiter: CommandLimiter::new(commands_per_s, snapshot_bytes_per_s, now),
             errors: ErrorWindow::default(),
             secure: None,
         }
@@ -618,7 +624,8 @@ impl Client {
     // ---- replies and the socket ------------------------------------------------------
 
     /// Queues a reply outside the budget, up to twice it; false (nothing queued) when
-    /// the unwritten bytes would pass that: the client does not read.
+    /// the unwritten bytes would pass that: the client's commands cause replies faster
+    /// than it reads them.
     pub fn push_reply(&mut self, frames: &mut FrameSlab, id: FrameId, queued_ns: u64) -> bool {
         let cap = 2 * self.outbox.budget_bytes();
         if self.outbox.pending_bytes() + frames.len(id) > cap && !self.outbox.is_empty() {
@@ -724,7 +731,7 @@ mod tests {
                 TcpStream::from_std(ours).unwrap()
             };
             let clock = Clock::manual();
-            let client = Client::new(Rc::new(Conn::new(stream)), BUDGET, 10, clock.now());
+            let client = Client::new(Rc::new(Conn::new(stream)), BUDGET, 10, 1 << 20, clock.now());
             let mut rig = Rig {
                 client,
                 frames: FrameSlab::new(),

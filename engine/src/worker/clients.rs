@@ -47,34 +47,63 @@ pub struct Liveness {
     pub acked: u64,
 }
 
-/// A token bucket of commands per second (pings included).
+/// What a client's commands may cost per second: a token bucket of commands (pings
+/// included) and one of the snapshot bytes its subscribes cause (`snapshot_bytes_per_s`).
+/// The snapshot bucket holds one second's worth and may go into debt by one command's
+/// snapshots: a subscribe is refused while it is in debt, so the snapshots a client
+/// causes average the rate at most, and one large subscribe still goes through whole.
+/// Both share one refill time so the client slot does not grow (24 bytes).
 #[derive(Clone, Copy, Debug)]
 pub struct CommandLimiter {
     tokens: f32,
+    snapshot_bytes: f32,
     refilled: Instant,
 }
 
 impl CommandLimiter {
-    /// A full bucket at `now`.
-    pub fn new(rate_per_s: u32, now: Instant) -> CommandLimiter {
+    /// Full buckets at `now`.
+    pub fn new(rate_per_s: u32, snapshot_bytes_per_s: u64, now: Instant) -> CommandLimiter {
         CommandLimiter {
             tokens: rate_per_s as f32,
+            snapshot_bytes: snapshot_bytes_per_s as f32,
             refilled: now,
         }
     }
 
-    /// Takes one token; false when the bucket is empty.
-    pub fn take(&mut self, rate_per_s: u32, now: Instant) -> bool {
+    fn refill(&mut self, rate_per_s: u32, snapshot_bytes_per_s: u64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f32();
         let rate = rate_per_s as f32;
-        let refill = now.saturating_duration_since(self.refilled).as_secs_f32() * rate;
-        self.tokens = (self.tokens + refill).min(rate);
+        let snapshot_rate = snapshot_bytes_per_s as f32;
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.snapshot_bytes = (self.snapshot_bytes + elapsed * snapshot_rate).min(snapshot_rate);
         self.refilled = now;
+    }
+
+    /// Takes one command token; false when the bucket is empty.
+    pub fn take(&mut self, rate_per_s: u32, snapshot_bytes_per_s: u64, now: Instant) -> bool {
+        self.refill(rate_per_s, snapshot_bytes_per_s, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Whether a subscribe may cause snapshots now (the snapshot bucket is not in debt).
+    pub fn snapshots_allowed(
+        &mut self,
+        rate_per_s: u32,
+        snapshot_bytes_per_s: u64,
+        now: Instant,
+    ) -> bool {
+        self.refill(rate_per_s, snapshot_bytes_per_s, now);
+        self.snapshot_bytes > 0.0
+    }
+
+    /// Counts the bytes of the snapshots a subscribe queued.
+    pub fn charge_snapshots(&mut self, bytes: usize) {
+        self.snapshot_bytes -= bytes as f32;
     }
 }
 
@@ -274,16 +303,36 @@ mod tests {
     #[test]
     fn command_limiter_refills_at_the_rate_and_caps_at_one_second() {
         let t0 = Instant::now();
-        let mut lim = CommandLimiter::new(4, t0);
-        assert!((0..4).all(|_| lim.take(4, t0)));
-        assert!(!lim.take(4, t0), "empty after the burst");
+        let mut lim = CommandLimiter::new(4, 1000, t0);
+        assert!((0..4).all(|_| lim.take(4, 1000, t0)));
+        assert!(!lim.take(4, 1000, t0), "empty after the burst");
         assert!(
-            lim.take(4, t0 + Duration::from_millis(250)),
+            lim.take(4, 1000, t0 + Duration::from_millis(250)),
             "one token per 250 ms"
         );
-        assert!(!lim.take(4, t0 + Duration::from_millis(260)));
+        assert!(!lim.take(4, 1000, t0 + Duration::from_millis(260)));
         let later = t0 + Duration::from_secs(60);
-        assert_eq!((0..10).filter(|_| lim.take(4, later)).count(), 4, "capped");
+        assert_eq!(
+            (0..10).filter(|_| lim.take(4, 1000, later)).count(),
+            4,
+            "capped"
+        );
+    }
+
+    #[test]
+    fn snapshot_bytes_go_into_debt_once_and_refuse_until_repaid() {
+        let t0 = Instant::now();
+        let mut lim = CommandLimiter::new(20, 1000, t0);
+        assert!(lim.snapshots_allowed(20, 1000, t0));
+        lim.charge_snapshots(3000);
+        assert!(!lim.snapshots_allowed(20, 1000, t0), "in debt");
+        let t1 = t0 + Duration::from_millis(1900);
+        assert!(
+            !lim.snapshots_allowed(20, 1000, t1),
+            "still 100 bytes short"
+        );
+        let t2 = t0 + Duration::from_millis(2100);
+        assert!(lim.snapshots_allowed(20, 1000, t2), "repaid");
     }
 
     #[test]
@@ -304,7 +353,7 @@ mod tests {
             c.set_nonblocking(true).unwrap();
             held.push(listener.accept().unwrap());
             let conn = Rc::new(Conn::new(TcpStream::from_std(c).unwrap()));
-            let client = Client::new(conn, 1024, 10, now);
+            let client = Client::new(conn, 1024, 10, 1 << 20, now);
             keys.push(clients.insert(client));
         }
         assert_eq!(clients.len(), CHUNK_SLOTS * 2 + 3);

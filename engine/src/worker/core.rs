@@ -211,6 +211,7 @@ impl Core {
             conn,
             self.cfg.outbox_budget_bytes,
             self.cfg.commands_per_s,
+            self.cfg.snapshot_bytes_per_s,
             now,
         );
         if let Some(g) = grant {
@@ -332,7 +333,7 @@ impl Core {
         let now = self.clock.now();
         self.clients
             .get_mut(key)
-            .is_some_and(|c| c.limiter.take(rate, now))
+            .is_some_and(|c| c.limiter.take(rate, self.cfg.snapshot_bytes_per_s, now))
     }
 
     /// Keys of every client (for sweeps).
@@ -448,7 +449,7 @@ impl Core {
             self.close_client(
                 key,
                 CloseReason::Policy,
-                "replies waiting past twice the outbox budget: the client does not read",
+                "replies waiting past twice the outbox budget: the client's commands cause replies faster than it reads them",
                 true,
             );
             return;
@@ -471,6 +472,24 @@ impl Core {
         throttle_ms: u32,
     ) -> Result<SubscribeOutcome, (ErrorCode, String)> {
         let mut outcome = SubscribeOutcome::default();
+        // Snapshot bytes are budgeted apart from the command count: one resubscribe of
+        // thousands of deep books costs the worker what thousands of commands would.
+        let (rate, snapshot_rate, now) = (
+            self.cfg.commands_per_s,
+            self.cfg.snapshot_bytes_per_s,
+            self.clock.now(),
+        );
+        let Some(c) = self.clients.get_mut(key) else {
+            return Ok(outcome);
+        };
+        if !c.limiter.snapshots_allowed(rate, snapshot_rate, now) {
+            return Err((
+                ErrorCode::RateLimited,
+                format!(
+                    "subscribes caused more snapshot bytes than the limit ({snapshot_rate} per second): nothing applied, try again later"
+                ),
+            ));
+        }
         let Some(client) = self.clients.get(key) else {
             return Ok(outcome);
         };
@@ -532,13 +551,18 @@ impl Core {
             .map(|&s| registry.info(s).name.as_str())
             .collect();
         self.send_control(key, |buf| encode::subscribed(buf, id, channels, &names));
+        let mut snapshot_bytes = 0;
         for &symbol in &outcome.applied {
-            self.subscribe_one(key, symbol, channels, depth, throttle_ms);
+            snapshot_bytes += self.subscribe_one(key, symbol, channels, depth, throttle_ms);
+        }
+        if let Some(c) = self.clients.get_mut(key) {
+            c.limiter.charge_snapshots(snapshot_bytes);
         }
         self.write_now(key);
         Ok(outcome)
     }
 
+    /// Applies one symbol's pairs and queues their snapshots; returns the snapshots' bytes.
     fn subscribe_one(
         &mut self,
         key: ClientKey,
@@ -546,9 +570,9 @@ impl Core {
         channels: ChannelSet,
         depth: u16,
         throttle_ms: u32,
-    ) {
+    ) -> usize {
         let Some(client) = self.clients.get_mut(key) else {
-            return;
+            return 0;
         };
         let joined = client.subscribe(symbol, channels, depth, throttle_ms, &self.stats);
         self.symbols.add_subscriber(
@@ -562,15 +586,19 @@ impl Core {
         // book marks and goes out at once: the throttle interval starts when it is
         // queued.
         let (symbols, mut out) = self.outlet();
+        let mut snapshot_bytes = 0;
         if channels.contains(Channel::Ticker) {
             let frame = symbols.ticker_frame(symbol, out.frames);
+            snapshot_bytes += out.frames.len(frame);
             out.offer(key, symbol, Offer::State(Channel::Ticker), frame);
         }
         if channels.contains(Channel::Book) {
             let frame = symbols.book_snapshot_frame(symbol, depth, out.frames);
+            snapshot_bytes += out.frames.len(frame);
             out.offer(key, symbol, Offer::State(Channel::Book), frame);
             out.frames.release(frame);
         }
+        snapshot_bytes
     }
 
     /// Removes pairs; returns the symbols it applied to and the unknown names. Pairs the

@@ -20,11 +20,17 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Whether a browser page from the request's `Origin` may open a WebSocket here
 /// (cross-site WebSocket hijacking): no `Origin` (not a browser), a loopback origin, the
-/// engine's own host (same origin, from `Host`), or one listed in `allowed` (`*` for any).
-pub fn origin_allowed<B>(req: &Request<B>, allowed: &[String]) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+/// engine's own origin (same scheme, host and port as the request's `Host`; `tls` says
+/// whether this connection is `https`), or one listed in `allowed` (`*` for any). Two
+/// `Origin` headers, or one that is not `http(s)://host[:port]`, are refused.
+pub fn origin_allowed<B>(req: &Request<B>, allowed: &[String], tls: bool) -> bool {
+    let mut origins = req.headers().get_all(header::ORIGIN).iter();
+    let Some(origin) = origins.next() else {
         return true;
     };
+    if origins.next().is_some() {
+        return false;
+    }
     let Ok(origin) = origin.to_str() else {
         return false;
     };
@@ -34,28 +40,168 @@ pub fn origin_allowed<B>(req: &Request<B>, allowed: &[String]) -> bool {
     {
         return true;
     }
-    let Some(authority) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
+    let (https, authority) = if let Some(a) = origin.strip_prefix("http://") {
+        (false, a)
+    } else if let Some(a) = origin.strip_prefix("https://") {
+        (true, a)
+    } else {
         return false;
     };
-    let host = host_of(authority);
-    if matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+    let Some(from) = Authority::parse(authority) else {
+        return false;
+    };
+    if from.host.is_loopback() {
         return true;
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|own| authority.eq_ignore_ascii_case(own))
+    let Some(own) = single_host(req.headers()).ok().flatten() else {
+        return false;
+    };
+    let default_port = if https { 443 } else { 80 };
+    https == tls
+        && from.host.same(&own.host)
+        && from.port.unwrap_or(default_port) == own.port.unwrap_or(default_port)
 }
 
-/// The host of `host[:port]` (an IPv6 literal keeps its brackets).
-fn host_of(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.split_inclusive(']').next().unwrap_or(authority);
+/// A host as written in `Host`, a request target or an `Origin`.
+#[derive(Debug, PartialEq, Eq)]
+enum Host<'a> {
+    /// A DNS name or an IPv4 literal (letters, digits, `-` and `.`).
+    Name(&'a str),
+    /// A bracketed IPv6 literal.
+    V6(std::net::Ipv6Addr),
+}
+
+impl Host<'_> {
+    /// `localhost`, or a loopback IP literal (127.0.0.0/8, `[::1]`): names a rebinding
+    /// page cannot take, since its own DNS name is what the browser puts in `Host`.
+    fn is_loopback(&self) -> bool {
+        match self {
+            Host::Name(n) => {
+                n.eq_ignore_ascii_case("localhost")
+                    || n.parse::<std::net::Ipv4Addr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            Host::V6(ip) => ip.is_loopback(),
+        }
     }
-    authority.split(':').next().unwrap_or(authority)
+
+    fn same(&self, other: &Host<'_>) -> bool {
+        match (self, other) {
+            (Host::Name(a), Host::Name(b)) => a.eq_ignore_ascii_case(b),
+            (Host::V6(a), Host::V6(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Whether it is one of `names` (case-insensitive; an IPv6 name with or without
+    /// brackets).
+    fn named(&self, names: &[String]) -> bool {
+        names.iter().any(|n| match self {
+            Host::Name(h) => n.eq_ignore_ascii_case(h),
+            Host::V6(ip) => n
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|n| n == *ip),
+        })
+    }
+}
+
+/// `host[:port]`, parsed strictly: a name of letters, digits, `-` and `.`, or an IPv6
+/// literal in brackets, then nothing or `:` and a port number.
+#[derive(Debug, PartialEq, Eq)]
+struct Authority<'a> {
+    host: Host<'a>,
+    port: Option<u16>,
+}
+
+impl<'a> Authority<'a> {
+    fn parse(s: &'a str) -> Option<Authority<'a>> {
+        let (host, rest) = match s.strip_prefix('[') {
+            Some(v6) => {
+                let (inner, rest) = v6.split_once(']')?;
+                (Host::V6(inner.parse().ok()?), rest)
+            }
+            None => {
+                let end = s.find(':').unwrap_or(s.len());
+                let name = &s[..end];
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                if !valid {
+                    return None;
+                }
+                (Host::Name(name), &s[end..])
+            }
+        };
+        let port = match rest {
+            "" => None,
+            _ => {
+                let digits = rest.strip_prefix(':')?;
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Some(digits.parse().ok()?)
+            }
+        };
+        Some(Authority { host, port })
+    }
+}
+
+/// The request's one `Host`, parsed; `Ok(None)` without one, `Err` for two or a
+/// malformed one.
+fn single_host(headers: &HeaderMap) -> Result<Option<Authority<'_>>, HostRefusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        return Ok(None);
+    };
+    if hosts.next().is_some() {
+        return Err(HostRefusal::Malformed);
+    }
+    let host = host.to_str().map_err(|_| HostRefusal::Malformed)?;
+    Authority::parse(host)
+        .map(Some)
+        .ok_or(HostRefusal::Malformed)
+}
+
+/// Why a request is refused for the host it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostRefusal {
+    /// Two `Host` headers, or a `Host` or request target that is not `host[:port]`:
+    /// `400` (RFC 9112 §3.2).
+    #[error("malformed or repeated Host header, or a malformed request target")]
+    Malformed,
+    /// A host this engine does not answer to: `421` (DNS rebinding).
+    #[error("this engine does not serve that host name (set server_names to the names it serves)")]
+    Misdirected,
+}
+
+/// Checks the host a request names, in `Host` and in an absolute-form target
+/// (`GET http://host/path`), which must each pass. With `server_names`, a host passes
+/// when it is listed or loopback; without, when `loopback_only` (the engine listens on
+/// a loopback address) it passes only when loopback, else any host passes. A request
+/// naming no host fails whenever hosts are checked (HTTP/1.1 requires `Host`).
+pub fn check_host<B>(
+    req: &Request<B>,
+    server_names: &[String],
+    loopback_only: bool,
+) -> Result<(), HostRefusal> {
+    let host = single_host(req.headers())?;
+    let target = match req.uri().authority() {
+        Some(a) => Some(Authority::parse(a.as_str()).ok_or(HostRefusal::Malformed)?),
+        None => None,
+    };
+    if server_names.is_empty() && !loopback_only {
+        return Ok(());
+    }
+    let passes = |a: &Authority<'_>| a.host.is_loopback() || a.host.named(server_names);
+    let named: Vec<&Authority<'_>> = host.iter().chain(target.iter()).collect();
+    if !named.is_empty() && named.into_iter().all(passes) {
+        Ok(())
+    } else {
+        Err(HostRefusal::Misdirected)
+    }
 }
 
 /// Why an upgrade request is refused, with the HTTP answer.
@@ -73,6 +219,9 @@ pub enum HandshakeError {
     /// A browser page from another origin (see [`origin_allowed`]).
     #[error("this Origin may not open a WebSocket here (allowed_origins)")]
     Origin,
+    /// Not HTTP/1.1: the upgrade mechanism RFC 6455 uses is HTTP/1.1's.
+    #[error("a WebSocket upgrade needs HTTP/1.1")]
+    HttpVersion,
 }
 
 impl HandshakeError {
@@ -94,29 +243,6 @@ impl HandshakeError {
         }
         resp
     }
-}
-
-/// Whether the request's `Host` is one of `server_names` (case-insensitive, port
-/// ignored) or a loopback host; any host passes when `server_names` is empty. A request
-/// without a `Host` fails the check when names are configured (HTTP/1.1 requires one).
-pub fn host_allowed<B>(req: &Request<B>, server_names: &[String]) -> bool {
-    if server_names.is_empty() {
-        return true;
-    }
-    let Some(host) = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
-        return false;
-    };
-    let name = match host.strip_prefix('[') {
-        // An IPv6 literal: `[::1]:8080`.
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
-    };
-    matches!(name, "127.0.0.1" | "::1" | "localhost")
-        || server_names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Whether a header holds `token` in its comma-separated list (case-insensitive).
@@ -142,15 +268,20 @@ pub fn accept_key(key: &[u8]) -> String {
 }
 
 /// Accepts an upgrade request: the `101` response to send, and the future that yields
-/// the connection once hyper has sent it. `allowed_origins` as in [`origin_allowed`].
+/// the connection once hyper has sent it. `allowed_origins` and `tls` as in
+/// [`origin_allowed`].
 pub fn accept<B>(
     req: &mut Request<B>,
     allowed_origins: &[String],
+    tls: bool,
 ) -> Result<(Response<Full<Bytes>>, OnUpgrade), HandshakeError> {
     if req.method() != Method::GET {
         return Err(HandshakeError::NotGet);
     }
-    if !origin_allowed(req, allowed_origins) {
+    if req.version() != hyper::Version::HTTP_11 {
+        return Err(HandshakeError::HttpVersion);
+    }
+    if !origin_allowed(req, allowed_origins, tls) {
         return Err(HandshakeError::Origin);
     }
     if req.headers().get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
@@ -203,7 +334,7 @@ mod tests {
         let none: &[String] = &[];
         let listed = ["https://dash.example".to_owned()];
         assert!(
-            origin_allowed(&request(&[("host", "x")]), none),
+            origin_allowed(&request(&[("host", "x")]), none, false),
             "no Origin: not a browser"
         );
         for ok in [
@@ -212,27 +343,49 @@ mod tests {
             "http://[::1]:9",
             "http://md.example:8080",
         ] {
-            assert!(origin_allowed(&with(ok), none), "{ok}");
+            assert!(origin_allowed(&with(ok), none, false), "{ok}");
         }
         for bad in [
             "https://evil.example",
             "http://md.example:9090",
             "null",
             "http://localhost.evil.example",
+            "http://[::1]evil.example",
+            "http://localhost:abc",
+            "http://[md.example]",
+            // Same host and port, another scheme: another origin.
+            "https://md.example:8080",
         ] {
-            assert!(!origin_allowed(&with(bad), none), "{bad}");
+            assert!(!origin_allowed(&with(bad), none, false), "{bad}");
         }
-        assert!(origin_allowed(&with("https://dash.example"), &listed));
+        assert!(origin_allowed(
+            &with("https://dash.example"),
+            &listed,
+            false
+        ));
         assert!(origin_allowed(
             &with("https://evil.example"),
-            &["*".to_owned()]
+            &["*".to_owned()],
+            false
         ));
+        let twice = request(&[
+            ("host", "md.example:8080"),
+            ("origin", "http://localhost"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(!origin_allowed(&twice, none, false), "two Origins");
+        let tls = request(&[("host", "md.example"), ("origin", "https://md.example:443")]);
+        assert!(origin_allowed(&tls, none, true), "same origin over TLS");
+        assert!(
+            !origin_allowed(&tls, none, false),
+            "https page, http engine"
+        );
         let mut full = request(&GOOD);
         full.headers_mut().insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        let refused = accept(&mut full, none).unwrap_err();
+        let refused = accept(&mut full, none, false).unwrap_err();
         assert_eq!(refused.response().status(), StatusCode::FORBIDDEN);
     }
 
@@ -249,21 +402,114 @@ mod tests {
     fn a_good_request_is_switched_and_bad_ones_are_refused() {
         let mut req = request(&GOOD);
         assert!(is_upgrade_request(&req));
-        let (resp, _) = accept(&mut req, &[]).unwrap();
+        let (resp, _) = accept(&mut req, &[], false).unwrap();
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(
             resp.headers()[header::SEC_WEBSOCKET_ACCEPT],
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         let mut old = request(&[GOOD[0], GOOD[1], ("sec-websocket-version", "8"), GOOD[3]]);
-        let err = accept(&mut old, &[]).unwrap_err();
+        let err = accept(&mut old, &[], false).unwrap_err();
         assert_eq!(err, HandshakeError::Version);
         assert_eq!(err.response().status(), StatusCode::UPGRADE_REQUIRED);
         let mut short = request(&[GOOD[0], GOOD[1], GOOD[2], ("sec-websocket-key", "c2hvcnQ=")]);
-        assert_eq!(accept(&mut short, &[]).unwrap_err(), HandshakeError::Key);
+        assert_eq!(
+            accept(&mut short, &[], false).unwrap_err(),
+            HandshakeError::Key
+        );
+        let mut http10 = request(&GOOD);
+        *http10.version_mut() = hyper::Version::HTTP_10;
+        let err = accept(&mut http10, &[], false).unwrap_err();
+        assert_eq!(err.response().status(), StatusCode::BAD_REQUEST);
         assert!(
             !is_upgrade_request(&request(&[GOOD[1]])),
             "no Connection: upgrade"
         );
+    }
+
+    #[test]
+    fn hosts_are_parsed_strictly_and_checked_in_host_and_an_absolute_target() {
+        use HostRefusal::{Malformed, Misdirected};
+        let names = ["md.example".to_owned()];
+        let check = |target: &str, hosts: &[&str], names: &[String], loopback_only: bool| {
+            let mut b = Request::builder().method("GET").uri(target);
+            for h in hosts {
+                b = b.header("host", *h);
+            }
+            check_host(&b.body(()).unwrap(), names, loopback_only)
+        };
+        let none: &[String] = &[];
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            &'a [String],
+            bool,
+            Result<(), HostRefusal>,
+        );
+        let cases: &[Case<'_>] = &[
+            // Loopback listen, no names: loopback host names only.
+            ("/", &["localhost:8080"], none, true, Ok(())),
+            ("/", &["127.0.0.1"], none, true, Ok(())),
+            ("/", &["[::1]:8080"], none, true, Ok(())),
+            ("/", &["LOCALHOST"], none, true, Ok(())),
+            ("/", &["evil.example:8080"], none, true, Err(Misdirected)),
+            (
+                "/",
+                &["localhost.evil.example"],
+                none,
+                true,
+                Err(Misdirected),
+            ),
+            ("/", &[], none, true, Err(Misdirected)),
+            // Another listen address, no names: anything well formed.
+            ("/", &["evil.example"], none, false, Ok(())),
+            ("/", &[], none, false, Ok(())),
+            // Names configured.
+            ("/", &["MD.example:1"], &names, false, Ok(())),
+            ("/", &["evil.example"], &names, false, Err(Misdirected)),
+            ("/", &["[::1]"], &names, false, Ok(())),
+            (
+                "http://evil.example/stats",
+                &["md.example"],
+                &names,
+                false,
+                Err(Misdirected),
+            ),
+            (
+                "http://evil.example/stats",
+                &["localhost"],
+                none,
+                true,
+                Err(Misdirected),
+            ),
+            (
+                "http://md.example/stats",
+                &["md.example"],
+                &names,
+                false,
+                Ok(()),
+            ),
+            // Malformed or repeated, whatever the names.
+            (
+                "/",
+                &["md.example", "evil.example"],
+                &names,
+                false,
+                Err(Malformed),
+            ),
+            ("/", &["a", "b"], none, false, Err(Malformed)),
+            ("/", &["[md.example]"], &names, false, Err(Malformed)),
+            ("/", &["[::1]evil.example"], none, true, Err(Malformed)),
+            ("/", &["localhost:abc"], none, true, Err(Malformed)),
+            ("/", &["localhost:99999"], none, true, Err(Malformed)),
+            ("/", &["user@localhost"], none, true, Err(Malformed)),
+        ];
+        for (target, hosts, names, loopback_only, want) in cases {
+            assert_eq!(
+                check(target, hosts, names, *loopback_only),
+                *want,
+                "{target} {hosts:?} {names:?} {loopback_only}"
+            );
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod core;
 pub mod fanout;
 pub mod flush;
 pub mod handshake;
+pub mod http_io;
 pub mod index;
 pub mod liveness;
 pub mod priority;
@@ -321,11 +322,18 @@ async fn serve_https(
     }
 }
 
+/// The most a connection's request head may buffer: a request line and headers past it
+/// get `431`. hyper's default (about 400 KiB) let each slow connection hold that much for
+/// the header timeout; the largest legitimate request (a token in `Authorization` or the
+/// query string, a browser's cookies) is far below it.
+const HTTP_MAX_BUF_BYTES: usize = 64 * 1024;
+
 async fn serve_http<I>(ctx: Rc<Ctx>, stream: I, permit: Rc<Permit>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ctx_timeout_ms = ctx.cfg.header_timeout_ms;
+    let write_timeout = Duration::from_millis(ctx.cfg.http_write_timeout_ms);
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         let permit = permit.clone();
@@ -334,7 +342,11 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_millis(ctx_timeout_ms))
-        .serve_connection(TokioIo::new(stream), service)
+        .max_buf_size(HTTP_MAX_BUF_BYTES)
+        .serve_connection(
+            TokioIo::new(http_io::WriteTimeout::new(stream, write_timeout)),
+            service,
+        )
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
@@ -369,12 +381,15 @@ fn unauthorized(refusal: &crate::auth::AuthError) -> Response<Full<Bytes>> {
 }
 
 fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if !handshake::host_allowed(&req, &ctx.cfg.server_names) {
-        return text(
-            StatusCode::MISDIRECTED_REQUEST,
-            "text/plain",
-            "this engine does not serve that host name (server_names)\n",
-        );
+    // Listening on loopback with no names set, only loopback names pass: a page that
+    // rebinds its DNS name to 127.0.0.1 then reaches nothing (docs/security.md).
+    let loopback_only = ctx.cfg.listen.ip().is_loopback();
+    if let Err(refusal) = handshake::check_host(&req, &ctx.cfg.server_names, loopback_only) {
+        let status = match refusal {
+            handshake::HostRefusal::Malformed => StatusCode::BAD_REQUEST,
+            handshake::HostRefusal::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+        };
+        return text(status, "text/plain", format!("{refusal}\n"));
     }
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
@@ -405,7 +420,7 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
                 format!("{refusal}\n"),
             );
         }
-        return match handshake::accept(&mut req, &ctx.cfg.allowed_origins) {
+        return match handshake::accept(&mut req, &ctx.cfg.allowed_origins, ctx.tls.is_some()) {
             Ok((response, on_upgrade)) => {
                 // After the handshake's own checks (403, 426, 400): a token is looked at
                 // only on a request that could otherwise be upgraded.
@@ -520,14 +535,19 @@ fn upgraded_stream(
             return None;
         }
     };
-    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf.to_vec(), None)),
-        Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream>>() {
+    // The write timeout is HTTP's alone: the session gets the bare socket.
+    match upgraded.downcast::<TokioIo<http_io::WriteTimeout<tokio::net::TcpStream>>>() {
+        Ok(parts) => Some((
+            parts.io.into_inner().into_inner(),
+            parts.read_buf.to_vec(),
+            None,
+        )),
+        Err(upgraded) => match upgraded.downcast::<TokioIo<http_io::WriteTimeout<TlsStream>>>() {
             // The TLS session goes on with the socket; what hyper read past the request
             // is plaintext, like a plain connection's.
             Ok(parts) => {
                 let prefix = parts.read_buf.to_vec();
-                let (io, conn) = parts.io.into_inner().into_inner();
+                let (io, conn) = parts.io.into_inner().into_inner().into_inner();
                 Some((io, prefix, Some(tls::TlsConn::new(conn))))
             }
             Err(_) => {
