@@ -159,8 +159,9 @@ fn silent_clients_are_pinged_then_closed_with_1001_and_any_frame_counts_as_life(
     });
 }
 
-/// Publishes `n` trades and runs them through the core.
-fn trades(rig: &mut Rig, from: u64, n: u64) {
+/// Publishes `n` trades from seq `from + 1` and runs them through one fan-out pass;
+/// `write` says which clients the pass then writes.
+fn run_trades(rig: &mut Rig, from: u64, n: u64, write: Write) {
     for i in from..from + n {
         rig.publisher.begin_message();
         rig.publisher.trade(
@@ -177,7 +178,29 @@ fn trades(rig: &mut Rig, from: u64, n: u64) {
     while let Ok(t) = rig.consumer.try_recv() {
         rig.core.on_tick(&t);
     }
-    rig.core.flush_pending();
+    match write {
+        Write::All => rig.core.flush_pending(),
+        Write::Due => rig.core.flush_due(),
+    }
+}
+
+/// Which clients a pass of [`run_trades`] writes.
+#[derive(Clone, Copy)]
+enum Write {
+    /// Every client that got frames.
+    All,
+    /// Only those the coalescing window says are due, as the worker's loop does.
+    Due,
+}
+
+/// Publishes `n` trades and writes every client that got frames.
+fn trades(rig: &mut Rig, from: u64, n: u64) {
+    run_trades(rig, from, n, Write::All);
+}
+
+/// Publishes `n` trades in a pass that writes only the clients that are due.
+fn pass(rig: &mut Rig, from: u64, n: u64) {
+    run_trades(rig, from, n, Write::Due);
 }
 
 #[test]
@@ -186,16 +209,7 @@ fn a_client_that_takes_nothing_is_closed_with_1008_at_the_idle_limit_and_not_bef
         let mut rig = rig(EngineConfig::default()); // idle limit 30 s
         let (server, client) = pair(Some(4096));
         let key = add(&mut rig.core, server);
-        rig.core
-            .subscribe(
-                key,
-                None,
-                ChannelSet::from_iter([Channel::Trades]),
-                &["sim:BTC-USD".to_owned()],
-                10,
-                0,
-            )
-            .unwrap();
+        common::subscribe_trades(&mut rig.core, key);
         // Enough trades to fill both kernel buffers: data is pending, nothing moves.
         trades(&mut rig, 0, 2_000);
         assert!(rig.core.has_pending(key), "the socket is full");
@@ -303,22 +317,6 @@ fn a_token_whose_exp_passes_is_closed_with_1008_on_the_worker_clock() {
     });
 }
 
-/// Publishes `n` trades from seq `from + 1` and runs them through one fan-out pass that
-/// writes only the clients that are due, as the worker's loop does.
-fn pass(rig: &mut Rig, from: u64, n: u64) {
-    for i in from..from + n {
-        rig.publisher.begin_message();
-        rig.publisher
-            .trade(rig.symbol, None, 1_000, 1, Some(Aggressor::Buy), i + 1);
-        rig.publisher.flush();
-    }
-    rig.core.begin_pass();
-    while let Ok(t) = rig.consumer.try_recv() {
-        rig.core.on_tick(&t);
-    }
-    rig.core.flush_due();
-}
-
 #[test]
 fn the_write_window_opens_only_while_the_core_is_busier_than_the_target() {
     use tickwire_engine::worker::busy::BusyMeter;
@@ -329,16 +327,7 @@ fn the_write_window_opens_only_while_the_core_is_busier_than_the_target() {
         rig.core.set_busy_meter(meter.clone());
         let (server, mut client) = pair(None);
         let key = add(&mut rig.core, server);
-        rig.core
-            .subscribe(
-                key,
-                None,
-                ChannelSet::from_iter([Channel::Trades]),
-                &["sim:BTC-USD".to_owned()],
-                10,
-                0,
-            )
-            .unwrap();
+        common::subscribe_trades(&mut rig.core, key);
         settle(&mut rig.core, &[key]).await;
         frames(&mut client);
         let mut seq = 0;

@@ -6,7 +6,6 @@ mod common;
 use std::rc::Rc;
 
 use common::{frames, pair, settle};
-use tickwire_engine::protocol::command::{Channel, ChannelSet};
 use tickwire_engine::tick::Aggressor;
 use tickwire_engine::worker::clients::Conn;
 
@@ -22,15 +21,7 @@ fn trades_the_feed_skipped_arrive_as_one_exact_gap_before_the_next_trade() {
         } = common::harness(2, 4, 1 << 10);
         let (server, mut client) = pair(None);
         let key = core.add_client(Rc::new(Conn::new(server)));
-        core.subscribe(
-            key,
-            None,
-            ChannelSet::from_iter([Channel::Trades]),
-            &["sim:BTC-USD".to_owned()],
-            10,
-            0,
-        )
-        .unwrap();
+        common::subscribe_trades(&mut core, key);
         let trade = |p: &mut tickwire_engine::feed::Publisher, id: u64| {
             p.begin_message();
             p.trade(symbol, None, 1_000, 1, Some(Aggressor::Sell), id);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tickwire_engine::config::EngineConfig;
 use tickwire_engine::feed::Publisher;
+use tickwire_engine::protocol::command::{Channel, ChannelSet};
 use tickwire_engine::ring::{self, Consumer};
 use tickwire_engine::stats::WorkerStats;
 use tickwire_engine::symbol::{SymbolId, SymbolRegistryBuilder};
@@ -81,6 +82,10 @@ pub fn pair(rcvbuf: Option<usize>) -> (tokio::net::TcpStream, std::net::TcpStrea
             .unwrap();
     }
     server.set_nonblocking(true).unwrap();
+    // As the worker sets on every accepted socket: without it Nagle's algorithm holds a
+    // small write while an earlier one waits for its (delayed) ACK, and a test reading
+    // "what the pass wrote" would find nothing.
+    server.set_nodelay(true).unwrap();
     let client: std::net::TcpStream = socket.into();
     client.set_nonblocking(true).unwrap();
     (tokio::net::TcpStream::from_std(server).unwrap(), client)
@@ -126,4 +131,17 @@ pub async fn settle(core: &mut Core, keys: &[ClientKey]) {
             write_all(core, key).await;
         }
     }
+}
+
+/// Subscribes the client to `sim:BTC-USD`'s trades (the harness's symbol).
+pub fn subscribe_trades(core: &mut Core, key: ClientKey) {
+    core.subscribe(
+        key,
+        None,
+        ChannelSet::from_iter([Channel::Trades]),
+        &["sim:BTC-USD".to_owned()],
+        10,
+        0,
+    )
+    .unwrap();
 }
