@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::TIMEOUT;
+use common::{Binary, TIMEOUT};
 
 /// `tickwire serve` on a free loopback port, one worker, a small sim feed, plus `args`.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -47,66 +46,6 @@ fn wait_exit(child: &mut Child) -> Option<ExitStatus> {
         std::thread::sleep(Duration::from_millis(20));
     }
     None
-}
-
-/// The running binary, its stdout collected line by line; killed when dropped.
-struct Server {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(mut cmd: Command) -> Server {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tickwire starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Server { child, log }
-    }
-
-    /// Waits (with a deadline) for a log line containing `needle`; returns it.
-    fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tickwire exited ({status}): {:?}", self.log.lock().unwrap());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line {needle:?} in {:?}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -149,7 +88,7 @@ fn a_sighup_reload_blocked_on_a_fifo_does_not_stop_sigterm() {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let mut server = Server::start(serve(
+    let mut server = Binary::start(serve(
         &[
             "--tls-cert",
             cert_path.to_str().unwrap(),
@@ -179,7 +118,7 @@ fn a_sighup_reload_blocked_on_a_fifo_does_not_stop_sigterm() {
         .expect("the reload opens the certificate")
         .unwrap();
     server.signal("-TERM");
-    let status = wait_exit(&mut server.child);
+    let status = wait_exit(server.child());
     drop(writer);
     let _ = std::fs::remove_dir_all(&dir);
     let status = status.expect("SIGTERM ends the process while a reload is blocked");
@@ -188,9 +127,9 @@ fn a_sighup_reload_blocked_on_a_fifo_does_not_stop_sigterm() {
 
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
-    let mut server = Server::start(serve(&[], &[]));
+    let mut server = Binary::start(serve(&[], &[]));
     server.wait_for_log("tickwire serving");
-    let log = server.log.lock().unwrap().clone();
+    let log = server.log();
     assert!(log.len() > 2, "{log:?}");
     for line in &log {
         assert!(!line.contains('\x1b'), "an escape code in {line:?}");
@@ -199,9 +138,9 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
 
 #[test]
 fn log_format_json_writes_one_object_per_line() {
-    let mut server = Server::start(serve(&["--log-format", "json"], &[]));
+    let mut server = Binary::start(serve(&["--log-format", "json"], &[]));
     let serving = server.wait_for_log("tickwire serving");
-    let log = server.log.lock().unwrap().clone();
+    let log = server.log();
     for line in &log {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not one JSON object: {line:?}: {e}"));

@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{test_config, TIMEOUT};
+use common::{test_config, Binary, TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
@@ -343,87 +342,27 @@ async fn a_wss_client_that_stops_reading_gets_gaps_then_exact_data_again() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The real binary, its log collected line by line.
-struct Server {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(cert: &Path, key: &Path) -> (Server, SocketAddr) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--no-pin",
-            ])
-            .args(["--sim-symbols", "2", "--sim-rate", "500"])
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tickwire starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        // tracing's fmt layer logs to stdout.
-        let out = child.stdout.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut server = Server { child, log };
-        let line = server.wait_for_log("tickwire serving");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no addr in {line:?}"));
-        (server, addr)
-    }
-
-    /// Waits (with a deadline) for a log line containing `needle`; returns it.
-    fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tickwire exited ({status}): {:?}", self.log.lock().unwrap());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line {needle:?} in {:?}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real binary serving TLS with `cert` and `key`, and its address.
+fn start_tls(cert: &Path, key: &Path) -> (Binary, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--no-pin",
+    ])
+    .args(["--sim-symbols", "2", "--sim-rate", "500"])
+    .arg("--tls-cert")
+    .arg(cert)
+    .arg("--tls-key")
+    .arg(key)
+    .env("NO_COLOR", "1")
+    .env("RUST_LOG", "info");
+    let mut server = Binary::start(cmd);
+    let addr = server.serving_addr();
+    (server, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,7 +371,7 @@ async fn sighup_gives_new_handshakes_the_new_certificate_and_open_connections_go
     let (old, new) = (ca.leaf("tickwire old"), ca.leaf("tickwire new"));
     let dir = temp_dir("tls-reload");
     let (cert, key) = write_leaf(&old, &dir);
-    let (mut server, addr) = Server::start(&cert, &key);
+    let (mut server, addr) = start_tls(&cert, &key);
     let connector = ca.connector();
     {
         let (_, presented) = tls_connect(&connector, addr).await;
@@ -470,7 +409,7 @@ async fn sighup_gives_new_handshakes_the_new_certificate_and_open_connections_go
     server.signal("-TERM");
     let deadline = Instant::now() + TIMEOUT;
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.child().try_wait().unwrap() {
             break status;
         }
         assert!(

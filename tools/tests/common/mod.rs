@@ -409,3 +409,86 @@ pub async fn connect_small_buffer(addr: SocketAddr, recv_buffer: usize) -> Clien
     .unwrap();
     Client { ws }
 }
+
+/// The real binary, its log (stdout, where tracing's fmt layer writes) collected line by
+/// line; killed when dropped.
+pub struct Binary {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    /// Spawns `cmd` with stdout collected and stderr discarded.
+    pub fn start(mut cmd: std::process::Command) -> Binary {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tickwire starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary { child, log }
+    }
+
+    /// Waits (with a deadline) for a log line containing `needle`; returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tickwire exited ({status}): {:?}", self.log.lock().unwrap());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line {needle:?} in {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the start-up line and returns the address it serves on.
+    pub fn serving_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for_log("tickwire serving");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr in {line:?}"))
+    }
+
+    /// Sends the process a signal (`-HUP`, `-TERM`) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// The child process.
+    pub fn child(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+
+    /// The log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
