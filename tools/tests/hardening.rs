@@ -191,22 +191,19 @@ async fn with_server_names_another_host_gets_421_and_the_named_and_loopback_host
         )
         .into_bytes()
     };
-    for (request, status) in [
-        (get(&format!("rebound.evil.example:{port}")), "HTTP/1.1 421"),
-        (up(&format!("rebound.evil.example:{port}")), "HTTP/1.1 421"),
-        (get(&format!("MD.example:{port}")), "HTTP/1.1 200"),
-        (up(&format!("md.example:{port}")), "HTTP/1.1 101"),
-        (get(&format!("127.0.0.1:{port}")), "HTTP/1.1 200"),
-        (get(&format!("[::1]:{port}")), "HTTP/1.1 200"),
-        (get(&format!("localhost:{port}")), "HTTP/1.1 200"),
-    ] {
-        let answer = raw_exchange(addr, &request).await;
-        assert!(
-            answer.starts_with(status),
-            "{}: {answer}",
-            String::from_utf8_lossy(&request)
-        );
-    }
+    assert_answers(
+        addr,
+        [
+            (get(&format!("rebound.evil.example:{port}")), "HTTP/1.1 421"),
+            (up(&format!("rebound.evil.example:{port}")), "HTTP/1.1 421"),
+            (get(&format!("MD.example:{port}")), "HTTP/1.1 200"),
+            (up(&format!("md.example:{port}")), "HTTP/1.1 101"),
+            (get(&format!("127.0.0.1:{port}")), "HTTP/1.1 200"),
+            (get(&format!("[::1]:{port}")), "HTTP/1.1 200"),
+            (get(&format!("localhost:{port}")), "HTTP/1.1 200"),
+        ],
+    )
+    .await;
     engine.shutdown();
 }
 
@@ -223,46 +220,43 @@ async fn on_loopback_without_server_names_only_loopback_hosts_are_served() {
     let upgrade_headers = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
     let rebound_upgrade = format!("{upgrade_headers}Origin: http://{evil}\r\n");
-    for (request, status) in [
-        (request("/ws", &evil, &rebound_upgrade), "HTTP/1.1 421"),
-        (request("/stats", &evil, ""), "HTTP/1.1 421"),
-        (
-            request("/stats", "localhost.evil.example", ""),
-            "HTTP/1.1 421",
-        ),
-        (
-            request("/ws", &format!("localhost:{port}"), upgrade_headers),
-            "HTTP/1.1 101",
-        ),
-        (
-            request("/symbols", &format!("127.0.0.1:{port}"), ""),
-            "HTTP/1.1 200",
-        ),
-        (
-            request("/symbols", &format!("[::1]:{port}"), ""),
-            "HTTP/1.1 200",
-        ),
-        (request("/symbols", "localhost", ""), "HTTP/1.1 200"),
-        // An absolute-form target names the host too.
-        (
-            request(&format!("http://{evil}/stats"), "localhost", ""),
-            "HTTP/1.1 421",
-        ),
-        // Two Host headers, or a malformed one: 400.
-        (
-            request("/symbols", "localhost", &format!("Host: {evil}\r\n")),
-            "HTTP/1.1 400",
-        ),
-        (request("/symbols", "[evil.example]", ""), "HTTP/1.1 400"),
-        (request("/symbols", "localhost:abc", ""), "HTTP/1.1 400"),
-    ] {
-        let answer = raw_exchange(addr, &request).await;
-        assert!(
-            answer.starts_with(status),
-            "{}: {answer}",
-            String::from_utf8_lossy(&request)
-        );
-    }
+    assert_answers(
+        addr,
+        [
+            (request("/ws", &evil, &rebound_upgrade), "HTTP/1.1 421"),
+            (request("/stats", &evil, ""), "HTTP/1.1 421"),
+            (
+                request("/stats", "localhost.evil.example", ""),
+                "HTTP/1.1 421",
+            ),
+            (
+                request("/ws", &format!("localhost:{port}"), upgrade_headers),
+                "HTTP/1.1 101",
+            ),
+            (
+                request("/symbols", &format!("127.0.0.1:{port}"), ""),
+                "HTTP/1.1 200",
+            ),
+            (
+                request("/symbols", &format!("[::1]:{port}"), ""),
+                "HTTP/1.1 200",
+            ),
+            (request("/symbols", "localhost", ""), "HTTP/1.1 200"),
+            // An absolute-form target names the host too.
+            (
+                request(&format!("http://{evil}/stats"), "localhost", ""),
+                "HTTP/1.1 421",
+            ),
+            // Two Host headers, or a malformed one: 400.
+            (
+                request("/symbols", "localhost", &format!("Host: {evil}\r\n")),
+                "HTTP/1.1 400",
+            ),
+            (request("/symbols", "[evil.example]", ""), "HTTP/1.1 400"),
+            (request("/symbols", "localhost:abc", ""), "HTTP/1.1 400"),
+        ],
+    )
+    .await;
     engine.shutdown();
 }
 
@@ -560,4 +554,16 @@ async fn resubscribe_bursts_past_the_snapshot_byte_budget_get_rate_limited_not_c
     c.send(json!({"op":"ping","id":99})).await;
     c.recv_until(|m| m["type"] == "pong" && m["id"] == 99).await;
     engine.shutdown();
+}
+
+/// Sends each raw request on a connection of its own and checks the answer's start.
+async fn assert_answers<const N: usize>(addr: std::net::SocketAddr, cases: [(Vec<u8>, &str); N]) {
+    for (request, status) in cases {
+        let answer = raw_exchange(addr, &request).await;
+        assert!(
+            answer.starts_with(status),
+            "{}: {answer}",
+            String::from_utf8_lossy(&request)
+        );
+    }
 }
