@@ -872,9 +872,8 @@ pub fn splice(path: &Path, section: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Plan, S1Group};
+    use super::super::S1Group;
     use super::*;
-    use crate::load::report::machine;
 
     fn run(server: &str, rate: u64, busy: (f64, f64), p99_us: f64) -> Run {
         let mut r = Run {
@@ -892,37 +891,26 @@ mod tests {
         r
     }
 
+    /// The table row of `md` that starts with `prefix`.
+    fn row_of(md: &str, prefix: &str) -> String {
+        md.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no row {prefix:?} in\n{md}"))
+            .to_owned()
+    }
+
     fn results(s1: Vec<Run>, light: Vec<Run>) -> Results {
         Results {
-            command: "tickwire bench compare --quick".into(),
-            started_unix_s: 0,
-            wall_s: 1.0,
-            machine: machine(),
-            load_average_before: None,
-            tickwire_build: "release".into(),
-            versions: Vec::new(),
-            cores: (0, 1),
-            rounds: 1,
-            quiet_wait_s: 0.0,
-            quick: true,
-            plan: Plan::new(true),
-            servers: vec!["tickwire".into(), "bun".into(), FLOOR.into()],
-            skipped: Vec::new(),
-            scenarios: vec![Scenario::S1, Scenario::Light],
             s1: vec![S1Group {
                 clients: 20,
                 rates: vec![200, 400],
                 runs: s1,
             }],
-            base_rate: None,
-            s2: Vec::new(),
             light,
-            ladder: Vec::new(),
-            s3: Vec::new(),
-            s4: Vec::new(),
-            s5: Err("not run".into()),
-            s6: Err("not run".into()),
-            problems: Vec::new(),
+            ..Results::empty(
+                &["tickwire", "bun", FLOOR],
+                &[Scenario::S1, Scenario::Light],
+            )
         }
     }
 
@@ -944,12 +932,7 @@ mod tests {
             ],
         );
         let md = render(&res);
-        let row = |prefix: &str| {
-            md.lines()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no row {prefix:?} in\n{md}"))
-                .to_owned()
-        };
+        let row = |prefix: &str| row_of(&md, prefix);
         let gen_row = row("| tickwire | 400 |");
         assert!(gen_row.contains("| gen-bound |"), "{gen_row}");
         assert!(gen_row.contains("generator core, ladder top"), "{gen_row}");
@@ -1009,12 +992,7 @@ mod tests {
         res.ladder.push(at("tickwire", 20, 100, 900.0, Some(0.0)));
         res.ladder.push(at("bun", 20, 100, 800.0, None));
         let md = render(&res);
-        let row = |prefix: &str| {
-            md.lines()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no row {prefix:?} in\n{md}"))
-                .to_owned()
-        };
+        let row = |prefix: &str| row_of(&md, prefix);
         assert!(md.contains("### Latency ladder: 1 to 20 clients, "), "{md}");
         assert_eq!(
             row("| 10 | 1000 | tickwire |"),

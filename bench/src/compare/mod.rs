@@ -783,9 +783,9 @@ pub struct Results {
     pub problems: Vec<String>,
 }
 
-#[cfg(test)]
 impl Results {
-    /// Quick-sized results with nothing measured, for the tables' and verdicts' tests.
+    /// Quick-sized results with nothing measured: the start of a run, which sets what it
+    /// knows over them, and of the tables' and verdicts' tests.
     pub(crate) fn empty(servers: &[&str], scenarios: &[Scenario]) -> Results {
         Results {
             command: "tickwire bench compare --quick".into(),
@@ -998,17 +998,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Results, String> {
         plan: plan.clone(),
         servers: servers.iter().map(|s| s.name().to_owned()).collect(),
         skipped,
-        scenarios: cfg.scenarios.clone(),
-        s1: Vec::new(),
-        base_rate: None,
-        s2: Vec::new(),
-        light: Vec::new(),
-        ladder: Vec::new(),
-        s3: Vec::new(),
-        s4: Vec::new(),
-        s5: Err("not run".into()),
-        s6: Err("not run".into()),
-        problems: Vec::new(),
+        ..Results::empty(&[], &cfg.scenarios)
     };
     let mut m = Measurer {
         cfg,
