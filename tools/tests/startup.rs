@@ -13,23 +13,10 @@ use common::{Binary, TIMEOUT};
 
 /// `tickwire serve` on a free loopback port, one worker, a small sim feed, plus `args`.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--no-pin",
-        "--sim-symbols",
-        "2",
-        "--sim-rate",
-        "100",
-    ])
-    .args(args)
-    .env_remove("TICKWIRE_AUTH_SECRET")
-    .env_remove("NO_COLOR")
-    .env("RUST_LOG", "info");
+    let mut cmd = common::serve_command(100);
+    cmd.args(args)
+        .env_remove("TICKWIRE_AUTH_SECRET")
+        .env_remove("NO_COLOR");
     for (k, v) in env {
         cmd.env(k, v);
     }

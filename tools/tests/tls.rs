@@ -9,7 +9,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -344,22 +343,12 @@ async fn a_wss_client_that_stops_reading_gets_gaps_then_exact_data_again() {
 
 /// The real binary serving TLS with `cert` and `key`, and its address.
 fn start_tls(cert: &Path, key: &Path) -> (Binary, SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--no-pin",
-    ])
-    .args(["--sim-symbols", "2", "--sim-rate", "500"])
-    .arg("--tls-cert")
-    .arg(cert)
-    .arg("--tls-key")
-    .arg(key)
-    .env("NO_COLOR", "1")
-    .env("RUST_LOG", "info");
+    let mut cmd = common::serve_command(500);
+    cmd.arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .env("NO_COLOR", "1");
     let mut server = Binary::start(cmd);
     let addr = server.serving_addr();
     (server, addr)

@@ -410,6 +410,23 @@ pub async fn connect_small_buffer(addr: SocketAddr, recv_buffer: usize) -> Clien
     Client { ws }
 }
 
+/// `tickwire serve` on a free loopback port: one worker, unpinned, two simulated symbols
+/// at `sim_rate` events per second, logging at info.
+pub fn serve_command(sim_rate: u64) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--no-pin",
+    ])
+    .args(["--sim-symbols", "2", "--sim-rate", &sim_rate.to_string()])
+    .env("RUST_LOG", "info");
+    cmd
+}
+
 /// The real binary, its log (stdout, where tracing's fmt layer writes) collected line by
 /// line; killed when dropped.
 pub struct Binary {
