@@ -6,7 +6,11 @@
 // - One WebSocket at a time. It offers the subprotocol `tickwire.v2`; a server that
 //   answers none speaks version 1, and the client then resyncs books by snapshot and has
 //   no trade recovery (after a reconnect, a jump in trade seqs reaches the app as a
-//   `gap` with reason `reconnect`).
+//   `gap` with reason `reconnect`). Browsers, undici and `ws` all fail a handshake whose
+//   offered subprotocol gets no answer (WHATWG WebSocket, "establish a WebSocket
+//   connection"), so an attempt that offered `tickwire.v2` and failed before opening is
+//   retried at once without the offer; every later reconnect offers it again, so an
+//   engine upgraded to version 2 is picked up.
 // - States: connecting -> open -> reconnecting -> open ... -> closed. `reconnecting` is
 //   reported as soon as the link is lost (close, error or heartbeat silence), not after
 //   a close handshake.
@@ -223,6 +227,7 @@ export class TickwireClient {
     this._version = 0; // 1 or 2 once a connection is open
     this._epoch = null; // the epoch of the seqs held (version 2)
     this._attempt = 0;
+    this._offerV2 = true; // false for one attempt after a handshake that offered it failed
     this._openedAt = 0;
     this._lastRx = 0;
     this._lastPing = 0;
@@ -328,7 +333,7 @@ export class TickwireClient {
     const full = token ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : url;
     let ws;
     try {
-      ws = new this._WS(full, [SUBPROTOCOL_JSON]);
+      ws = new this._WS(full, this._offerV2 ? [SUBPROTOCOL_JSON] : []);
     } catch (e) {
       this._events.emit("error", { type: "error", code: "connect", message: String(e && e.message), error: e });
       this._scheduleReconnect();
@@ -384,10 +389,18 @@ export class TickwireClient {
     clearTimeout(this._connectTimer);
     this._heartbeatTimer = null;
     this._connectTimer = null;
-    if (this._openedAt && now() - this._openedAt >= this._backoff.resetAfterMs) this._attempt = 0;
+    const opened = this._openedAt !== 0;
+    if (opened && now() - this._openedAt >= this._backoff.resetAfterMs) this._attempt = 0;
     this._openedAt = 0;
     this._version = 0;
-    this._setState("reconnecting");
+    if (this._state !== "connecting") this._setState("reconnecting");
+    if (!opened && this._offerV2) {
+      // Maybe a version 1 engine refusing the offer: try once more at once without it.
+      this._offerV2 = false;
+      this._connect();
+      return;
+    }
+    this._offerV2 = true;
     this._scheduleReconnect();
   }
 

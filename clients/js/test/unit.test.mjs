@@ -180,11 +180,15 @@ test("token callback asked on each connect; urls rotate; close leaves no timer",
   let n = 0;
   const c = new TickwireClient({ urls: ["ws://a/ws", "ws://b/ws?x=1"], token: async () => `t${++n}`, WebSocket: FakeWebSocket, backoff: { initialMs: 5 } });
   await until(() => sockets.length === 1);
-  sockets[0].drop();
+  sockets[0].drop(); // failed before opening: at once again without the v2 offer
   await until(() => sockets.length === 2);
-  assert.deepEqual(sockets.map((s) => s.url), ["ws://a/ws?token=t1", "ws://b/ws?x=1&token=t2"]);
-  sockets[1].drop();
+  sockets[1].drop(); // failed without the offer too: unreachable, back off, next URL
   await until(() => sockets.length === 3);
+  assert.deepEqual(sockets.map((s) => [s.url, s.protocols]), [
+    ["ws://a/ws?token=t1", ["tickwire.v2"]],
+    ["ws://a/ws?token=t2", []],
+    ["ws://b/ws?x=1&token=t3", ["tickwire.v2"]],
+  ]);
   c.close();
   assert.equal(c.state, "closed");
   assert.deepEqual(process.getActiveResourcesInfo().filter((r) => r === "Timeout"), []);
