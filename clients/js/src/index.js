@@ -362,10 +362,11 @@ export class TickwireClient {
     this._fresh = new Set(this._lastTrade.keys());
     const tick = Math.max(10, Math.min(1000, this._heartbeatMs / 4));
     this._heartbeatTimer = setInterval(() => this._heartbeat(), tick);
-    this._setState("open");
+    // Resubscribe before telling the app, so that what its "open" handler sends comes after.
     const resume = this._version === 2 && this._epoch !== null;
     for (const sub of this._subs) this._sendSubscribe(sub, resume);
     for (const [id, p] of this._pending) this._send({ ...p.cmd, id });
+    this._setState("open");
   }
 
   _heartbeat() {
