@@ -1,0 +1,163 @@
+"""Test helpers: the package from this tree, the real tickwire binary on a free loopback
+port, and a TCP relay that can freeze or cut the link."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import List, Optional, Set
+
+# Test this tree's package, not an installed copy.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[3]
+BINARY = Path(
+    os.environ.get("TICKWIRE_BIN")
+    or Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug" / "tickwire"
+)
+# Integration tests run when the binary exists; TICKWIRE_BIN set but missing is a failure.
+needs_binary = pytest.mark.skipif(
+    not BINARY.exists() and not os.environ.get("TICKWIRE_BIN"),
+    reason="no tickwire binary (cargo build -p tickwire, or set TICKWIRE_BIN)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+class Engine:
+    """`tickwire serve` with the simulator on 127.0.0.1:port."""
+
+    def __init__(self, port: int, sim_rate: int = 2000) -> None:
+        self.port = port
+        self.sim_rate = sim_rate
+        self.proc: Optional[subprocess.Popen] = None
+
+    async def start(self) -> None:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            self.proc = subprocess.Popen(
+                [str(BINARY), "serve", "--listen", f"127.0.0.1:{self.port}", "--no-pin", "--sim-rate", str(self.sim_rate)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            while self.proc.poll() is None and time.monotonic() < end:
+                if await asyncio.to_thread(_healthy, self.port):
+                    return
+                await asyncio.sleep(0.05)
+            if self.proc.poll() is None:
+                break
+            await asyncio.sleep(0.2)  # the port may not be free yet after a kill
+        raise RuntimeError(f"tickwire did not become healthy on port {self.port}")
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            await asyncio.to_thread(self.proc.wait, 5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
+
+
+class Relay:
+    """A TCP relay to `target`: `freeze()` stops forwarding on the links open now (both
+    ways, nothing closed; new links pass); `cut(s)` resets them and refuses for `s`."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.links: Set[tuple] = set()
+        self.refuse_until = 0.0
+        self.server: Optional[asyncio.base_events.Server] = None
+        self.port = 0
+        self.tasks: List[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, r1: asyncio.StreamReader, w1: asyncio.StreamWriter) -> None:
+        if time.monotonic() < self.refuse_until:
+            w1.transport.abort()
+            return
+        r2, w2 = await asyncio.open_connection("127.0.0.1", self.target)
+        link = (w1, w2, {"frozen": False})
+        self.links.add(link)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    if link[2]["frozen"]:
+                        await asyncio.sleep(3600)  # stop reading too: nothing moves
+                    data = await r.read(65536)
+                    if not data or link[2]["frozen"]:
+                        break
+                    w.write(data)
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                if not link[2]["frozen"]:
+                    w1.transport.abort()
+                    w2.transport.abort()
+                    self.links.discard(link)
+
+        self.tasks += [asyncio.create_task(pipe(r1, w2)), asyncio.create_task(pipe(r2, w1))]
+
+    def freeze(self) -> None:
+        for link in self.links:
+            link[2]["frozen"] = True
+            link[0].transport.pause_reading()
+            link[1].transport.pause_reading()
+
+    def cut(self, seconds: float) -> None:
+        self.refuse_until = time.monotonic() + seconds
+        for link in list(self.links):
+            link[0].transport.abort()
+            link[1].transport.abort()
+
+    async def close(self) -> None:
+        for link in list(self.links):
+            link[0].transport.abort()
+            link[1].transport.abort()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def check_trade_continuity(events) -> None:
+    """Every trade seq of one symbol accounted for once: the next trade, or a gap naming
+    exactly the skipped range (a reset starts the count afresh)."""
+    nxt = None
+    for e in events:
+        if e.type == "reset":
+            nxt = None
+        elif e.type == "trade":
+            assert nxt is None or e.seq == nxt, f"trade seq {e.seq}, expected {nxt}"
+            nxt = e.seq + 1
+        elif e.type == "gap":
+            assert nxt is None or e.from_seq == nxt, f"gap from {e.from_seq}, expected {nxt}"
+            nxt = e.to_seq + 1
