@@ -81,13 +81,24 @@ class Engine:
             await asyncio.to_thread(self.proc.wait)
 
 
+class _Link:
+    def __init__(self, down: asyncio.StreamWriter, up: asyncio.StreamWriter) -> None:
+        self.down = down
+        self.up = up
+        self.frozen = False
+
+    def abort(self) -> None:
+        self.down.transport.abort()
+        self.up.transport.abort()
+
+
 class Relay:
     """A TCP relay to `target`: `freeze()` stops forwarding on the links open now (both
     ways, nothing closed; new links pass); `cut(s)` resets them and refuses for `s`."""
 
     def __init__(self, target: int) -> None:
         self.target = target
-        self.links: Set[tuple] = set()
+        self.links: Set[_Link] = set()
         self.refuse_until = 0.0
         self.server: Optional[asyncio.base_events.Server] = None
         self.port = 0
@@ -102,44 +113,41 @@ class Relay:
             w1.transport.abort()
             return
         r2, w2 = await asyncio.open_connection("127.0.0.1", self.target)
-        link = (w1, w2, {"frozen": False})
+        link = _Link(w1, w2)
         self.links.add(link)
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
                 while True:
-                    if link[2]["frozen"]:
-                        await asyncio.sleep(3600)  # stop reading too: nothing moves
                     data = await r.read(65536)
-                    if not data or link[2]["frozen"]:
+                    if not data:
                         break
+                    if link.frozen:
+                        await asyncio.sleep(3600)  # held: nothing moves, nothing closes
                     w.write(data)
             except (OSError, asyncio.CancelledError):
                 pass
             finally:
-                if not link[2]["frozen"]:
-                    w1.transport.abort()
-                    w2.transport.abort()
+                if not link.frozen:
+                    link.abort()
                     self.links.discard(link)
 
         self.tasks += [asyncio.create_task(pipe(r1, w2)), asyncio.create_task(pipe(r2, w1))]
 
     def freeze(self) -> None:
         for link in self.links:
-            link[2]["frozen"] = True
-            link[0].transport.pause_reading()
-            link[1].transport.pause_reading()
+            link.frozen = True
+            link.down.transport.pause_reading()
+            link.up.transport.pause_reading()
 
     def cut(self, seconds: float) -> None:
         self.refuse_until = time.monotonic() + seconds
         for link in list(self.links):
-            link[0].transport.abort()
-            link[1].transport.abort()
+            link.abort()
 
     async def close(self) -> None:
         for link in list(self.links):
-            link[0].transport.abort()
-            link[1].transport.abort()
+            link.abort()
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
