@@ -162,3 +162,16 @@ test("blip: the relay cuts the link for 1 s; every trade seq is accounted for", 
     await relay.close();
   }
 });
+
+test("the example prints the BTC top of book as it changes", { skip, timeout: 30000 }, async () => {
+  const { execFile } = await import("node:child_process");
+  const { fileURLToPath } = await import("node:url");
+  const example = fileURLToPath(new URL("../examples/top-of-book.mjs", import.meta.url));
+  const out = await new Promise((resolve, reject) => {
+    execFile(process.execPath, [example, `ws://127.0.0.1:${port}/ws`, "--changes", "3"], { timeout: 20000 }, (err, stdout) =>
+      (err ? reject(err) : resolve(stdout)));
+  });
+  const lines = out.split("\n").filter((l) => l.startsWith(`${BTC} bid`));
+  assert.equal(lines.length, 3, out);
+  assert.match(lines[0], /^sim:BTC-USD bid [0-9.]+ @ [0-9.]+ {2}ask [0-9.]+ @ [0-9.]+ {2}\(seq \d+\)$/);
+});

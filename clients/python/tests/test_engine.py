@@ -189,3 +189,30 @@ def test_blip_one_second() -> None:
             await engine.stop()
 
     asyncio.run(main())
+
+
+@needs_binary
+def test_example_prints_top_of_book() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    async def main() -> None:
+        port = free_port()
+        engine = Engine(port)
+        await engine.start()
+        try:
+            here = Path(__file__).resolve().parents[1]
+            env = {**os.environ, "PYTHONPATH": str(here / "src")}
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, str(here / "examples" / "top_of_book.py"), f"ws://127.0.0.1:{port}/ws", "--changes", "3"],
+                capture_output=True, text=True, timeout=20, env=env, check=True,
+            )
+            lines = [ln for ln in out.stdout.splitlines() if ln.startswith(f"{BTC} bid")]
+            assert len(lines) == 3, out.stdout
+        finally:
+            await engine.stop()
+
+    asyncio.run(main())
