@@ -614,8 +614,19 @@ export class TickwireClient {
   _onGap(m) {
     if (m.channel === "trades") {
       const last = this._lastTrade.get(m.symbol);
-      if (last === undefined || m.to_seq > last) this._lastTrade.set(m.symbol, m.to_seq);
-      this._fresh.delete(m.symbol);
+      const fresh = this._fresh.delete(m.symbol);
+      if (last !== undefined) {
+        // A gap may name seqs the app already holds (a fresh cluster edge reports what it
+        // never had, from seq 1): only the seqs after the last one held are missing.
+        if (m.to_seq <= last) return;
+        if (m.from_seq <= last) m = { ...m, from_seq: last + 1 };
+        else if (m.from_seq > last + 1) {
+          // Seqs between what we hold and the engine's gap (after a reconnect).
+          const reason = fresh ? "reconnect" : "missing";
+          this._deliver(m.symbol, "trades", "gap", { type: "gap", symbol: m.symbol, channel: "trades", from_seq: last + 1, to_seq: m.from_seq - 1, reason });
+        }
+      }
+      this._lastTrade.set(m.symbol, m.to_seq);
     }
     this._deliver(m.symbol, m.channel, "gap", m);
   }

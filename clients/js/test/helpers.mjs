@@ -158,3 +158,79 @@ export function checkTradeContinuity(events) {
     }
   }
 }
+
+/** Debian's nats-server, or null when it is not installed (scripts/test.sh installs it). */
+export function natsServerBin() {
+  for (const dir of [...(process.env.PATH || "").split(":"), "/usr/sbin", "/usr/bin"]) {
+    const p = path.join(dir, "nats-server");
+    if (dir && fs.existsSync(p)) return p;
+  }
+  return null;
+}
+
+async function waitPort(port, ms) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, "127.0.0.1", () => { s.destroy(); resolve(true); });
+      s.on("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`nothing listens on ${port}`);
+    await sleep(20);
+  }
+}
+
+/**
+ * A cluster on loopback (docs/cluster.md): nats-server with JetStream in a temporary
+ * store, one feed node running the simulator, and `edges` edge nodes. Every node has the
+ * same feed settings, as edges require. `stop()` ends every process.
+ */
+export async function startCluster(edges = 2) {
+  const procs = [];
+  const store = fs.mkdtempSync(path.join((await import("node:os")).tmpdir(), "tickwire-nats-"));
+  const natsPort = await freePort();
+  const spawnTracked = (bin, args) => {
+    const p = spawn(bin, args, { stdio: "ignore" });
+    running.add(p);
+    const done = new Promise((resolve) => p.on("exit", () => { running.delete(p); resolve(); }));
+    const proc = { p, done };
+    procs.push(proc);
+    return proc;
+  };
+  const stopProc = async (proc, signal = "SIGTERM") => {
+    if (proc.p.exitCode !== null || proc.p.signalCode !== null) return;
+    proc.p.kill(signal);
+    const t = setTimeout(() => proc.p.kill("SIGKILL"), 5000);
+    await proc.done;
+    clearTimeout(t);
+  };
+  spawnTracked(natsServerBin(), ["-js", "-a", "127.0.0.1", "-p", String(natsPort), "-sd", store]);
+  await waitPort(natsPort, 10000);
+  const node = async (role) => {
+    const port = await freePort();
+    const proc = spawnTracked(binary, [
+      "serve", "--listen", `127.0.0.1:${port}`, "--no-pin", "--workers", "1",
+      "--nats", `nats://127.0.0.1:${natsPort}`, "--feed", "sim", "--sim-symbols", "2", "--sim-seed", "7",
+      "--role", role,
+    ]);
+    const end = Date.now() + 30000;
+    while (!(await health(port))) {
+      if (Date.now() > end) throw new Error(`${role} node on ${port} did not become healthy`);
+      await sleep(50);
+    }
+    return { port, proc };
+  };
+  const feed = await node("feed");
+  const edgeNodes = [];
+  for (let i = 0; i < edges; i++) edgeNodes.push(await node("edge"));
+  return {
+    feed,
+    edges: edgeNodes,
+    kill: (n) => stopProc(n.proc, "SIGKILL"),
+    async stop() {
+      for (const proc of procs.slice().reverse()) await stopProc(proc);
+      fs.rmSync(store, { recursive: true, force: true });
+    },
+  };
+}

@@ -207,3 +207,20 @@ test("protocol binary is refused clearly; symbols() waits for the link", async (
   assert.deepEqual(await p, [A]);
   c.close();
 });
+
+test("gaps naming seqs already held are trimmed (a fresh cluster edge reports from seq 1)", async () => {
+  const { sockets, FakeWebSocket } = fakeServer();
+  const c = new TickwireClient({ url: "ws://x/ws", WebSocket: FakeWebSocket });
+  const sub = c.subscribe({ symbols: [A], channels: ["trades"] });
+  const seen = [];
+  sub.on("trade", (t) => seen.push(t.seq)).on("gap", (g) => seen.push(`${g.from_seq}-${g.to_seq} ${g.reason}`));
+  await until(() => sockets.length === 1);
+  sockets[0].open("");
+  const gap = (from_seq, to_seq) => ({ type: "gap", symbol: A, channel: "trades", from_seq, to_seq, reason: "feed_gap" });
+  for (const s of [1, 2, 3, 4, 5]) sockets[0].deliver(trade(s));
+  sockets[0].deliver(gap(2, 4)); // all held: nothing
+  sockets[0].deliver(gap(1, 10)); // 6-10 only
+  sockets[0].deliver(trade(11));
+  assert.deepEqual(seen, [1, 2, 3, 4, 5, "6-10 feed_gap", 11]);
+  c.close();
+});

@@ -169,3 +169,78 @@ def check_trade_continuity(events) -> None:
         elif e.type == "gap":
             assert nxt is None or e.from_seq == nxt, f"gap from {e.from_seq}, expected {nxt}"
             nxt = e.to_seq + 1
+
+
+def nats_server_bin() -> Optional[str]:
+    """Debian's nats-server, or None (scripts/test.sh installs it)."""
+    import shutil
+
+    return shutil.which("nats-server") or next(
+        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if Path(p).exists()), None
+    )
+
+
+class Cluster:
+    """A cluster on loopback (docs/cluster.md): nats-server with JetStream in a temporary
+    store, one feed node running the simulator, and edge nodes, all with the same feed
+    settings (edges require it)."""
+
+    def __init__(self, edges: int = 2) -> None:
+        self.n_edges = edges
+        self.procs: List[subprocess.Popen] = []
+        self.edges: List[int] = []
+        self.edge_procs: List[subprocess.Popen] = []
+
+    async def start(self) -> None:
+        import tempfile
+
+        self.store = tempfile.TemporaryDirectory(prefix="tickwire-nats-")
+        nats = free_port()
+        self.procs.append(
+            subprocess.Popen(
+                [str(nats_server_bin()), "-js", "-a", "127.0.0.1", "-p", str(nats), "-sd", self.store.name],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        end = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", nats), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < end, "nats-server listens"
+                await asyncio.sleep(0.02)
+
+        async def node(role: str) -> tuple:
+            port = free_port()
+            p = subprocess.Popen(
+                [str(BINARY), "serve", "--listen", f"127.0.0.1:{port}", "--no-pin", "--workers", "1",
+                 "--nats", f"nats://127.0.0.1:{nats}", "--feed", "sim", "--sim-symbols", "2", "--sim-seed", "7",
+                 "--role", role],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.procs.append(p)
+            end = time.monotonic() + 30
+            while not await asyncio.to_thread(_healthy, port):
+                assert time.monotonic() < end, f"{role} node healthy"
+                await asyncio.sleep(0.05)
+            return port, p
+
+        await node("feed")
+        for _ in range(self.n_edges):
+            port, p = await node("edge")
+            self.edges.append(port)
+            self.edge_procs.append(p)
+
+    async def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    await asyncio.to_thread(p.wait, 5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    await asyncio.to_thread(p.wait)
+        self.store.cleanup()

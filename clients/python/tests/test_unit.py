@@ -245,3 +245,23 @@ async def _symbols(c: Client, eng: FakeEngine) -> list:
     cmd = next(x for x in eng.commands[-1] if x.get("op") == "symbols")
     await eng.send({"type": "symbols", "id": cmd["id"], "symbols": [A]})
     return await task
+
+
+def test_gaps_naming_held_seqs_are_trimmed() -> None:
+    async def main() -> None:
+        async with FakeEngine() as eng:
+            async with Client(eng.url) as c:
+                sub = await c.subscribe(symbols=[A], channels=["trades"])
+                await c.wait_state("open", 3)
+
+                def gap(a: int, b: int) -> Dict[str, Any]:
+                    return {"type": "gap", "symbol": A, "channel": "trades", "from_seq": a, "to_seq": b, "reason": "feed_gap"}
+
+                for msg in [trade(1), trade(2), trade(3), gap(2, 3), gap(1, 10), trade(11)]:
+                    await eng.send(msg)
+                evs = [e for e in await drain(sub, 6) if e.type != "state"]
+                assert [(e.type, getattr(e, "seq", None) or (e.from_seq, e.to_seq)) for e in evs] == [
+                    ("trade", 1), ("trade", 2), ("trade", 3), ("gap", (4, 10)), ("trade", 11),
+                ]
+
+    asyncio.run(main())

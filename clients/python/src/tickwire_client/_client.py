@@ -511,12 +511,7 @@ class Client:
         elif t == "book":
             await self._on_book(m)
         elif t == "gap":
-            if m.get("channel") == "trades":
-                last = self._last_trade.get(m["symbol"])
-                if last is None or m["to_seq"] > last:
-                    self._last_trade[m["symbol"]] = m["to_seq"]
-                self._fresh.discard(m["symbol"])
-            await self._deliver(m["symbol"], m.get("channel", ""), Event(**m))
+            await self._on_gap(m)
         elif t == "subscribed":
             await self._on_subscribed(m)
         elif t == "symbols":
@@ -576,6 +571,25 @@ class Client:
             self._fresh.discard(s)
         self._last_trade[s] = seq
         await self._deliver(s, "trades", Event(**m))
+
+    async def _on_gap(self, m: Dict[str, Any]) -> None:
+        s = m["symbol"]
+        if m.get("channel") == "trades":
+            last = self._last_trade.get(s)
+            fresh = s in self._fresh
+            self._fresh.discard(s)
+            if last is not None:
+                # A gap may name seqs the app already holds (a fresh cluster edge reports
+                # what it never had, from seq 1): only the seqs after the last held are.
+                if m["to_seq"] <= last:
+                    return
+                if m["from_seq"] <= last:
+                    m = {**m, "from_seq": last + 1}
+                elif m["from_seq"] > last + 1:
+                    # Seqs between what we hold and the engine's gap (after a reconnect).
+                    await self._gap(s, last + 1, m["from_seq"] - 1, "reconnect" if fresh else "missing")
+            self._last_trade[s] = m["to_seq"]
+        await self._deliver(s, m.get("channel", ""), Event(**m))
 
     async def _gap(self, symbol: str, first: int, last: int, reason: str) -> None:
         event = Event(type="gap", symbol=symbol, channel="trades", from_seq=first, to_seq=last, reason=reason)
