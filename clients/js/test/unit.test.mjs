@@ -171,7 +171,7 @@ test("heartbeat: pings every interval; silence for 3x is a dead link", async () 
   const t0 = Date.now();
   await until(() => c.state === "reconnecting", 1000);
   const took = Date.now() - t0;
-  assert.ok(took < 200, `dead within about 3x the heartbeat (${took} ms)`);
+  assert.ok(took < 400, `dead within about 3x the heartbeat (${took} ms)`);
   c.close();
 });
 

@@ -209,7 +209,7 @@ def test_heartbeat_pings_and_dead_link() -> None:
                 t0 = asyncio.get_running_loop().time()
                 await c.wait_state("reconnecting", 1)  # the fake never answers the pings
                 took = asyncio.get_running_loop().time() - t0
-                assert 0.14 <= took < 0.5, took
+                assert 0.14 <= took < 1.0, took
                 assert any(cmd.get("op") == "ping" for cmd in eng.commands[0])
 
     asyncio.run(main())
