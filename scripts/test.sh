@@ -6,12 +6,12 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# Python libraries for the third-party smoke test (PyPI): a WebSocket client and the
-# reference Prometheus text parser.
-if ! python3 -c 'import websockets, prometheus_client' 2>/dev/null; then
+# Python libraries for the third-party smoke test and clients/python (PyPI): a WebSocket
+# client (13+: its asyncio API) and the reference Prometheus text parser.
+if ! python3 -c 'import websockets.asyncio.client, prometheus_client' 2>/dev/null; then
   say "installing Python websockets and prometheus-client"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    'websockets>=12,<16' 'prometheus-client>=0.17,<1'
+    'websockets>=13,<16' 'prometheus-client>=0.17,<1'
 fi
 # kosoku (PyPI, pinned): runs the Autobahn TestSuite's own case files (tests/autobahn.py).
 if ! python3 -c 'import kosoku' 2>/dev/null; then
