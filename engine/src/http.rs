@@ -222,9 +222,14 @@ pub const INDEX_HTML: &str = include_str!("dashboard/index.html");
 /// The dashboard's script, served at `/dashboard.js`.
 pub const DASHBOARD_JS: &str = include_str!("dashboard/dashboard.js");
 
-/// The dashboard's client worker (the WebSocket client and market state), served at
-/// `/dashboard-worker.js`.
+/// The dashboard's worker (a module worker on [`TICKWIRE_CLIENT_JS`]: the market state the
+/// page shows), served at `/dashboard-worker.js`.
 pub const DASHBOARD_WORKER_JS: &str = include_str!("dashboard/dashboard-worker.js");
+
+/// The tickwire client library (`clients/js/src/index.js`, an ES module), served at
+/// `/tickwire-client.js`: the dashboard's worker imports it, and any page of this origin
+/// may. Embedded from the library's own source so that there is one implementation.
+pub const TICKWIRE_CLIENT_JS: &str = include_str!("../../clients/js/src/index.js");
 
 /// The dashboard's style sheet, served at `/dashboard.css`.
 pub const DASHBOARD_CSS: &str = include_str!("dashboard/dashboard.css");

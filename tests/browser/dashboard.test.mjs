@@ -224,11 +224,19 @@ test("reconnects and resumes after the engine restarts on the same port", { time
   // Resumed without a reload: the grid moves again, the detail is resubscribed.
   assert.equal(await page.evaluate(() => window.__noReload), true, "no reload");
   assert.equal(await page.evaluate(() => window.tickwire.counters.reconnects), reconnectsBefore + 1);
+  // The marks first: the tape keeps the last 50 trades, and new trades push the
+  // "reconnected" mark out within seconds.
+  const shown = () => page.evaluate(() => JSON.stringify({
+    notes: [...document.querySelectorAll("#notes li")].map((li) => li.textContent),
+    tape: [...document.querySelectorAll("#tape .trow.mark")].map((r) => r.textContent),
+  }));
+  await page.waitForFunction(() => [...document.querySelectorAll("#notes li")].some((li) => li.textContent.includes("reconnected")), null, { timeout: 10000 })
+    .catch(async (e) => { throw new Error(`no "reconnected" note: ${await shown()}`, { cause: e }); });
+  await page.waitForFunction(() => [...document.querySelectorAll("#tape .trow")].some((r) => r.textContent.includes("reconnected")), null, { timeout: 10000 })
+    .catch(async (e) => { throw new Error(`no "reconnected" tape mark: ${await shown()}`, { cause: e }); });
   const afterLive = await readGrid(page);
   await waitPricesChange(page, afterLive, 4, 10000);
   await waitBook(page, 10);
-  await page.waitForFunction(() => [...document.querySelectorAll("#notes li")].some((li) => li.textContent.includes("reconnected")));
-  await page.waitForFunction(() => [...document.querySelectorAll("#tape .trow")].some((r) => r.textContent.includes("reconnected")));
   console.log(`reconnect: page live again ${back} ms after the kill`);
   assert.deepEqual(pageErrors, []);
 });

@@ -414,7 +414,10 @@ async fn http_endpoints_answer() {
     assert!(body.contains("\"/ws\"") && body.contains("/dashboard-worker.js"));
     let (status, body) = http_get(addr, "/dashboard-worker.js").await;
     assert_eq!(status, 200);
-    assert!(body.contains("new WebSocket"));
+    assert!(body.contains("from \"/tickwire-client.js\""));
+    let (status, body) = http_get(addr, "/tickwire-client.js").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("export class TickwireClient"));
     let (status, body) = http_get(addr, "/dashboard.css").await;
     assert_eq!(status, 200);
     assert!(body.contains("prefers-color-scheme"));

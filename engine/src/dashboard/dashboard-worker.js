@@ -1,49 +1,50 @@
-// tickwire dashboard, the client half: a Web Worker that speaks protocol.md over /ws.
+// tickwire dashboard, the client half: a module Web Worker on the tickwire client
+// library (clients/js, served by the engine at /tickwire-client.js from the same source).
 //
-// It owns the WebSocket, the subscriptions, the reconnects, every market state the page
-// shows (tickers, the selected symbol's book, trades and price history) and the
-// latency histogram, so that thousands of messages per second never queue on the
-// page's main thread. The page pulls a frame (what changed since the last pull) when
-// it is ready to render, at most once per animation frame; between pulls the worker
-// conflates.
-"use strict";
+// The library owns the WebSocket, the reconnects, the heartbeat, the resubscriptions and
+// the selected symbol's book (checked per seq, resynced alone on a broken chain). This
+// worker keeps what the page shows (ticker rows, the tape, price history, notes) and the
+// latency histogram, so that thousands of messages per second never queue on the page's
+// main thread. The page pulls a frame (what changed since the last pull) when it is
+// ready to render, at most once per animation frame; between pulls the worker conflates.
+import { TickwireClient } from "/tickwire-client.js";
 
 const CHART_SECONDS = 300; // price history kept per symbol: the last 5 minutes, 1 s buckets
 const TAPE_MAX = 50;
 const LAT_SLOTS = 10; // seconds of browser latency kept
-const BACKOFF_BASE_MS = 250;
-const BACKOFF_CAP_MS = 10000;
+// The selected book is held at the largest depth the page offers; the depth control
+// only chooses how many levels are shown. A depth switch therefore sends nothing, and no
+// snapshot of an older subscription can be taken for the new depth's (the bug that once
+// showed 5 levels at depth 20).
+const BOOK_DEPTH = 50;
+const HEARTBEAT_MS = 5000;
 const FRAME_MIN_MS = 16; // at most one frame per 16 ms even when pulled faster
 const SERIES_MIN_MS = 100; // the chart's series is sent at most every 100 ms
 
 const st = {
   url: "",
-  ws: null,
+  client: null,
   live: false,
   everLive: false,
-  attempt: 0,
-  retryAt: 0,
-  retryTimer: 0,
   downSince: 0,
-  lastRx: 0,
-  nextId: 1,
   serverSymbols: [],
   symbolsChanged: false,
   chosen: null, // null: every symbol the server has
   grid: [], // symbols shown, in server order
   gridChanged: false,
   rows: new Map(), // symbol -> row state
-  subTicker: new Set(), // ticker subscriptions held on this connection
-  subDetail: null, // symbol whose trades + book are subscribed on this connection
+  tickerSub: null, // the library's subscription of the grid's tickers
+  tickerSymbols: "", // its symbols, joined (to see whether the grid changed)
+  detailSub: null, // the library's subscription of the selected symbol's trades + book
   sel: null,
   depth: 10,
   throttle: 0,
-  book: newBook(null),
+  bookDirty: true,
   tape: [], // the last TAPE_MAX trades (and marks) of the selected symbol, oldest first
   tapeNo: 0,
   tapeSent: 0, // newest entry number sent to the page
   tapeReset: true,
-  tradeSeq: 0,
+  lastResync: "",
   seriesDirty: true,
   seriesAt: 0,
   notes: [],
@@ -200,13 +201,14 @@ function postFrame() {
     r.moves = { bid: 0, ask: 0, last: 0 };
   }
   if (rows.length) f.rows = rows;
-  if (st.book.dirty) {
-    const b = st.book;
-    b.dirty = false;
+  if (st.bookDirty) {
+    st.bookDirty = false;
+    const b = st.detailSub ? st.detailSub.book(st.sel, st.depth) : null;
     f.book = {
-      sym: b.sym, ready: b.ready, seq: b.seq, resyncs: b.resyncs, lastResync: b.lastResync, depth: b.depth,
-      bids: b.ready ? [...b.bids].sort((x, y) => y[0] - x[0]).slice(0, b.depth) : [],
-      asks: b.ready ? [...b.asks].sort((x, y) => x[0] - y[0]).slice(0, b.depth) : [],
+      sym: st.sel, ready: Boolean(b && b.ready), seq: b ? b.seq : 0, resyncs: b ? b.resyncs : 0,
+      lastResync: st.lastResync, depth: st.depth,
+      bids: b && b.ready ? b.bids : [],
+      asks: b && b.ready ? b.asks : [],
     };
   }
   if (st.tapeReset || (st.tape.length && st.tape[st.tape.length - 1].no > st.tapeSent)) {
@@ -263,151 +265,96 @@ self.onmessage = (ev) => {
       select(c.symbol);
       return;
     case "depth":
-      st.depth = c.depth;
-      st.book.dirty = true;
-      resubscribeBook();
+      st.depth = c.depth; // only what is shown: the book is held at BOOK_DEPTH
+      st.bookDirty = true;
       changed();
       return;
     case "throttle":
       st.throttle = c.throttle;
-      subscribeTicker(st.grid); // replaces the options, sends fresh snapshots
-      resubscribeBook();
+      syncTicker(true); // the new options replace the old, with fresh snapshots
+      syncDetail(true);
       return;
     default:
   }
 };
 
-// ---- connection -------------------------------------------------------------------------
-// Sends a command with a fresh id; returns the id (0 when not connected).
-function send(obj) {
-  if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return 0;
-  obj.id = st.nextId++;
-  st.ws.send(JSON.stringify(obj));
-  return obj.id;
+// ---- connection (the library's) -------------------------------------------------------------
+function connect() {
+  // The URL carries the page's `?token=`, if any (dashboard.js); the library keeps it on
+  // every reconnect.
+  st.client = new TickwireClient({ url: st.url, heartbeatMs: HEARTBEAT_MS, WebSocket });
+  st.client.on("state", onState);
+  st.client.on("error", (e) => {
+    st.counters.errors++;
+    note(e.code === "handler" ? `dashboard bug: ${e.message}` : `server error ${e.code}: ${e.message}`);
+  });
+  setConn("connecting", "connecting…");
+  askSymbols();
 }
 
-function connect() {
-  clearTimeout(st.retryTimer);
-  st.retryTimer = 0;
-  let ws;
-  try {
-    ws = new WebSocket(st.url);
-  } catch (e) {
-    scheduleReconnect();
-    return;
-  }
-  st.ws = ws;
-  setConn(st.everLive ? "down" : "connecting", st.attempt ? `connecting… (attempt ${st.attempt + 1})` : "connecting…");
-  ws.onopen = () => {
+// The symbol list, asked on every connection (the engine may have changed).
+function askSymbols() {
+  st.client.symbols().then(onSymbols, () => { /* the link dropped: asked again on open */ });
+}
+
+function onState(state) {
+  if (state === "open") {
     st.live = true;
-    st.lastRx = performance.now();
-    st.subTicker.clear();
-    st.subDetail = null;
+    for (const r of st.rows.values()) r.fresh = true; // the resubscribe's snapshots come first
     if (st.everLive) {
       st.counters.reconnects++;
       note(`reconnected after ${((performance.now() - st.downSince) / 1000).toFixed(1)} s; resubscribed`);
       if (st.tape.length) tapePush({ mark: "reconnected: trades while disconnected are not shown" });
+      askSymbols();
     }
     st.everLive = true;
     st.downSince = 0;
+    st.bookDirty = true;
     setConn("live", "live");
-    send({ op: "symbols" });
-  };
-  ws.onmessage = onMessage;
-  ws.onclose = (ev) => {
-    if (st.ws !== ws) return;
-    lost(`connection closed (${ev.code || "no code"}${ev.reason ? ": " + ev.reason : ""})`);
-  };
-  ws.onerror = () => { /* onclose follows */ };
-}
-
-function lost(why) {
-  const ws = st.ws;
-  st.ws = null;
-  if (ws) {
-    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-    try { ws.close(); } catch (_) { /* already closed */ }
-  }
-  if (st.live) note(why + "; reconnecting");
-  if (!st.downSince) st.downSince = performance.now();
-  st.live = false;
-  scheduleReconnect();
-}
-
-// Exponential backoff with jitter, capped: 250 ms, 500 ms, 1 s, … 10 s, each drawn
-// uniformly from [half, full] of its step. The step resets once the server answers.
-function scheduleReconnect() {
-  if (st.retryTimer) return;
-  st.attempt++;
-  const step = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(st.attempt - 1, 16));
-  const delay = step / 2 + Math.random() * (step / 2);
-  st.retryAt = performance.now() + delay;
-  st.retryTimer = setTimeout(connect, delay);
-  countdown();
-}
-function countdown() {
-  if (st.live || !st.retryTimer) return;
-  const left = Math.max(0, st.retryAt - performance.now()) / 1000;
-  setConn("down", `reconnecting in ${left.toFixed(1)} s (attempt ${st.attempt})`);
-}
-
-self.addEventListener("online", () => {
-  if (!st.live && st.retryTimer) connect();
-});
-
-// ---- subscriptions ------------------------------------------------------------------------
-function syncTicker() {
-  const want = new Set(st.grid);
-  const add = st.grid.filter((s) => !st.subTicker.has(s));
-  const drop = [...st.subTicker].filter((s) => !want.has(s));
-  if (drop.length && send({ op: "unsubscribe", channels: ["ticker"], symbols: drop })) {
-    for (const s of drop) st.subTicker.delete(s);
-  }
-  if (add.length) subscribeTicker(add);
-}
-function subscribeTicker(symbols) {
-  if (!symbols.length) return;
-  if (send({ op: "subscribe", channels: ["ticker"], symbols, throttle_ms: st.throttle })) {
-    for (const s of symbols) {
-      st.subTicker.add(s);
-      const r = st.rows.get(s);
-      if (r) r.fresh = true; // the first ticker is the subscribe snapshot
-    }
+  } else if (state === "reconnecting") {
+    if (st.live) note("connection lost; reconnecting");
+    st.live = false;
+    if (!st.downSince) st.downSince = performance.now();
+    st.bookDirty = true;
+    setConn("down", "reconnecting…");
   }
 }
-function syncDetail() {
+
+// ---- subscriptions (library subscriptions, replaced as a whole) ---------------------------------
+// A new subscription is made before the old one is closed, so that the pairs both hold
+// are never unsubscribed: the engine just replaces their options.
+function syncTicker(force = false) {
+  const key = st.grid.join(",");
+  if (!force && key === st.tickerSymbols) return;
+  const old = st.tickerSub;
+  st.tickerSymbols = key;
+  st.tickerSub = null;
+  if (st.grid.length) {
+    st.tickerSub = st.client.subscribe({ symbols: st.grid, channels: ["ticker"], throttleMs: st.throttle });
+    st.tickerSub.on("ticker", onTicker);
+    for (const s of st.grid) st.rows.get(s).fresh = true; // the first ticker is the subscribe snapshot
+  }
+  if (old) old.close();
+}
+
+function syncDetail(force = false) {
   const want = st.sel && st.rows.has(st.sel) ? st.sel : null;
-  if (st.subDetail && st.subDetail !== want) {
-    send({ op: "unsubscribe", channels: ["trades", "book"], symbols: [st.subDetail] });
-    st.subDetail = null;
+  const held = st.detailSub ? st.detailSub.symbols[0] : null;
+  if (!force && want === held) return;
+  const old = st.detailSub;
+  st.detailSub = null;
+  if (old && held !== want) old.close(); // another symbol: drop the old one first
+  if (want) {
+    const sub = st.client.subscribe({ symbols: [want], channels: ["trades", "book"], depth: BOOK_DEPTH, throttleMs: st.throttle });
+    sub.on("trade", onTrade).on("gap", onGap).on("reset", onReset).on("book", onBook).on("resync", onResync);
+    st.detailSub = sub;
   }
-  if (want && st.subDetail !== want) {
-    const id = send({ op: "subscribe", channels: ["trades", "book"], symbols: [want], depth: st.depth, throttle_ms: st.throttle });
-    if (id) {
-      st.subDetail = want;
-      st.book.want = { id, depth: st.depth };
-      st.tradeSeq = 0;
-    }
-  }
-}
-function resubscribeBook() {
-  if (!st.sel || st.subDetail !== st.sel) return;
-  const id = send({ op: "subscribe", channels: ["book"], symbols: [st.sel], depth: st.depth, throttle_ms: st.throttle });
-  if (id) st.book.want = { id, depth: st.depth };
+  if (old && held === want) old.close();
+  st.bookDirty = true;
+  changed();
 }
 
 // ---- state ----------------------------------------------------------------------------------
-// `depth`: the depth the held snapshot was built at (what the engine keeps us in sync
-// with); `want`: a book subscribe not answered yet ({id, depth}); `replyDepth`: the depth
-// of the snapshot that answers it, due after its `subscribed`. Until that reply, the
-// engine goes on with the previous subscription (its updates, and conflation snapshots,
-// at the previous depth), so those are applied as they are, at `depth`.
-function newBook(sym) {
-  return {
-    sym, seq: 0, ready: false, depth: 0, want: null, replyDepth: 0,
-    bids: new Map(), asks: new Map(), resyncs: 0, lastResync: "", dirty: true,
-  };
-}
 function newRow(sym) {
   return {
     sym, dec: 0, sdec: 0, bid: null, ask: null, last: null, open: null, vol: null,
@@ -429,12 +376,11 @@ function setGrid() {
 function select(sym) {
   if (sym === st.sel) return;
   st.sel = sym;
-  st.book = newBook(sym);
+  st.lastResync = "";
   st.tape = [];
   st.tapeReset = true;
-  st.tradeSeq = 0;
   st.seriesDirty = true;
-  syncDetail();
+  if (st.client) syncDetail();
   changed();
 }
 
@@ -468,48 +414,19 @@ function tapePush(entry) {
   if (st.tape.length > TAPE_MAX) st.tape.splice(0, st.tape.length - TAPE_MAX);
 }
 
-// ---- messages -----------------------------------------------------------------------------
-function onMessage(ev) {
-  const now = wallMs();
-  st.lastRx = performance.now();
-  let m;
-  try {
-    m = JSON.parse(ev.data);
-  } catch (_) {
-    return;
-  }
-  st.counters.messages++;
-  switch (m.type) {
-    case "ticker": onTicker(m, now); break;
-    case "trade": onTrade(m, now); break;
-    case "book": onBook(m, now); break;
-    case "gap": onGap(m); break;
-    case "symbols": onSymbols(m); break;
-    case "error":
-      st.counters.errors++;
-      note(`server error ${m.code}: ${m.message}`);
-      break;
-    case "subscribed":
-      if (st.book.want && m.id === st.book.want.id) {
-        st.book.replyDepth = st.book.want.depth;
-        st.book.want = null;
-      }
-      break;
-    default: // unsubscribed, pong
-  }
-}
-
-function onSymbols(m) {
-  if (!Array.isArray(m.symbols)) return;
-  st.attempt = 0; // the server answers: the connection is good
-  st.serverSymbols = m.symbols.filter((s) => typeof s === "string");
+// ---- events from the library ---------------------------------------------------------------
+function onSymbols(symbols) {
+  if (!Array.isArray(symbols)) return;
+  st.serverSymbols = symbols.filter((s) => typeof s === "string");
   st.symbolsChanged = true;
   setGrid();
   syncTicker();
   syncDetail();
 }
 
-function onTicker(m, now) {
+function onTicker(m) {
+  const now = wallMs();
+  st.counters.messages++;
   st.counters.ticker++;
   const r = st.rows.get(m.symbol);
   if (!r) return;
@@ -532,14 +449,12 @@ function onTicker(m, now) {
   changed();
 }
 
-function onTrade(m, now) {
+function onTrade(m) {
+  const now = wallMs();
+  st.counters.messages++;
   st.counters.trade++;
   recordLatency(m.ingest_ts, now);
   if (m.symbol !== st.sel) return;
-  if (st.tradeSeq && m.seq !== st.tradeSeq + 1) {
-    note(`${m.symbol}: trade seq jumped ${st.tradeSeq} → ${m.seq} without a gap message`);
-  }
-  st.tradeSeq = m.seq;
   tapePush({ ts: m.ts, price: m.price, size: m.size, side: m.side });
   const r = st.rows.get(m.symbol);
   if (r) {
@@ -552,61 +467,40 @@ function onTrade(m, now) {
   changed();
 }
 
+// Gaps come from the engine (slow_consumer, feed_gap, …) or from the library (trades
+// missed while reconnecting to a version 1 engine): either way seqs that will not come.
 function onGap(m) {
   st.counters.gaps++;
   const n = m.to_seq - m.from_seq + 1;
   note(`${m.symbol}: ${m.channel} gap, seqs ${m.from_seq}–${m.to_seq} skipped (${n}, ${m.reason})`);
-  if (m.channel === "trades" && m.symbol === st.sel) {
-    tapePush({ mark: `gap: ${n} trades skipped (${m.reason})` });
-    st.tradeSeq = m.to_seq;
-  }
-}
-
-// The book as protocol.md says: a snapshot replaces it, an update changes levels (size 0
-// removes), updates follow the snapshot with contiguous seqs. On a seq gap, subscribe
-// again for a fresh snapshot and ignore updates until it comes.
-function onBook(m, now) {
-  st.counters.book++;
-  const b = st.book;
-  if (m.symbol !== b.sym) {
-    recordLatency(m.ingest_ts, now);
-    return;
-  }
-  if (m.snapshot) {
-    if (b.replyDepth) {
-      // The reply to our subscribe (its state may be old: no latency), at its depth.
-      b.depth = b.replyDepth;
-      b.replyDepth = 0;
-    } else recordLatency(m.ingest_ts, now);
-    b.bids.clear();
-    b.asks.clear();
-    for (const [p, s] of m.bids) b.bids.set(p, s);
-    for (const [p, s] of m.asks) b.asks.set(p, s);
-    b.seq = m.seq;
-    b.ready = true;
-  } else {
-    recordLatency(m.ingest_ts, now);
-    if (b.replyDepth || !b.ready) return; // a fresh snapshot is on its way
-    if (m.seq !== b.seq + 1) {
-      b.resyncs++;
-      st.counters.resyncs++;
-      b.lastResync = `seq ${b.seq} → ${m.seq}`;
-      note(`${m.symbol}: book seq gap (${b.lastResync}); resubscribed for a fresh snapshot`);
-      b.ready = false;
-      b.dirty = true;
-      resubscribeBook();
-      changed();
-      return;
-    }
-    for (const [p, s] of m.bids) (s === 0 ? b.bids.delete(p) : b.bids.set(p, s));
-    for (const [p, s] of m.asks) (s === 0 ? b.asks.delete(p) : b.asks.set(p, s));
-    b.seq = m.seq;
-  }
-  b.dirty = true;
+  if (m.channel === "trades" && m.symbol === st.sel) tapePush({ mark: `gap: ${n} trades skipped (${m.reason})` });
   changed();
 }
 
-// ---- once a second: rates, latency, countdown, heartbeat ----------------------------------
+function onReset(m) {
+  note(`${m.symbol}: trade seqs start afresh (${m.reason === "epoch" ? "a new epoch" : "the engine restarted"}; last held ${m.last_seq})`);
+  if (m.symbol === st.sel) tapePush({ mark: "trades start afresh: the engine restarted" });
+}
+
+function onBook(m) {
+  st.counters.messages++;
+  st.counters.book++;
+  // Snapshots answer subscribes (their state may be old): no latency.
+  if (!m.snapshot) recordLatency(m.ingest_ts, wallMs());
+  if (m.symbol !== st.sel) return;
+  st.bookDirty = true;
+  changed();
+}
+
+function onResync(r) {
+  st.counters.resyncs++;
+  st.lastResync = `seq ${r.held_seq} → ${r.seq}`;
+  note(`${r.symbol}: book seq gap (${st.lastResync}); resubscribed for a fresh snapshot`);
+  st.bookDirty = true;
+  changed();
+}
+
+// ---- once a second: rates, latency, clock -----------------------------------------------------
 let lastTick = performance.now();
 let lastMessages = 0;
 setInterval(() => {
@@ -624,13 +518,7 @@ setInterval(() => {
   const rate = (st.counters.messages - lastMessages) / dt;
   lastMessages = st.counters.messages;
   st.summary = { live: st.live, msgPerSec: rate, lat: latencySummary(wallMs()) };
-  countdown();
-  // heartbeat: ask when quiet, give up on a connection silent for 20 s
-  if (st.live) {
-    const quiet = now - st.lastRx;
-    if (quiet > 20000) lost("no data for 20 s");
-    else if (quiet > 5000) send({ op: "ping" });
-  }
+  // The heartbeat and the reconnects are the library's.
   if (Math.abs(Date.now() - wallMs()) > 2) anchorClock();
   st.seriesDirty = true; // the chart's time axis moves
   changed();

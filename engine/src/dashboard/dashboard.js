@@ -103,7 +103,7 @@
   const fmtMs = (ms) => (ms < 1 ? ms.toFixed(3) : ms < 100 ? ms.toFixed(2) : ms.toFixed(0));
 
   // ---- the worker ------------------------------------------------------------------
-  const worker = new Worker("/dashboard-worker.js");
+  const worker = new Worker("/dashboard-worker.js", { type: "module" });
   const tell = (msg) => worker.postMessage(msg);
   let pullOutstanding = false;
   function pull() {

@@ -480,6 +480,11 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
             "text/javascript; charset=utf-8",
             http::DASHBOARD_WORKER_JS,
         ),
+        "/tickwire-client.js" => text(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            http::TICKWIRE_CLIENT_JS,
+        ),
         "/dashboard.css" => text(
             StatusCode::OK,
             "text/css; charset=utf-8",
