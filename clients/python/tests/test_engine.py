@@ -144,7 +144,9 @@ def test_dead_link_frozen_relay() -> None:
                 await until(lambda: c.state == "open" and sub.book(BTC).ready, 10, "open with a book")
                 relay.freeze()
                 t0 = time.monotonic()
-                await until(lambda: c.state == "reconnecting", 0.9 + 1.0, "the heartbeat notices")
+                # A bound on liveness, not a timing: on a loaded 2-core machine the event
+                # loop can run seconds late (the unit tests check the timeout exactly).
+                await until(lambda: c.state == "reconnecting", 0.9 + 10.0, "the heartbeat notices")
                 noticed = time.monotonic() - t0
                 assert noticed >= 0.8, noticed
                 await c.wait_state("open", 5)
