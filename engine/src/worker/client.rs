@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::frames::{FrameId, FrameKind, FrameSlab};
 use crate::outbox::{Outbox, WriteOutcome};
 use crate::protocol::command::{Channel, ChannelSet};
+use crate::protocol::version::Version;
 use crate::stats::{CloseReason, WorkerStats};
 use crate::symbol::SymbolId;
 
@@ -124,6 +125,8 @@ pub struct Client {
     flush_epoch: u32,
     /// The socket is full; the connection task waits for writability.
     pub blocked: bool,
+    /// The protocol version negotiated in the upgrade (one byte, in the slot's padding).
+    pub version: Version,
     /// Closing, and why; no data is queued any more.
     pub closing: Option<CloseReason>,
     /// Liveness times.
@@ -157,6 +160,7 @@ impl Client {
             in_flush_list: false,
             flush_epoch: 0,
             blocked: false,
+            version: Version::V1,
             closing: None,
             liveness: Liveness {
                 last_heard: now,

@@ -32,6 +32,7 @@ use crate::feed::ResyncReply;
 use crate::frames::{FrameId, FrameSlab};
 use crate::latency::StageRecorder;
 use crate::protocol::command::{Channel, ChannelSet, ErrorCode};
+use crate::protocol::version::Version;
 use crate::protocol::{encode, frame};
 use crate::state::SymbolState;
 use crate::stats::{CloseReason, WorkerStats};
@@ -206,6 +207,22 @@ impl Core {
     /// is in `conn`). The token's `exp` (wall clock) becomes a deadline on the worker's
     /// clock.
     pub fn add_secure_client(&mut self, conn: Rc<Conn>, grant: Option<Grant>) -> ClientKey {
+        self.join_client(conn, grant, Version::V1)
+    }
+
+    /// Adds a client that speaks `version`, with no token.
+    pub fn add_client_speaking(&mut self, conn: Rc<Conn>, version: Version) -> ClientKey {
+        self.join_client(conn, None, version)
+    }
+
+    /// Adds a client that speaks `version`, with its token's grant (`None` on an open
+    /// engine).
+    pub fn join_client(
+        &mut self,
+        conn: Rc<Conn>,
+        grant: Option<Grant>,
+        version: Version,
+    ) -> ClientKey {
         let now = self.clock.now();
         let mut client = Client::new(
             conn,
@@ -214,6 +231,7 @@ impl Core {
             self.cfg.snapshot_bytes_per_s,
             now,
         );
+        client.version = version;
         if let Some(g) = grant {
             let left_ns = g
                 .expires_at_s

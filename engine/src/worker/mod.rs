@@ -45,6 +45,7 @@ use crate::admission::Permit;
 use crate::config::EngineConfig;
 use crate::feed::{FeedShared, ResyncReply};
 use crate::http::{self, EngineShared};
+use crate::protocol::version::{self, Version};
 use crate::ring::{Consumer, RecvError};
 use crate::stats::{CloseReason, WorkerStats};
 use crate::tick::{Event, LevelFlags, Tick};
@@ -394,7 +395,7 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
     let endpoint = match path.as_str() {
-        "/ws" => Some(Endpoint::Protocol),
+        "/ws" => Some(Endpoint::Protocol(Version::V1)),
         "/echo" if ctx.cfg.echo_endpoint => Some(Endpoint::Echo),
         _ => None,
     };
@@ -420,8 +421,21 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
                 format!("{refusal}\n"),
             );
         }
-        return match handshake::accept(&mut req, &ctx.cfg.allowed_origins, ctx.tls.is_some()) {
-            Ok((response, on_upgrade)) => {
+        let subprotocols = match endpoint {
+            Endpoint::Protocol(_) => version::ACCEPTED,
+            Endpoint::Echo => &[],
+        };
+        return match handshake::accept(
+            &mut req,
+            &ctx.cfg.allowed_origins,
+            ctx.tls.is_some(),
+            subprotocols,
+        ) {
+            Ok((response, on_upgrade, version)) => {
+                let endpoint = match endpoint {
+                    Endpoint::Protocol(_) => Endpoint::Protocol(version),
+                    Endpoint::Echo => Endpoint::Echo,
+                };
                 // After the handshake's own checks (403, 426, 400): a token is looked at
                 // only on a request that could otherwise be upgraded.
                 let grant = match ctx.shared.auth.as_ref().map(|a| a.check(&req)) {
