@@ -119,6 +119,34 @@ pub fn subscribed(buf: &mut Vec<u8>, id: Option<i64>, channels: ChannelSet, symb
     channels_reply(buf, b"subscribed", id, channels, symbols);
 }
 
+/// Version 2's `subscribed`: as [`subscribed`], with the engine's `epoch` and, when the
+/// subscribe had `since`, `recovered` per symbol.
+pub fn subscribed_v2(
+    buf: &mut Vec<u8>,
+    id: Option<i64>,
+    channels: ChannelSet,
+    symbols: &[&str],
+    epoch: &str,
+    recovered: Option<&[(&str, bool)]>,
+) {
+    channels_reply(buf, b"subscribed", id, channels, symbols);
+    buf.pop();
+    buf.extend_from_slice(b",\"epoch\":");
+    string(buf, epoch);
+    if let Some(recovered) = recovered {
+        buf.extend_from_slice(b",\"recovered\":{");
+        for (i, (symbol, done)) in recovered.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            string(buf, symbol);
+            buf.extend_from_slice(if *done { b":true" } else { b":false" });
+        }
+        buf.push(b'}');
+    }
+    buf.push(b'}');
+}
+
 /// `{"type":"unsubscribed",...}`: same shape as [`subscribed`].
 pub fn unsubscribed(buf: &mut Vec<u8>, id: Option<i64>, channels: ChannelSet, symbols: &[&str]) {
     channels_reply(buf, b"unsubscribed", id, channels, symbols);

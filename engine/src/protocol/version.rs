@@ -57,6 +57,19 @@ pub fn choose<'a>(
     })
 }
 
+/// A fresh epoch (version 2's name for the numbering of seqs): new for each engine
+/// start, from the start time and 64 random bits (the standard library's hasher keys,
+/// which the OS seeds), so that two starts never share one. Allocates its string.
+pub fn fresh_epoch() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let started_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(started_ns);
+    format!("{:x}-{:016x}", started_ns / 1_000_000, hasher.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +96,13 @@ mod tests {
             "binary never chosen"
         );
         assert_eq!(choose(["tickwire.v22,tickwire"], &BOTH), None);
+    }
+
+    #[test]
+    fn epochs_differ_between_starts() {
+        let (a, b) = (fresh_epoch(), fresh_epoch());
+        assert_ne!(a, b);
+        assert!(a.len() > 16 && a.is_ascii());
     }
 
     #[test]

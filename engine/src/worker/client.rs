@@ -92,6 +92,15 @@ pub enum Owed {
         /// Reported as `feed_gap` rather than `slow_consumer`.
         upstream: bool,
     },
+    /// Trades `from..=to` replayed from the symbol's history (version 2 recovery): one
+    /// frame at a time, the trade at `from` or a `gap` for what is no longer held, each
+    /// tagged with the last seq it accounts for; the mark holds until `to` is reached.
+    Replay {
+        /// Next seq owed.
+        from: u64,
+        /// Last seq owed (grows with live trades while the replay lasts).
+        to: u64,
+    },
 }
 
 /// What a subscribe found held before it, for the symbol index.
@@ -313,6 +322,7 @@ impl Client {
                 Channel::Trades => {
                     sub.gap = None;
                     sub.gap_upstream = false;
+                    sub.replay = false;
                 }
                 Channel::Book => {
                     sub.book_marked = false;
@@ -500,6 +510,26 @@ impl Client {
         self.marked = self.marked + sub.marks() as u32 - before as u32;
     }
 
+    /// Starts a replay of trades `from..=to` of `symbol` from the history (version 2
+    /// recovery): a trades mark, served as room appears like any mark, that live trades
+    /// extend until the replay has caught up with them, so that the replayed and the live
+    /// trades meet with no duplicate and no hole. False (nothing done) when the client
+    /// does not hold the symbol's trades or already owes it a mark.
+    pub fn recover(&mut self, symbol: SymbolId, from: u64, to: u64) -> bool {
+        let Some(sub) = self.subs.get_mut(symbol) else {
+            return false;
+        };
+        if !sub.channels.contains(Channel::Trades) || sub.gap.is_some() || from > to {
+            return false;
+        }
+        sub.gap = Some((from, to));
+        sub.gap_upstream = false;
+        sub.replay = true;
+        self.marked += 1;
+        self.catch_up.push_back((symbol, Channel::Trades));
+        true
+    }
+
     /// Puts a throttled mark whose interval ended back in the catch-up queue; false when
     /// it is no longer held (served or unsubscribed meanwhile).
     pub fn rearm(&mut self, symbol: SymbolId, channel: Channel) -> bool {
@@ -551,7 +581,24 @@ impl Client {
                 return;
             }
             self.outbox.push(frames, frame, queued_ns);
+            let tag = frames.tag(frame);
             frames.release(frame);
+            if let Owed::Replay { to, .. } = owed {
+                if tag.kind == FrameKind::Trade {
+                    WorkerStats::add(&stats.trades_replayed, 1);
+                } else {
+                    WorkerStats::add(&stats.gaps_sent, 1);
+                    WorkerStats::add(&stats.trades_skipped, tag.seq + 1 - owed_from(owed));
+                }
+                if tag.seq < to {
+                    // More to replay: the mark stays first in the queue.
+                    if let Some((from, _)) = self.subs.get_mut(symbol).and_then(|s| s.gap.as_mut())
+                    {
+                        *from = tag.seq + 1;
+                    }
+                    continue;
+                }
+            }
             self.catch_up.pop_front();
             self.marked -= 1;
             match owed {
@@ -560,7 +607,7 @@ impl Client {
                     WorkerStats::add(&stats.gaps_sent, 1);
                     WorkerStats::add(&stats.trades_skipped, to - from + 1);
                 }
-                Owed::Ticker => {}
+                Owed::Ticker | Owed::Replay { .. } => {}
             }
             if let Some(sub) = self.subs.get_mut(symbol) {
                 sub.served(channel, now);
@@ -673,12 +720,21 @@ fn owed(sub: &ClientSub, channel: Channel) -> Option<Owed> {
     match channel {
         Channel::Ticker if sub.ticker_marked => Some(Owed::Ticker),
         Channel::Book if sub.book_marked => Some(Owed::Book(sub.depth)),
+        Channel::Trades if sub.replay => sub.gap.map(|(from, to)| Owed::Replay { from, to }),
         Channel::Trades => sub.gap.map(|(from, to)| Owed::Gap {
             from,
             to,
             upstream: sub.gap_upstream,
         }),
         _ => None,
+    }
+}
+
+/// The first seq a replay mark owes.
+fn owed_from(owed: Owed) -> u64 {
+    match owed {
+        Owed::Replay { from, .. } | Owed::Gap { from, .. } => from,
+        Owed::Ticker | Owed::Book(_) => 0,
     }
 }
 

@@ -50,6 +50,9 @@ pub struct ClientSub {
     /// The open gap began with trades the feed lost (reported as `feed_gap`), not with
     /// this client's own backlog (`slow_consumer`).
     pub gap_upstream: bool,
+    /// The trades mark is a replay (version 2 recovery): `gap`'s range is owed as the
+    /// trades the history holds, in order, and a `gap` only for what it no longer holds.
+    pub replay: bool,
 }
 
 impl ClientSub {
@@ -95,6 +98,7 @@ impl ClientSub {
             Channel::Trades => {
                 self.gap = None;
                 self.gap_upstream = false;
+                self.replay = false;
             }
         }
     }

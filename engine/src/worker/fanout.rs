@@ -23,6 +23,7 @@ use super::client::{Client, Offer, Offered};
 use super::clients::{ClientKey, ClientTable};
 use super::clock::{Clock, PassTime};
 use super::conflate::{Throttle, ThrottleDeadline};
+use super::history::TradeRecord;
 use super::index::SymbolIndex;
 use super::write::WriteScheduler;
 
@@ -156,7 +157,29 @@ pub fn on_tick(symbols: &mut SymbolIndex, out: &mut Outlet<'_>, tick: &Tick) {
     };
     let prev_trade_seq = slot.state.trade_seq;
     let applied = slot.state.apply(tick);
-    if let Event::Trade { seq, .. } = tick.event {
+    if let Event::Trade {
+        seq,
+        price,
+        size,
+        side,
+        trade_id,
+    } = tick.event
+    {
+        symbols.record_trade(
+            symbol,
+            TradeRecord {
+                seq,
+                price,
+                size,
+                trade_id,
+                ts: tick.ts,
+                ingest_ts: tick.ingest_ts,
+                side,
+            },
+        );
+        let Some(slot) = symbols.get(symbol) else {
+            return;
+        };
         let has_trade_subs = !slot.trade_subs.is_empty();
         if has_trade_subs && prev_trade_seq > 0 && seq > prev_trade_seq + 1 {
             // The venue lost trades (the feed skipped their seqs): no trade is lost

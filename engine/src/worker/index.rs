@@ -19,6 +19,7 @@ use crate::tick::{BookSide, Event, Tick};
 
 use super::client::Owed;
 use super::clients::ClientKey;
+use super::history::{TradeHistory, TradeRecord};
 
 /// Every symbol of the registry as one worker sees it (see the module doc).
 pub struct SymbolIndex {
@@ -29,6 +30,8 @@ pub struct SymbolIndex {
     diff_asks: Vec<Level>,
     /// The engine's per-symbol interest counters, when something follows them.
     interest: Option<Arc<Interest>>,
+    /// Trades each symbol's history keeps (`trade_history`).
+    trade_history: usize,
 }
 
 impl SymbolIndex {
@@ -40,7 +43,75 @@ impl SymbolIndex {
             diff_bids: Vec::new(),
             diff_asks: Vec::new(),
             interest: None,
+            trade_history: 0,
         }
+    }
+
+    /// Keeps the last `trades` trades of each symbol for replays (see
+    /// [`super::history`]).
+    pub fn set_trade_history(&mut self, trades: usize) {
+        self.trade_history = trades;
+    }
+
+    /// Records a trade in its symbol's history.
+    pub fn record_trade(&mut self, symbol: SymbolId, trade: TradeRecord) {
+        let capacity = self.trade_history;
+        if let Some(slot) = self.slots.get_mut(symbol.index()) {
+            slot.trades.push(trade, capacity);
+        }
+    }
+
+    /// The frame that replays the first of trades `from..=to` of `symbol`, tagged with the
+    /// last seq it accounts for: the trade at `from` from the history, or, where the
+    /// history holds no trade at `from`, one `gap` up to the next trade held (`expired`
+    /// where the history no longer reaches back that far, `feed_gap` for a hole the
+    /// feed left inside it). The caller owns one reference.
+    pub fn replay_frame(
+        &self,
+        symbol: SymbolId,
+        (from, to): (u64, u64),
+        frames: &mut FrameSlab,
+    ) -> FrameId {
+        let history = &self.slots[symbol.index()].trades;
+        let next = history.at_or_after(from).filter(|t| t.seq <= to);
+        if let Some(t) = next.filter(|t| t.seq == from) {
+            let id = frames.text(|buf| {
+                encode::trade(
+                    buf,
+                    self.registry.info(symbol),
+                    t.seq,
+                    t.price,
+                    t.size,
+                    t.side,
+                    t.trade_id,
+                    t.ts,
+                    t.ingest_ts,
+                );
+            });
+            frames.set_tag(
+                id,
+                FrameTag {
+                    kind: FrameKind::Trade,
+                    symbol: symbol.0,
+                    seq: t.seq,
+                },
+            );
+            return id;
+        }
+        let last = next.map_or(to, |t| t.seq - 1);
+        let expired = history.first_seq().is_none_or(|first| from < first);
+        let reason = if expired { "expired" } else { "feed_gap" };
+        let id = self.gap_frame(symbol, (from, last), reason, frames);
+        // Not data: a gap is never shed; its seq says what it accounted for.
+        frames.set_tag(
+            id,
+            FrameTag {
+                kind: FrameKind::Reply,
+                symbol: symbol.0,
+                seq: last,
+            },
+        );
+        id
     }
 
     /// The symbol registry.
@@ -282,6 +353,7 @@ impl SymbolIndex {
                 f
             }
             Owed::Book(depth) => self.book_snapshot_frame(symbol, depth, frames),
+            Owed::Replay { from, to } => self.replay_frame(symbol, (from, to), frames),
             Owed::Gap { from, to, upstream } => self.gap_frame(
                 symbol,
                 (from, to),
@@ -324,6 +396,8 @@ pub struct SymbolSlot {
     pub book_groups: Vec<DepthGroup>,
     /// Whether this worker counts in the engine's [`crate::interest::Interest`] for it.
     pub interested: bool,
+    /// The last trades, for replays.
+    pub trades: TradeHistory,
 }
 
 impl SymbolSlot {

@@ -18,6 +18,7 @@ pub mod core;
 pub mod fanout;
 pub mod flush;
 pub mod handshake;
+pub mod history;
 pub mod http_io;
 pub mod index;
 pub mod liveness;
@@ -167,6 +168,7 @@ async fn serve(spec: WorkerSpec, meter: Arc<busy::BusyMeter>) {
     };
     let mut core = Core::new(cfg.clone(), shared.registry.clone(), stats);
     core.set_interest(shared.interest.clone());
+    core.set_epoch(shared.epoch.clone());
     core.set_busy_meter(meter);
     let core = Rc::new(RefCell::new(core));
     let ctx = Rc::new(Ctx {

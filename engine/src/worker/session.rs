@@ -46,7 +46,7 @@ use crate::stats::{CloseReason, WorkerStats};
 use crate::tick::now_ns;
 
 use super::clients::Conn;
-use super::core::{ClientKey, Core};
+use super::core::{ClientKey, Core, Recovery};
 use super::tls::{TlsConn, TlsRead};
 use crate::auth::Grant;
 
@@ -400,7 +400,8 @@ fn handle_command(core: &Rc<RefCell<Core>>, key: ClientKey, payload: &mut [u8]) 
         );
         return;
     }
-    let cmd = match command::parse(payload) {
+    let version = c.client_version(key);
+    let cmd = match command::parse_as(payload, version) {
         Ok(cmd) => cmd,
         Err(e) => {
             c.send_error(key, e.id, e.code, &e.message);
@@ -414,9 +415,15 @@ fn handle_command(core: &Rc<RefCell<Core>>, key: ClientKey, payload: &mut [u8]) 
             symbols,
             depth,
             throttle_ms,
+            epoch,
+            since,
         } => {
+            let recovery = Recovery {
+                epoch: epoch.as_deref(),
+                since: since.as_deref(),
+            };
             if let Err((code, message)) =
-                c.subscribe(key, id, channels, &symbols, depth, throttle_ms)
+                c.subscribe_with(key, id, channels, &symbols, (depth, throttle_ms), recovery)
             {
                 c.send_error(key, id, code, &message);
             }
