@@ -90,6 +90,29 @@ pub fn book(
     times(buf, ts, ingest_ts);
 }
 
+/// Version 2's book update: as [`book`] with `"snapshot":false`, plus `prev_seq`, the
+/// seq of the book state it applies to.
+#[allow(clippy::too_many_arguments)] // one field each, as in the message
+pub fn book_update_v2(
+    buf: &mut Vec<u8>,
+    sym: &SymbolInfo,
+    seq: u64,
+    prev_seq: u64,
+    bids: &[Level],
+    asks: &[Level],
+    ts: u64,
+    ingest_ts: u64,
+) {
+    data_head(buf, b"book", sym, seq);
+    buf.extend_from_slice(b",\"prev_seq\":");
+    uint(buf, prev_seq);
+    buf.extend_from_slice(b",\"snapshot\":false,\"bids\":");
+    levels(buf, sym, bids);
+    buf.extend_from_slice(b",\"asks\":");
+    levels(buf, sym, asks);
+    times(buf, ts, ingest_ts);
+}
+
 /// `{"type":"gap",...}`: seqs `from_seq..=to_seq` of `channel` were skipped for this
 /// client; `reason` is a short token such as `slow_consumer`.
 pub fn gap(

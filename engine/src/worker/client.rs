@@ -83,6 +83,15 @@ pub enum Owed {
     Ticker,
     /// A fresh book snapshot at the subscription's depth.
     Book(u16),
+    /// Version 2: the book at the subscription's depth from the state at `seq` (0:
+    /// unknown) to now, as one merged update, or a snapshot where that is smaller or the
+    /// state at `seq` can no longer be rebuilt.
+    BookSince {
+        /// Levels per side.
+        depth: u16,
+        /// The seq of the book state the client holds.
+        seq: u64,
+    },
     /// One `gap` for trades `from..=to`; `upstream` when the feed lost them.
     Gap {
         /// First skipped seq.
@@ -392,7 +401,10 @@ impl Client {
             Offered::Queued
         } else {
             match offer {
-                Offer::State(channel) => self.offer_state(symbol, channel, fits, at, stats),
+                Offer::State(channel) => {
+                    let holds = frames.tag(id).seq;
+                    self.offer_state(symbol, (channel, holds), fits, at, stats)
+                }
                 Offer::Trade(seq) => {
                     let Some(sub) = self.subs.get_mut(symbol) else {
                         return Offered::Refused;
@@ -426,10 +438,12 @@ impl Client {
 
     /// The slow path of [`Client::offer`] for a state frame that may not simply be
     /// queued: `Queued` when it should be after all (the caller queues it).
+    /// `holds` is the book seq a version 2 client holds if it misses the frame (its
+    /// `prev_seq`; 0 for a snapshot or a version 1 frame).
     fn offer_state(
         &mut self,
         symbol: SymbolId,
-        channel: Channel,
+        (channel, holds): (Channel, u64),
         fits: bool,
         at: PassTime,
         stats: &WorkerStats,
@@ -458,6 +472,7 @@ impl Client {
         } else if let Some(due) = due {
             // Throttled: hold the latest state until the interval ends.
             *marked = true;
+            sub.book_seq = holds;
             WorkerStats::add(&stats.conflated, 1);
             Offered::Held(due)
         } else if fits {
@@ -467,6 +482,7 @@ impl Client {
             Offered::Queued
         } else {
             *marked = true;
+            sub.book_seq = holds;
             self.catch_up.push_back((symbol, channel));
             WorkerStats::add(&stats.conflated, 1);
             note_peak_bytes(stats, self.outbox.peak_bytes());
@@ -491,7 +507,11 @@ impl Client {
         let before = sub.marks();
         let fresh = match channel {
             Channel::Ticker => !std::mem::replace(&mut sub.ticker_marked, true),
-            Channel::Book => !std::mem::replace(&mut sub.book_marked, true),
+            Channel::Book => {
+                // Whatever the client held is no longer known to lead to the new state.
+                sub.book_seq = 0;
+                !std::mem::replace(&mut sub.book_marked, true)
+            }
             Channel::Trades => match sub.gap.as_mut() {
                 Some((_, to)) => {
                     *to = (*to).max(missed.1);
@@ -571,7 +591,7 @@ impl Client {
                 later(symbol, channel, due);
                 continue;
             }
-            let Some(owed) = owed(&sub, channel) else {
+            let Some(owed) = owed(&sub, channel, self.version) else {
                 self.catch_up.pop_front();
                 continue;
             };
@@ -603,6 +623,11 @@ impl Client {
             self.marked -= 1;
             match owed {
                 Owed::Book(_) => WorkerStats::add(&stats.snapshots_resent, 1),
+                // A merged update is tagged with the seq it starts from; a snapshot, 0.
+                Owed::BookSince { .. } if tag.seq == 0 => {
+                    WorkerStats::add(&stats.snapshots_resent, 1)
+                }
+                Owed::BookSince { .. } => {}
                 Owed::Gap { from, to, .. } => {
                     WorkerStats::add(&stats.gaps_sent, 1);
                     WorkerStats::add(&stats.trades_skipped, to - from + 1);
@@ -644,10 +669,14 @@ impl Client {
                     Channel::Ticker,
                     !std::mem::replace(&mut sub.ticker_marked, true),
                 ),
-                FrameKind::Book => (
-                    Channel::Book,
-                    !std::mem::replace(&mut sub.book_marked, true),
-                ),
+                FrameKind::Book => {
+                    let fresh = !std::mem::replace(&mut sub.book_marked, true);
+                    if fresh {
+                        // The oldest dropped: the client holds the state it applies to.
+                        sub.book_seq = tag.seq;
+                    }
+                    (Channel::Book, fresh)
+                }
                 FrameKind::Trade => match sub.gap.as_mut() {
                     // Queued trades are contiguous, so the dropped ones with the open gap
                     // make one exact range.
@@ -716,9 +745,13 @@ impl Client {
 }
 
 /// What a held mark on `channel` is owed, or `None` when the mark is gone.
-fn owed(sub: &ClientSub, channel: Channel) -> Option<Owed> {
+fn owed(sub: &ClientSub, channel: Channel, version: Version) -> Option<Owed> {
     match channel {
         Channel::Ticker if sub.ticker_marked => Some(Owed::Ticker),
+        Channel::Book if sub.book_marked && version.is_v2() => Some(Owed::BookSince {
+            depth: sub.depth,
+            seq: sub.book_seq,
+        }),
         Channel::Book if sub.book_marked => Some(Owed::Book(sub.depth)),
         Channel::Trades if sub.replay => sub.gap.map(|(from, to)| Owed::Replay { from, to }),
         Channel::Trades => sub.gap.map(|(from, to)| Owed::Gap {
@@ -734,7 +767,7 @@ fn owed(sub: &ClientSub, channel: Channel) -> Option<Owed> {
 fn owed_from(owed: Owed) -> u64 {
     match owed {
         Owed::Replay { from, .. } | Owed::Gap { from, .. } => from,
-        Owed::Ticker | Owed::Book(_) => 0,
+        Owed::Ticker | Owed::Book(_) | Owed::BookSince { .. } => 0,
     }
 }
 

@@ -695,12 +695,14 @@ impl Core {
             return 0;
         };
         let joined = client.subscribe(symbol, channels, depth, throttle_ms, &self.stats);
+        let version = client.version;
         self.symbols.add_subscriber(
             key,
             symbol,
             channels,
             joined.held,
             (depth, joined.old_depth),
+            version,
         );
         // Snapshots, in channel order; a fresh snapshot supersedes pending ticker and
         // book marks and goes out at once: the throttle interval starts when it is

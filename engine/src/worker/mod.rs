@@ -9,6 +9,7 @@
 //! [`Event::Reset`] (one symbol's state replaced) the worker takes that symbol's new
 //! state and resynchronises its subscriptions only.
 
+pub mod book_log;
 pub mod busy;
 pub mod client;
 pub mod clients;
