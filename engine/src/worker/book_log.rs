@@ -3,7 +3,7 @@
 //! behind holds, so that it can be sent one merged update instead of a snapshot
 //! (`protocol.md`, "Merged book updates").
 //!
-//! A change is `(seq, side, price, old size, new size)`. The window at seq `s` is the
+//! A change is `(seq, side, price, old size)`. The window at seq `s` is the
 //! current book's top `depth + m` levels (m: changes after `s`; no level of the old
 //! window can have fallen further) with the changes after `s` undone, newest first, cut
 //! to `depth`. The log keeps the last [`CAPACITY`] changes; a book cleared by the venue,
@@ -11,7 +11,7 @@
 //! client behind the base gets a snapshot.
 //!
 //! A symbol logs only while this worker has a version 2 book subscriber for it; the ring
-//! is allocated once, to [`CAPACITY`] (40 bytes a change: 320 KiB), at its first such
+//! is allocated once, to [`CAPACITY`] (32 bytes a change: 256 KiB), at its first such
 //! subscriber, and the rebuild's scratch vectors grow to their working size once. Owned by
 //! one worker thread; nothing blocks.
 
@@ -27,7 +27,6 @@ struct Change {
     seq: u64,
     price: i64,
     old: i64,
-    new: i64,
     side: BookSide,
 }
 
@@ -86,7 +85,6 @@ impl BookLog {
             seq,
             price,
             old,
-            new,
             side,
         };
         if self.ring.len() < CAPACITY {
@@ -134,11 +132,6 @@ impl BookLog {
             if c.side != side {
                 continue;
             }
-            debug_assert_eq!(
-                size_in(out, side, c.price),
-                c.new,
-                "the log follows the book"
-            );
             set(out, side, c.price, c.old);
         }
         out.truncate(depth);
@@ -152,10 +145,6 @@ fn find(levels: &[Level], side: BookSide, price: i64) -> Result<usize, usize> {
         BookSide::Bid => levels.binary_search_by(|l| price.cmp(&l.price)),
         BookSide::Ask => levels.binary_search_by(|l| l.price.cmp(&price)),
     }
-}
-
-fn size_in(levels: &[Level], side: BookSide, price: i64) -> i64 {
-    find(levels, side, price).map_or(0, |i| levels[i].size)
 }
 
 /// Sets `price` to `size` in a side's levels (0 removes it).
