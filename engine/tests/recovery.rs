@@ -267,3 +267,26 @@ fn a_replay_larger_than_the_budget_meets_the_live_trades_exactly() {
         assert_eq!(tape(&got), trades(101, 4_000));
     });
 }
+
+#[test]
+fn a_client_ahead_of_this_worker_gets_no_trade_twice() {
+    common::runtime().block_on(async {
+        // The client held seq 25 through another worker that had read further: this one
+        // has applied 20 so far; its trades up to 25 are the client's already.
+        let mut h = common::harness(2, 4, 1 << 12);
+        publish_trades(&mut h.publisher, h.symbol, 20);
+        apply(&mut h);
+        let epoch = h.core.epoch().to_owned();
+        let (key, mut client) = v2_client(&mut h.core, None);
+        subscribe(&mut h.core, key, Some(&epoch), Some(25));
+        for _ in 0..10 {
+            publish_trades(&mut h.publisher, h.symbol, 1);
+            apply(&mut h);
+        }
+        settle(&mut h.core, &[key]).await;
+        let got = messages(&mut client);
+        assert_eq!(got[0]["recovered"][SYMBOL], true);
+        assert_eq!(tape(&got), trades(26, 30));
+        assert_eq!(h.core.client_marks(key), 0);
+    });
+}

@@ -2,8 +2,8 @@
 //! (`Sec-WebSocket-Protocol`, RFC 6455 §4.2.2 and §11.3.4).
 //!
 //! A client that offers no subprotocol speaks version 1, unchanged. A client offering
-//! `tickwire.v2` speaks version 2 (JSON) once the engine accepts it: the server answers
-//! with the one subprotocol it chose, and never with one the client did not offer.
+//! `tickwire.v2` speaks version 2 (JSON): the server answers with the one subprotocol it
+//! chose, and never with one the client did not offer.
 //! `tickwire.v2.bin` (the binary encoding) is not supported yet and never chosen.
 //! Nothing here allocates.
 
@@ -31,7 +31,7 @@ pub const SUBPROTOCOL_V2: &str = "tickwire.v2";
 pub const SUBPROTOCOL_V2_BIN: &str = "tickwire.v2.bin";
 
 /// The subprotocols this engine accepts, best first, with the version each means.
-pub const ACCEPTED: &[(&str, Version)] = &[];
+pub const ACCEPTED: &[(&str, Version)] = &[(SUBPROTOCOL_V2, Version::V2)];
 
 /// The subprotocol to answer, and the version it means, for the comma-separated lists a
 /// client `offered` (one per `Sec-WebSocket-Protocol` header): the first of `accepted`

@@ -410,8 +410,14 @@ impl Client {
                         return Offered::Refused;
                     };
                     match sub.gap.as_mut() {
-                        Some((_, to)) => {
+                        Some((from, to)) => {
+                            let waiting = sub.replay && *from > *to + 1;
                             *to = seq;
+                            if waiting && seq + 1 >= *from {
+                                // A replay waiting for this worker to reach the client's
+                                // seq (it had seen it on a faster one): reached.
+                                self.replay_reached(symbol);
+                            }
                             Offered::Marked
                         }
                         None if fits => Offered::Queued,
@@ -513,8 +519,13 @@ impl Client {
                 !std::mem::replace(&mut sub.book_marked, true)
             }
             Channel::Trades => match sub.gap.as_mut() {
-                Some((_, to)) => {
+                Some((from, to)) => {
+                    let waiting = sub.replay && *from > *to + 1;
                     *to = (*to).max(missed.1);
+                    if waiting && *to + 1 >= *from {
+                        self.replay_reached(symbol);
+                        return;
+                    }
                     false
                 }
                 None => {
@@ -533,13 +544,16 @@ impl Client {
     /// Starts a replay of trades `from..=to` of `symbol` from the history (version 2
     /// recovery): a trades mark, served as room appears like any mark, that live trades
     /// extend until the replay has caught up with them, so that the replayed and the live
-    /// trades meet with no duplicate and no hole. False (nothing done) when the client
-    /// does not hold the symbol's trades or already owes it a mark.
+    /// trades meet with no duplicate and no hole. `from > to + 1`: the client holds
+    /// trades this worker has not applied yet (it saw them through a faster worker); the
+    /// mark then *waits*, absorbing live trades up to `from - 1`, and clears there. False
+    /// (nothing done) when the client does not hold the symbol's trades or already owes
+    /// it a mark.
     pub fn recover(&mut self, symbol: SymbolId, from: u64, to: u64) -> bool {
         let Some(sub) = self.subs.get_mut(symbol) else {
             return false;
         };
-        if !sub.channels.contains(Channel::Trades) || sub.gap.is_some() || from > to {
+        if !sub.channels.contains(Channel::Trades) || sub.gap.is_some() || from == to + 1 {
             return false;
         }
         sub.gap = Some((from, to));
@@ -548,6 +562,23 @@ impl Client {
         self.marked += 1;
         self.catch_up.push_back((symbol, Channel::Trades));
         true
+    }
+
+    /// A waiting replay (see [`Client::recover`]) whose range now reaches the client's
+    /// seq: cleared when nothing is left to replay, else queued to be served.
+    fn replay_reached(&mut self, symbol: SymbolId) {
+        let Some(sub) = self.subs.get_mut(symbol) else {
+            return;
+        };
+        match sub.gap {
+            Some((from, to)) if to + 1 == from => {
+                sub.gap = None;
+                sub.replay = false;
+                self.marked -= 1;
+            }
+            Some(_) => self.catch_up.push_back((symbol, Channel::Trades)),
+            None => {}
+        }
     }
 
     /// Puts a throttled mark whose interval ended back in the catch-up queue; false when
@@ -595,6 +626,14 @@ impl Client {
                 self.catch_up.pop_front();
                 continue;
             };
+            if let Owed::Replay { from, to } = owed {
+                if from > to {
+                    // Waiting for this worker to reach the client's seq: the live trades
+                    // that reach it clear the mark, or queue it again (`replay_reached`).
+                    self.catch_up.pop_front();
+                    continue;
+                }
+            }
             let frame = catch_up(frames, symbol, owed);
             if !self.outbox.has_room(frames.len(frame)) {
                 frames.release(frame);

@@ -356,8 +356,8 @@ impl SymbolIndex {
     /// The frame that brings a version 2 client's book of `symbol` at `depth` from seq
     /// `since` to now: one merged update (every level of the window whose size differs
     /// between the two states, 0 for a level that left it) where the symbol's change log
-    /// reaches back to `since` and the update is no larger than a snapshot, else a
-    /// snapshot. True with it when it is a merge. The caller owns one reference.
+    /// reaches back to `since` and the update's frame is no larger than the snapshot's,
+    /// else a snapshot. True with it when it is a merge. The caller owns one reference.
     pub fn book_catch_up_frame(
         &mut self,
         symbol: SymbolId,
@@ -383,14 +383,19 @@ impl SymbolIndex {
                 window_diff(side, &mut self.old_window, state.book.top(side, d), out);
             }
         }
-        let snapshot_levels =
-            state.book.top(BookSide::Bid, d).len() + state.book.top(BookSide::Ask, d).len();
-        if merged && self.diff_bids.len() + self.diff_asks.len() <= snapshot_levels {
+        let snapshot = self.book_snapshot_frame(symbol, depth, frames);
+        if merged {
+            // Both are encoded (pooled frames: this allocates nothing) and the smaller
+            // goes; a tie goes to the merge.
             let diff = (&self.diff_bids[..], &self.diff_asks[..]);
             let id = book_update_frame(frames, &self.registry, symbol, state, since, diff);
-            return (id, true);
+            if frames.len(id) <= frames.len(snapshot) {
+                frames.release(snapshot);
+                return (id, true);
+            }
+            frames.release(id);
         }
-        (self.book_snapshot_frame(symbol, depth, frames), false)
+        (snapshot, false)
     }
 
     /// The frame a mark of `symbol` is owed; the caller owns one reference.
