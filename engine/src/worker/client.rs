@@ -478,7 +478,9 @@ impl Client {
         } else if let Some(due) = due {
             // Throttled: hold the latest state until the interval ends.
             *marked = true;
-            sub.book_seq = holds;
+            if channel == Channel::Book {
+                sub.book_seq = holds;
+            }
             WorkerStats::add(&stats.conflated, 1);
             Offered::Held(due)
         } else if fits {
@@ -488,7 +490,9 @@ impl Client {
             Offered::Queued
         } else {
             *marked = true;
-            sub.book_seq = holds;
+            if channel == Channel::Book {
+                sub.book_seq = holds;
+            }
             self.catch_up.push_back((symbol, channel));
             WorkerStats::add(&stats.conflated, 1);
             note_peak_bytes(stats, self.outbox.peak_bytes());
