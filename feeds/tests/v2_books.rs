@@ -163,6 +163,27 @@ impl Reader {
 
 #[test]
 fn a_slow_v2_client_keeps_the_exact_book_and_gets_merged_updates() {
+    let (stats, merged) = slow_client_run(false);
+    // The engine counted what the client got (and perhaps some still in flight).
+    assert!(WorkerStats::get(&stats.book_merges) >= merged);
+}
+
+#[test]
+fn a_v2_client_whose_queue_goes_stale_keeps_the_exact_book() {
+    // Queued data older than 1 ms is shed: the book's mark starts from the prev_seq of
+    // the oldest frame dropped, and is served as a merge from there.
+    let (stats, _) = slow_client_run(true);
+    assert!(
+        WorkerStats::get(&stats.stale_conflations) > 0,
+        "data went stale"
+    );
+}
+
+/// Runs a fast and a slow version 2 client over a seeded sim run, checking the slow
+/// one's book against the fast one's at every seq; `stale`: with a 1 ms staleness limit
+/// and time passing between the rounds. Returns the worker's counters and the merged
+/// updates the slow client got.
+fn slow_client_run(stale: bool) -> (Arc<WorkerStats>, u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -183,6 +204,7 @@ fn a_slow_v2_client_keeps_the_exact_book_and_gets_merged_updates() {
         let stats = Arc::new(WorkerStats::default());
         let cfg = EngineConfig {
             outbox_budget_bytes: 16 * 1024,
+            staleness_limit_ms: if stale { 1 } else { 500 },
             ..EngineConfig::default()
         };
         let mut core = Core::new(Arc::new(cfg), registry, stats.clone());
@@ -225,7 +247,14 @@ fn a_slow_v2_client_keeps_the_exact_book_and_gets_merged_updates() {
                 snapshots += u64::from(snapshot);
             }
         };
-        for _ in 0..600 {
+        for round in 0..600 {
+            if stale {
+                if round % 20 == 0 {
+                    // Staleness is a matter of wall-clock time: let 2 ms pass.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                core.begin_pass();
+            }
             step(&mut core, 10);
             core.flush_all();
             loop {
@@ -257,7 +286,6 @@ fn a_slow_v2_client_keeps_the_exact_book_and_gets_merged_updates() {
             merged * 10 >= (merged + conflated_snapshots) * 9,
             "merged updates at least 90% of the time: {merged} merges, {conflated_snapshots} snapshots"
         );
-        // The engine counted what the client got (and perhaps some still in flight).
-        assert!(WorkerStats::get(&stats.book_merges) >= merged);
-    });
+        (stats, merged)
+    })
 }
