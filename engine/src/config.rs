@@ -12,6 +12,9 @@ use thiserror::Error;
 /// Largest accepted `outbox_budget_bytes`: 1 GiB.
 pub const MAX_OUTBOX_BUDGET_BYTES: usize = 1 << 30;
 
+/// Largest accepted `trade_history`: a million trades (56 MB per symbol per worker).
+pub const MAX_TRADE_HISTORY: usize = 1_000_000;
+
 /// Validated engine configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +73,10 @@ pub struct EngineConfig {
     /// over budget (latest ticker, fresh book snapshot, one exact trade `gap`), ms.
     /// Default 500.
     pub staleness_limit_ms: u64,
+    /// Trades kept per symbol, per worker, for version 2 recovery (`subscribe` with
+    /// `since`): 56 bytes each, allocated at a symbol's first trade; 0 keeps none (every
+    /// recovery is one `expired` gap). Default 10,000; at most [`MAX_TRADE_HISTORY`].
+    pub trade_history: usize,
     /// Time a connection may take to send a request's headers (HTTP and the WebSocket
     /// upgrade), and to send the next request on a kept-alive connection, ms; past it the
     /// connection is closed (slowloris). Default 10,000.
@@ -181,6 +188,7 @@ impl Default for EngineConfig {
             busy_target_pct: 70,
             notsent_lowat_bytes: 32 * 1024,
             staleness_limit_ms: 500,
+            trade_history: 10_000,
             header_timeout_ms: 10_000,
             http_write_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
@@ -272,6 +280,12 @@ impl EngineConfig {
         }
         if self.http_write_timeout_ms == 0 {
             problems.push("http_write_timeout_ms = 0: use at least 1".into());
+        }
+        if self.trade_history > MAX_TRADE_HISTORY {
+            problems.push(format!(
+                "trade_history = {}: use 0 (no recovery) to {MAX_TRADE_HISTORY}",
+                self.trade_history
+            ));
         }
         if self.staleness_limit_ms == 0 {
             problems.push("staleness_limit_ms = 0: use at least 1".into());

@@ -49,6 +49,8 @@ pub struct EngineShared {
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// The latest latency figures (see the module doc).
     pub latency: LatencyBoard,
+    /// The epoch of this engine's seqs (version 2's `subscribed.epoch`).
+    pub epoch: Arc<str>,
 }
 
 /// Histogram merges done on a worker thread (`tickwire-worker-*`): 0 by design (the stats
@@ -336,6 +338,9 @@ pub fn stats_json(shared: &EngineShared) -> String {
                 "gaps_sent": load(&w.gaps_sent),
                 "trades_skipped": load(&w.trades_skipped),
                 "snapshots_resent": load(&w.snapshots_resent),
+                "trades_replayed": load(&w.trades_replayed),
+                "book_merges": load(&w.book_merges),
+                "book_snapshots_instead": load(&w.book_snapshots_instead),
                 "ring_laps": load(&w.ring_laps),
                 "ring_missed": load(&w.ring_missed),
                 "peak_outbox_bytes": load(&w.peak_outbox_bytes),
@@ -368,6 +373,9 @@ pub fn stats_json(shared: &EngineShared) -> String {
             "gaps": sum(shared, |w| load(&w.gaps_sent)),
             "trades_skipped": sum(shared, |w| load(&w.trades_skipped)),
             "snapshots_resent": sum(shared, |w| load(&w.snapshots_resent)),
+            "trades_replayed": sum(shared, |w| load(&w.trades_replayed)),
+            "book_merges": sum(shared, |w| load(&w.book_merges)),
+            "book_snapshots_instead": sum(shared, |w| load(&w.book_snapshots_instead)),
             "errors_sent": sum(shared, |w| load(&w.errors_sent)),
             "writes": sum(shared, |w| load(&w.writes)),
             "flush_rounds": sum(shared, |w| load(&w.flush_rounds)),
@@ -555,6 +563,24 @@ pub fn metrics_text(shared: &EngineShared) -> String {
             "Book snapshots resent to resynchronise clients.",
             "counter",
             &|w| load(&w.snapshots_resent),
+        ),
+        total(
+            "tickwire_trades_replayed_total",
+            "Trades replayed from the history to version 2 clients recovering with since.",
+            "counter",
+            &|w| load(&w.trades_replayed),
+        ),
+        total(
+            "tickwire_book_merges_total",
+            "Merged book updates sent to version 2 clients in place of missed updates.",
+            "counter",
+            &|w| load(&w.book_merges),
+        ),
+        total(
+            "tickwire_book_snapshots_instead_total",
+            "Snapshots sent to version 2 clients in place of missed updates (a merge would be larger, or their state is no longer known).",
+            "counter",
+            &|w| load(&w.book_snapshots_instead),
         ),
         total(
             "tickwire_workers_failed",

@@ -335,6 +335,7 @@ pub fn start_with(
         tls,
         auth,
         latency: crate::http::LatencyBoard::default(),
+        epoch: crate::protocol::version::fresh_epoch().into(),
     });
     // The first (empty) snapshot, so that requests never merge (the stats thread, started
     // last, makes the next ones).

@@ -95,6 +95,13 @@ pub struct WorkerStats {
     pub trades_skipped: AtomicU64,
     /// Book snapshots sent again to resynchronise a client.
     pub snapshots_resent: AtomicU64,
+    /// Trades replayed from the history to version 2 clients recovering with `since`.
+    pub trades_replayed: AtomicU64,
+    /// Version 2: merged book updates sent in place of the updates a client missed.
+    pub book_merges: AtomicU64,
+    /// Version 2: snapshots sent in place of missed updates where a merged update would
+    /// have been larger or the client's state could no longer be rebuilt.
+    pub book_snapshots_instead: AtomicU64,
     /// Times the worker was lapped by a feed's ring.
     pub ring_laps: AtomicU64,
     /// Ticks lost to laps (recovered from the feed's state).

@@ -1,8 +1,10 @@
 //! The hot path allocates nothing in steady state: publishing ticks into the ring,
 //! reading them in a worker, applying them to the symbol state, encoding each event once,
 //! queueing the shared frames in two clients' outboxes (two depth groups) and writing them
-//! to real loopback sockets with vectored writes. A counting allocator counts the
-//! allocations made on this thread during the measured stretch.
+//! to real loopback sockets with vectored writes. A version 2 client rides along, with
+//! a throttle, so that its book is served as merged updates from the change log; and a
+//! version 2 trade recovery (`since`) is replayed from the history. A counting allocator
+//! counts the allocations made on this thread during the measured stretches.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap fails the test
 
@@ -16,12 +18,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tickwire_engine::feed::Publisher;
 use tickwire_engine::protocol::command::{Channel, ChannelSet};
+use tickwire_engine::protocol::version::Version;
 use tickwire_engine::ring::{Consumer, RecvError};
 use tickwire_engine::stats::WorkerStats;
 use tickwire_engine::symbol::SymbolId;
 use tickwire_engine::tick::{Aggressor, BookSide, Tick};
 use tickwire_engine::worker::clients::Conn;
-use tickwire_engine::worker::core::{ClientKey, Core};
+use tickwire_engine::worker::core::{ClientKey, Core, Recovery};
 
 struct Counting;
 
@@ -129,6 +132,7 @@ async fn run(
                 Err(e) => panic!("unexpected {e:?}"),
             }
         }
+        core.fire_timers(std::time::Instant::now());
         core.flush_pending();
         for &key in keys {
             common::write_all(core, key).await;
@@ -148,13 +152,18 @@ fn steady_state_path_allocates_nothing_per_event() {
             stats: _,
         } = common::harness(2, 4, 1 << 12);
         let mut keys = Vec::new();
+        let all = ChannelSet::from_iter([Channel::Ticker, Channel::Trades, Channel::Book]);
         for depth in [10, 5] {
             let key = core.add_client(Rc::new(Conn::new(drained_socket())));
-            let all = ChannelSet::from_iter([Channel::Ticker, Channel::Trades, Channel::Book]);
             core.subscribe(key, Some(1), all, &["sim:BTC-USD".to_owned()], depth, 0)
                 .unwrap();
             keys.push(key);
         }
+        // Version 2, throttled: its book is held and served as merged updates.
+        let v2 = core.add_client_speaking(Rc::new(Conn::new(drained_socket())), Version::V2);
+        core.subscribe(v2, Some(1), all, &["sim:BTC-USD".to_owned()], 10, 1)
+            .unwrap();
+        keys.push(v2);
         // Warm-up: books, slabs, outboxes and buffers grow to their working size.
         run(
             &mut publisher,
@@ -166,6 +175,7 @@ fn steady_state_path_allocates_nothing_per_event() {
         )
         .await;
         let frames_before = core.live_frames();
+        let merges_before = WorkerStats::get(&core.stats().book_merges);
         let sent_before = WorkerStats::get(&core.stats().messages_sent);
         COUNTING.with(|c| c.set(true));
         let ticks = run(
@@ -194,14 +204,86 @@ fn steady_state_path_allocates_nothing_per_event() {
             sent > 2 * 40_000,
             "frames were written to both sockets: {sent}"
         );
+        // The throttled client's held books count as conflated, and are served as merges
+        // or snapshots instead; nothing else is conflated.
+        eprintln!(
+            "v2 throttled: {} merges, {} snapshots instead, {} snapshots resent",
+            WorkerStats::get(&stats.book_merges),
+            WorkerStats::get(&stats.book_snapshots_instead),
+            WorkerStats::get(&stats.snapshots_resent)
+        );
         assert_eq!(
-            WorkerStats::get(&stats.conflated),
+            WorkerStats::get(&stats.snapshots_resent),
+            WorkerStats::get(&stats.book_snapshots_instead),
+            "only the version 2 client was sent snapshots again"
+        );
+        assert_eq!(
+            WorkerStats::get(&stats.gaps_sent),
             0,
-            "both clients kept up"
+            "every trade delivered"
         );
         assert!(
             core.live_frames() <= frames_before + 64,
             "frames are recycled"
+        );
+        assert!(
+            WorkerStats::get(&stats.book_merges) > merges_before,
+            "the throttled version 2 client got merged updates"
+        );
+
+        // A replay from the history allocates nothing either, once the recovering
+        // client's outbox has grown (a first replay) and its subscription is back.
+        // Its socket is read here, a little at a time, so that the replay outlasts the
+        // subscribe (which serves what fits at once) and is served as the socket drains.
+        let (server, mut reader) = common::pair(Some(4096));
+        let recovering = core.add_client_speaking(Rc::new(Conn::new(server)), Version::V2);
+        let trades = ChannelSet::from_iter([Channel::Trades]);
+        let epoch = core.epoch().to_owned();
+        let last = core.symbol_state(symbol).unwrap().trade_seq;
+        let since = vec![("sim:BTC-USD".to_owned(), last - 5_000)];
+        let replay = |core: &mut Core| {
+            core.subscribe_with(
+                recovering,
+                None,
+                trades,
+                &["sim:BTC-USD".to_owned()],
+                (10, 0),
+                Recovery {
+                    epoch: Some(&epoch),
+                    since: Some(&since),
+                },
+            )
+            .unwrap();
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        let mut drain = async |core: &mut Core| {
+            while core.client_marks(recovering) > 0 || core.has_pending(recovering) {
+                while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+                let _ = core.flush_client(recovering).unwrap();
+                tokio::task::yield_now().await;
+            }
+        };
+        replay(&mut core);
+        drain(&mut core).await;
+        core.unsubscribe(recovering, trades, &["sim:BTC-USD".to_owned()]);
+        replay(&mut core);
+        assert!(
+            core.client_marks(recovering) > 0,
+            "the replay outlasts the subscribe"
+        );
+        let replayed_before = WorkerStats::get(&core.stats().trades_replayed);
+        COUNTING.with(|c| c.set(true));
+        drain(&mut core).await;
+        COUNTING.with(|c| c.set(false));
+        let replayed = WorkerStats::get(&core.stats().trades_replayed) - replayed_before;
+        assert!(
+            replayed > 1_000,
+            "the replay was served as the socket drained: {replayed}"
+        );
+        assert_eq!(
+            ALLOCATIONS.load(Ordering::Relaxed),
+            0,
+            "allocations while replaying {replayed} trades"
         );
     });
 }

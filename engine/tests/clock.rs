@@ -391,3 +391,91 @@ fn the_write_window_opens_only_while_the_core_is_busier_than_the_target() {
         assert_eq!(frames(&mut client).len(), 1, "written at once again");
     });
 }
+
+#[test]
+fn a_throttled_v2_book_gets_one_merged_update_at_the_end_of_its_interval() {
+    use tickwire_engine::protocol::version::Version;
+    use tickwire_engine::tick::BookSide;
+    common::runtime().block_on(async {
+        let mut rig = rig(EngineConfig::default());
+        let book = |rig: &mut Rig, levels: &[(BookSide, i64, i64)]| {
+            rig.publisher.begin_message();
+            rig.publisher.begin_book(rig.symbol, None, false);
+            for &(side, price, size) in levels {
+                rig.publisher.level(side, price, size);
+            }
+            rig.publisher.end_book();
+            rig.publisher.flush();
+            while let Ok(t) = rig.consumer.try_recv() {
+                rig.core.on_tick(&t);
+            }
+            rig.core.flush_pending();
+        };
+        let start: Vec<_> = (0..8)
+            .flat_map(|i| [(BookSide::Bid, 1_000 - i, 1), (BookSide::Ask, 1_001 + i, 1)])
+            .collect();
+        book(&mut rig, &start);
+        let (server, mut client) = pair(None);
+        let key = rig
+            .core
+            .add_client_speaking(Rc::new(Conn::new(server)), Version::V2);
+        let both = ChannelSet::from_iter([Channel::Ticker, Channel::Book]);
+        rig.core
+            .subscribe(key, None, both, &["sim:BTC-USD".to_owned()], 5, 200)
+            .unwrap();
+        settle(&mut rig.core, &[key]).await;
+        let first = frames(&mut client);
+        assert_eq!(
+            first.len(),
+            3,
+            "subscribed, ticker, book snapshot: {first:?}"
+        );
+        let snapshot: serde_json::Value = serde_json::from_slice(&first[2].1).unwrap();
+        let from = snapshot["seq"].as_u64().unwrap();
+
+        // Inside the interval: one level resized, then one in and out, a new best bid
+        // (the ticker is marked too), a level deep outside the window.
+        book(&mut rig, &[(BookSide::Bid, 998, 7)]);
+        book(&mut rig, &[(BookSide::Ask, 1_002, 0)]);
+        book(&mut rig, &[(BookSide::Ask, 1_002, 3)]);
+        book(&mut rig, &[(BookSide::Bid, 1_000, 0)]);
+        book(&mut rig, &[(BookSide::Bid, 990, 4)]);
+        settle(&mut rig.core, &[key]).await;
+        assert!(frames(&mut client).is_empty(), "held inside the interval");
+
+        rig.clock.advance(Duration::from_millis(200));
+        rig.core.fire_timers(rig.clock.now());
+        settle(&mut rig.core, &[key]).await;
+        let got: Vec<serde_json::Value> = frames(&mut client)
+            .iter()
+            .map(|f| serde_json::from_slice(&f.1).unwrap())
+            .collect();
+        let merged = got
+            .iter()
+            .find(|m| m["type"] == "book")
+            .expect("a book message");
+        let state = rig.core.symbol_state(rig.symbol).unwrap();
+        assert_eq!(
+            merged["snapshot"], false,
+            "a merged update, not a snapshot: {merged}"
+        );
+        assert_eq!(merged["prev_seq"].as_u64(), Some(from));
+        assert_eq!(merged["seq"].as_u64(), Some(state.book_seq));
+        // From the window 10.00..9.96 | 10.01..10.05 to 9.99..9.95 | 10.01..10.05 (10.02
+        // back at 3): 10.00 out, 9.98 resized, 9.95 in; 10.02 resized; 9.90 is outside.
+        let prices = |side: &str| -> Vec<(f64, f64)> {
+            merged[side]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| (l[0].as_f64().unwrap(), l[1].as_f64().unwrap()))
+                .collect()
+        };
+        assert_eq!(
+            prices("bids"),
+            vec![(10.0, 0.0), (9.98, 0.0007), (9.95, 0.0001)]
+        );
+        assert_eq!(prices("asks"), vec![(10.02, 0.0003)]);
+        assert_eq!(WorkerStats::get(&rig.core.stats().book_merges), 1);
+    });
+}

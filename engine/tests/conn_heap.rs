@@ -110,7 +110,7 @@ async fn open_subscribed(
             Vec::new(),
             None,
             None,
-            session::Endpoint::Protocol,
+            session::Endpoint::Protocol(tickwire_engine::protocol::version::Version::V1),
         )));
         clients.push(client);
         let c = clients.last_mut().unwrap();

@@ -30,7 +30,7 @@ fn a_connection_task_and_its_client_slot_stay_small() {
             Vec::new(),
             None,
             None,
-            session::Endpoint::Protocol,
+            session::Endpoint::Protocol(tickwire_engine::protocol::version::Version::V1),
         );
         let task = std::mem::size_of_val(&future);
         let slot = tickwire_engine::worker::clients::CLIENT_SLOT_BYTES;

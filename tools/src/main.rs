@@ -184,6 +184,10 @@ struct ServeArgs {
     /// ticker, fresh snapshot, exact trade gap), ms [default: 500].
     #[arg(long)]
     staleness_limit_ms: Option<u64>,
+    /// Trades kept per symbol (in each worker) for version 2 recovery with `since`;
+    /// 56 bytes each; 0 keeps none [default: 10000].
+    #[arg(long)]
+    trade_history: Option<usize>,
     /// Origins whose pages may open a WebSocket, comma separated (`*`: any); loopback
     /// origins and the engine's own host always may [default: none besides those].
     #[arg(long, value_delimiter = ',')]
@@ -477,6 +481,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(ms) = args.staleness_limit_ms {
         cfg.staleness_limit_ms = ms;
+    }
+    if let Some(n) = args.trade_history {
+        cfg.trade_history = n;
     }
     if let Some(origins) = args.allowed_origins.clone() {
         cfg.allowed_origins = origins;

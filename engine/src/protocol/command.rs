@@ -28,6 +28,8 @@ use std::fmt;
 use simd_json::{BorrowedValue, StaticNode};
 use thiserror::Error;
 
+use super::version::Version;
+
 /// Book levels per side when a subscribe gives no `depth`.
 pub const DEFAULT_DEPTH: u16 = 10;
 /// The largest `depth` a client may ask for.
@@ -191,6 +193,11 @@ pub enum Command {
         depth: u16,
         /// Minimum interval between `ticker`/`book` messages, `0..=MAX_THROTTLE_MS`.
         throttle_ms: u32,
+        /// Version 2: the epoch the client's seqs belong to (`None` in version 1).
+        epoch: Option<String>,
+        /// Version 2: per symbol name, the last trade seq the client holds, in the order
+        /// given (`None` when absent, and always in version 1).
+        since: Option<Vec<(String, u64)>>,
     },
     /// Unsubscribe every listed symbol from every listed channel.
     Unsubscribe {
@@ -281,6 +288,12 @@ const MAX_NESTING: usize = 32;
 /// }
 /// ```
 pub fn parse(payload: &mut [u8]) -> Result<Command, CommandError> {
+    parse_as(payload, Version::V1)
+}
+
+/// Parses one command of a client speaking `version`: version 1 ignores the fields that
+/// version 2 adds (`epoch`, `since`), as it ignores any unknown field.
+pub fn parse_as(payload: &mut [u8], version: Version) -> Result<Command, CommandError> {
     let scan = prescan(payload);
     if scan.too_deep {
         // simd-json builds its DOM (and drops it) recursively: a few thousand brackets
@@ -296,13 +309,13 @@ pub fn parse(payload: &mut [u8]) -> Result<Command, CommandError> {
     // integers as floats, decide.
     let copy = scan.long_digit_run.then(|| clamp_long_integers(payload));
     match simd_json::to_borrowed_value(payload) {
-        Ok(value) => from_value(&value),
+        Ok(value) => from_value(&value, version),
         Err(_) => {
             let value = copy
                 .and_then(|copy| serde_json::from_slice::<serde_json::Value>(&copy).ok())
                 .and_then(|value| BorrowedValue::try_from(value).ok());
             match value {
-                Some(value) => from_value(&value),
+                Some(value) => from_value(&value, version),
                 None => Err(CommandError::bad_json(
                     "not valid JSON: send one JSON object per text frame",
                 )),
@@ -447,9 +460,11 @@ struct Fields<'v, 'de> {
     symbols: Option<&'v BorrowedValue<'de>>,
     depth: Option<&'v BorrowedValue<'de>>,
     throttle_ms: Option<&'v BorrowedValue<'de>>,
+    epoch: Option<&'v BorrowedValue<'de>>,
+    since: Option<&'v BorrowedValue<'de>>,
 }
 
-fn from_value(value: &BorrowedValue<'_>) -> Result<Command, CommandError> {
+fn from_value(value: &BorrowedValue<'_>, version: Version) -> Result<Command, CommandError> {
     let BorrowedValue::Object(object) = value else {
         return Err(CommandError::bad_json(
             "a command must be a JSON object, such as {\"op\":\"ping\"}",
@@ -468,6 +483,8 @@ fn from_value(value: &BorrowedValue<'_>) -> Result<Command, CommandError> {
             "symbols" => &mut fields.symbols,
             "depth" => &mut fields.depth,
             "throttle_ms" => &mut fields.throttle_ms,
+            "epoch" if version.is_v2() => &mut fields.epoch,
+            "since" if version.is_v2() => &mut fields.since,
             _ => continue,
         };
         if slot.replace(value).is_some() {
@@ -540,12 +557,25 @@ fn from_value(value: &BorrowedValue<'_>) -> Result<Command, CommandError> {
                         )
                     })?,
             };
+            let epoch = match fields.epoch {
+                None => None,
+                Some(BorrowedValue::String(e)) => Some(e.to_string()),
+                Some(_) => {
+                    return Err(CommandError::bad_request(
+                        id,
+                        "epoch must be a string: the one a subscribed message gave",
+                    ))
+                }
+            };
+            let since = fields.since.map(|value| since(id, value)).transpose()?;
             Ok(Command::Subscribe {
                 id,
                 channels,
                 symbols,
                 depth,
                 throttle_ms,
+                epoch,
+                since,
             })
         }
         "unsubscribe" => Ok(Command::Unsubscribe {
@@ -563,6 +593,37 @@ fn from_value(value: &BorrowedValue<'_>) -> Result<Command, CommandError> {
 }
 
 /// An integer that fits an `i64`; floats such as `5.0` are not integers here.
+/// `since`: an object of symbol names to the last trade seq held (an integer ≥ 0).
+fn since(id: Option<i64>, value: &BorrowedValue<'_>) -> Result<Vec<(String, u64)>, CommandError> {
+    let BorrowedValue::Object(object) = value else {
+        return Err(CommandError::bad_request(
+            id,
+            "since must be an object of symbol to last trade seq held, such as {\"sim:BTC-USD\":1234}",
+        ));
+    };
+    let mut out: Vec<(String, u64)> = Vec::with_capacity(object.len());
+    for (name, seq) in object.iter() {
+        let Some(seq) = as_i64(seq).and_then(|n| u64::try_from(n).ok()) else {
+            return Err(CommandError::bad_request(
+                id,
+                format!(
+                    "since[\"{}\"] must be an integer from 0 to {}: the last trade seq held",
+                    echo(name),
+                    i64::MAX
+                ),
+            ));
+        };
+        if out.iter().any(|(n, _)| n == name.as_ref()) {
+            return Err(CommandError::bad_request(
+                id,
+                format!("since names \"{}\" more than once", echo(name)),
+            ));
+        }
+        out.push((name.to_string(), seq));
+    }
+    Ok(out)
+}
+
 fn as_i64(value: &BorrowedValue<'_>) -> Option<i64> {
     match value {
         BorrowedValue::Static(StaticNode::I64(n)) => Some(*n),
@@ -677,6 +738,8 @@ mod tests {
                 symbols: vec!["sim:BTC-USD".into(), "sim:ETH-USD".into()],
                 depth: 5,
                 throttle_ms: 0,
+                epoch: None,
+                since: None,
             })
         );
         assert_eq!(
@@ -700,6 +763,60 @@ mod tests {
     }
 
     #[test]
+    fn version_2_reads_epoch_and_since_and_version_1_ignores_them() {
+        let text = r#"{"op":"subscribe","id":5,"channels":["trades"],"symbols":["a","b"],"epoch":"e1","since":{"a":12,"b":0}}"#;
+        let v2 = parse_as(&mut text.as_bytes().to_vec(), Version::V2);
+        assert!(
+            matches!(&v2, Ok(Command::Subscribe { epoch: Some(e), since: Some(s), .. })
+                if e == "e1" && s == &[("a".to_owned(), 12), ("b".to_owned(), 0)]),
+            "{v2:?}"
+        );
+        assert!(matches!(
+            parse_str(text),
+            Ok(Command::Subscribe {
+                epoch: None,
+                since: None,
+                ..
+            })
+        ));
+        let bad = |extra: &str| {
+            let text = format!(
+                r#"{{"op":"subscribe","id":6,"channels":["trades"],"symbols":["a"]{extra}}}"#
+            );
+            let v1 = parse_as(&mut text.clone().into_bytes(), Version::V1);
+            assert!(v1.is_ok(), "version 1 ignores {extra}: {v1:?}");
+            parse_as(&mut text.into_bytes(), Version::V2).unwrap_err()
+        };
+        for extra in [
+            r#","epoch":7"#,
+            r#","epoch":null"#,
+            r#","since":[1]"#,
+            r#","since":{"a":-1}"#,
+            r#","since":{"a":1.5}"#,
+            r#","since":{"a":"1"}"#,
+        ] {
+            let err = bad(extra);
+            assert_eq!(
+                (err.code, err.id),
+                (ErrorCode::BadRequest, Some(6)),
+                "{extra}"
+            );
+        }
+        let absent = parse_as(
+            &mut br#"{"op":"subscribe","channels":["trades"],"symbols":["a"]}"#.to_vec(),
+            Version::V2,
+        );
+        assert!(matches!(
+            absent,
+            Ok(Command::Subscribe {
+                epoch: None,
+                since: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn defaults_limits_and_leniency() {
         let sub = |extra: &str| {
             parse_str(&format!(
@@ -714,6 +831,8 @@ mod tests {
                 symbols: vec!["b".into(), "a".into(), "cA".into()],
                 depth: DEFAULT_DEPTH,
                 throttle_ms: DEFAULT_THROTTLE_MS,
+                epoch: None,
+                since: None,
             })
         );
         let limits = sub(r#","depth":1000,"throttle_ms":60000,"extra":{"x":[1,2]}"#);

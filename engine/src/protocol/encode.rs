@@ -90,6 +90,29 @@ pub fn book(
     times(buf, ts, ingest_ts);
 }
 
+/// Version 2's book update: as [`book`] with `"snapshot":false`, plus `prev_seq`, the
+/// seq of the book state it applies to.
+#[allow(clippy::too_many_arguments)] // one field each, as in the message
+pub fn book_update_v2(
+    buf: &mut Vec<u8>,
+    sym: &SymbolInfo,
+    seq: u64,
+    prev_seq: u64,
+    bids: &[Level],
+    asks: &[Level],
+    ts: u64,
+    ingest_ts: u64,
+) {
+    data_head(buf, b"book", sym, seq);
+    buf.extend_from_slice(b",\"prev_seq\":");
+    uint(buf, prev_seq);
+    buf.extend_from_slice(b",\"snapshot\":false,\"bids\":");
+    levels(buf, sym, bids);
+    buf.extend_from_slice(b",\"asks\":");
+    levels(buf, sym, asks);
+    times(buf, ts, ingest_ts);
+}
+
 /// `{"type":"gap",...}`: seqs `from_seq..=to_seq` of `channel` were skipped for this
 /// client; `reason` is a short token such as `slow_consumer`.
 pub fn gap(
@@ -117,6 +140,34 @@ pub fn gap(
 /// symbols as given (escaped).
 pub fn subscribed(buf: &mut Vec<u8>, id: Option<i64>, channels: ChannelSet, symbols: &[&str]) {
     channels_reply(buf, b"subscribed", id, channels, symbols);
+}
+
+/// Version 2's `subscribed`: as [`subscribed`], with the engine's `epoch` and, when the
+/// subscribe had `since`, `recovered` per symbol.
+pub fn subscribed_v2(
+    buf: &mut Vec<u8>,
+    id: Option<i64>,
+    channels: ChannelSet,
+    symbols: &[&str],
+    epoch: &str,
+    recovered: Option<&[(&str, bool)]>,
+) {
+    channels_reply(buf, b"subscribed", id, channels, symbols);
+    buf.pop();
+    buf.extend_from_slice(b",\"epoch\":");
+    string(buf, epoch);
+    if let Some(recovered) = recovered {
+        buf.extend_from_slice(b",\"recovered\":{");
+        for (i, (symbol, done)) in recovered.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            string(buf, symbol);
+            buf.extend_from_slice(if *done { b":true" } else { b":false" });
+        }
+        buf.push(b'}');
+    }
+    buf.push(b'}');
 }
 
 /// `{"type":"unsubscribed",...}`: same shape as [`subscribed`].

@@ -1,4 +1,4 @@
-//! The client protocol (`protocol.md`, version 1): client commands in, server frames out.
+//! The client protocol (`protocol.md`, versions 1 and 2): client commands in, server frames out.
 //!
 //! - [`client_frames`] parses the client's WebSocket frames from the bytes a worker read
 //!   (sans I/O): unmasks, reassembles, checks UTF-8 and the size limit, and names the
@@ -7,6 +7,7 @@
 //!   [`command::CommandError`] that the session answers with an `error` message.
 //! - [`encode`] writes every server message as compact JSON, by hand.
 //! - [`frame`] wraps a payload into a complete, unmasked WebSocket frame.
+//! - [`version`] names the protocol versions and negotiates them in the upgrade.
 //!
 //! What allocates: command parsing may allocate (it is the cold path, bounded by the
 //! gateway's size and rate limits). Encoders and frame builders append into a
@@ -30,3 +31,4 @@ pub mod client_frames;
 pub mod command;
 pub mod encode;
 pub mod frame;
+pub mod version;

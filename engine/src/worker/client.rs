@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::frames::{FrameId, FrameKind, FrameSlab};
 use crate::outbox::{Outbox, WriteOutcome};
 use crate::protocol::command::{Channel, ChannelSet};
+use crate::protocol::version::Version;
 use crate::stats::{CloseReason, WorkerStats};
 use crate::symbol::SymbolId;
 
@@ -82,6 +83,15 @@ pub enum Owed {
     Ticker,
     /// A fresh book snapshot at the subscription's depth.
     Book(u16),
+    /// Version 2: the book at the subscription's depth from the state at `seq` (0:
+    /// unknown) to now, as one merged update, or a snapshot where that is smaller or the
+    /// state at `seq` can no longer be rebuilt.
+    BookSince {
+        /// Levels per side.
+        depth: u16,
+        /// The seq of the book state the client holds.
+        seq: u64,
+    },
     /// One `gap` for trades `from..=to`; `upstream` when the feed lost them.
     Gap {
         /// First skipped seq.
@@ -90,6 +100,15 @@ pub enum Owed {
         to: u64,
         /// Reported as `feed_gap` rather than `slow_consumer`.
         upstream: bool,
+    },
+    /// Trades `from..=to` replayed from the symbol's history (version 2 recovery): one
+    /// frame at a time, the trade at `from` or a `gap` for what is no longer held, each
+    /// tagged with the last seq it accounts for; the mark holds until `to` is reached.
+    Replay {
+        /// Next seq owed.
+        from: u64,
+        /// Last seq owed (grows with live trades while the replay lasts).
+        to: u64,
     },
 }
 
@@ -124,6 +143,8 @@ pub struct Client {
     flush_epoch: u32,
     /// The socket is full; the connection task waits for writability.
     pub blocked: bool,
+    /// The protocol version negotiated in the upgrade (one byte, in the slot's padding).
+    pub version: Version,
     /// Closing, and why; no data is queued any more.
     pub closing: Option<CloseReason>,
     /// Liveness times.
@@ -157,6 +178,7 @@ impl Client {
             in_flush_list: false,
             flush_epoch: 0,
             blocked: false,
+            version: Version::V1,
             closing: None,
             liveness: Liveness {
                 last_heard: now,
@@ -309,6 +331,7 @@ impl Client {
                 Channel::Trades => {
                     sub.gap = None;
                     sub.gap_upstream = false;
+                    sub.replay = false;
                 }
                 Channel::Book => {
                     sub.book_marked = false;
@@ -378,14 +401,23 @@ impl Client {
             Offered::Queued
         } else {
             match offer {
-                Offer::State(channel) => self.offer_state(symbol, channel, fits, at, stats),
+                Offer::State(channel) => {
+                    let holds = frames.tag(id).seq;
+                    self.offer_state(symbol, (channel, holds), fits, at, stats)
+                }
                 Offer::Trade(seq) => {
                     let Some(sub) = self.subs.get_mut(symbol) else {
                         return Offered::Refused;
                     };
                     match sub.gap.as_mut() {
-                        Some((_, to)) => {
+                        Some((from, to)) => {
+                            let waiting = sub.replay && *from > *to + 1;
                             *to = seq;
+                            if waiting && seq + 1 >= *from {
+                                // A replay waiting for this worker to reach the client's
+                                // seq (it had seen it on a faster one): reached.
+                                self.replay_reached(symbol);
+                            }
                             Offered::Marked
                         }
                         None if fits => Offered::Queued,
@@ -412,10 +444,12 @@ impl Client {
 
     /// The slow path of [`Client::offer`] for a state frame that may not simply be
     /// queued: `Queued` when it should be after all (the caller queues it).
+    /// `holds` is the book seq a version 2 client holds if it misses the frame (its
+    /// `prev_seq`; 0 for a snapshot or a version 1 frame).
     fn offer_state(
         &mut self,
         symbol: SymbolId,
-        channel: Channel,
+        (channel, holds): (Channel, u64),
         fits: bool,
         at: PassTime,
         stats: &WorkerStats,
@@ -444,6 +478,9 @@ impl Client {
         } else if let Some(due) = due {
             // Throttled: hold the latest state until the interval ends.
             *marked = true;
+            if channel == Channel::Book {
+                sub.book_seq = holds;
+            }
             WorkerStats::add(&stats.conflated, 1);
             Offered::Held(due)
         } else if fits {
@@ -453,6 +490,9 @@ impl Client {
             Offered::Queued
         } else {
             *marked = true;
+            if channel == Channel::Book {
+                sub.book_seq = holds;
+            }
             self.catch_up.push_back((symbol, channel));
             WorkerStats::add(&stats.conflated, 1);
             note_peak_bytes(stats, self.outbox.peak_bytes());
@@ -477,10 +517,19 @@ impl Client {
         let before = sub.marks();
         let fresh = match channel {
             Channel::Ticker => !std::mem::replace(&mut sub.ticker_marked, true),
-            Channel::Book => !std::mem::replace(&mut sub.book_marked, true),
+            Channel::Book => {
+                // Whatever the client held is no longer known to lead to the new state.
+                sub.book_seq = 0;
+                !std::mem::replace(&mut sub.book_marked, true)
+            }
             Channel::Trades => match sub.gap.as_mut() {
-                Some((_, to)) => {
+                Some((from, to)) => {
+                    let waiting = sub.replay && *from > *to + 1;
                     *to = (*to).max(missed.1);
+                    if waiting && *to + 1 >= *from {
+                        self.replay_reached(symbol);
+                        return;
+                    }
                     false
                 }
                 None => {
@@ -494,6 +543,46 @@ impl Client {
             self.catch_up.push_back((symbol, channel));
         }
         self.marked = self.marked + sub.marks() as u32 - before as u32;
+    }
+
+    /// Starts a replay of trades `from..=to` of `symbol` from the history (version 2
+    /// recovery): a trades mark, served as room appears like any mark, that live trades
+    /// extend until the replay has caught up with them, so that the replayed and the live
+    /// trades meet with no duplicate and no hole. `from > to + 1`: the client holds
+    /// trades this worker has not applied yet (it saw them through a faster worker); the
+    /// mark then *waits*, absorbing live trades up to `from - 1`, and clears there. False
+    /// (nothing done) when the client does not hold the symbol's trades or already owes
+    /// it a mark.
+    pub fn recover(&mut self, symbol: SymbolId, from: u64, to: u64) -> bool {
+        let Some(sub) = self.subs.get_mut(symbol) else {
+            return false;
+        };
+        if !sub.channels.contains(Channel::Trades) || sub.gap.is_some() || from == to + 1 {
+            return false;
+        }
+        sub.gap = Some((from, to));
+        sub.gap_upstream = false;
+        sub.replay = true;
+        self.marked += 1;
+        self.catch_up.push_back((symbol, Channel::Trades));
+        true
+    }
+
+    /// A waiting replay (see [`Client::recover`]) whose range now reaches the client's
+    /// seq: cleared when nothing is left to replay, else queued to be served.
+    fn replay_reached(&mut self, symbol: SymbolId) {
+        let Some(sub) = self.subs.get_mut(symbol) else {
+            return;
+        };
+        match sub.gap {
+            Some((from, to)) if to + 1 == from => {
+                sub.gap = None;
+                sub.replay = false;
+                self.marked -= 1;
+            }
+            Some(_) => self.catch_up.push_back((symbol, Channel::Trades)),
+            None => {}
+        }
     }
 
     /// Puts a throttled mark whose interval ended back in the catch-up queue; false when
@@ -537,26 +626,56 @@ impl Client {
                 later(symbol, channel, due);
                 continue;
             }
-            let Some(owed) = owed(&sub, channel) else {
+            let Some(owed) = owed(&sub, channel, self.version) else {
                 self.catch_up.pop_front();
                 continue;
             };
+            if let Owed::Replay { from, to } = owed {
+                if from > to {
+                    // Waiting for this worker to reach the client's seq: the live trades
+                    // that reach it clear the mark, or queue it again (`replay_reached`).
+                    self.catch_up.pop_front();
+                    continue;
+                }
+            }
             let frame = catch_up(frames, symbol, owed);
             if !self.outbox.has_room(frames.len(frame)) {
                 frames.release(frame);
                 return;
             }
             self.outbox.push(frames, frame, queued_ns);
+            let tag = frames.tag(frame);
             frames.release(frame);
+            if let Owed::Replay { to, .. } = owed {
+                if tag.kind == FrameKind::Trade {
+                    WorkerStats::add(&stats.trades_replayed, 1);
+                } else {
+                    WorkerStats::add(&stats.gaps_sent, 1);
+                    WorkerStats::add(&stats.trades_skipped, tag.seq + 1 - owed_from(owed));
+                }
+                if tag.seq < to {
+                    // More to replay: the mark stays first in the queue.
+                    if let Some((from, _)) = self.subs.get_mut(symbol).and_then(|s| s.gap.as_mut())
+                    {
+                        *from = tag.seq + 1;
+                    }
+                    continue;
+                }
+            }
             self.catch_up.pop_front();
             self.marked -= 1;
             match owed {
                 Owed::Book(_) => WorkerStats::add(&stats.snapshots_resent, 1),
+                // A merged update is tagged with the seq it starts from; a snapshot, 0.
+                Owed::BookSince { .. } if tag.seq == 0 => {
+                    WorkerStats::add(&stats.snapshots_resent, 1)
+                }
+                Owed::BookSince { .. } => {}
                 Owed::Gap { from, to, .. } => {
                     WorkerStats::add(&stats.gaps_sent, 1);
                     WorkerStats::add(&stats.trades_skipped, to - from + 1);
                 }
-                Owed::Ticker => {}
+                Owed::Ticker | Owed::Replay { .. } => {}
             }
             if let Some(sub) = self.subs.get_mut(symbol) {
                 sub.served(channel, now);
@@ -593,10 +712,14 @@ impl Client {
                     Channel::Ticker,
                     !std::mem::replace(&mut sub.ticker_marked, true),
                 ),
-                FrameKind::Book => (
-                    Channel::Book,
-                    !std::mem::replace(&mut sub.book_marked, true),
-                ),
+                FrameKind::Book => {
+                    let fresh = !std::mem::replace(&mut sub.book_marked, true);
+                    if fresh {
+                        // The oldest dropped: the client holds the state it applies to.
+                        sub.book_seq = tag.seq;
+                    }
+                    (Channel::Book, fresh)
+                }
                 FrameKind::Trade => match sub.gap.as_mut() {
                     // Queued trades are contiguous, so the dropped ones with the open gap
                     // make one exact range.
@@ -665,16 +788,29 @@ impl Client {
 }
 
 /// What a held mark on `channel` is owed, or `None` when the mark is gone.
-fn owed(sub: &ClientSub, channel: Channel) -> Option<Owed> {
+fn owed(sub: &ClientSub, channel: Channel, version: Version) -> Option<Owed> {
     match channel {
         Channel::Ticker if sub.ticker_marked => Some(Owed::Ticker),
+        Channel::Book if sub.book_marked && version.is_v2() => Some(Owed::BookSince {
+            depth: sub.depth,
+            seq: sub.book_seq,
+        }),
         Channel::Book if sub.book_marked => Some(Owed::Book(sub.depth)),
+        Channel::Trades if sub.replay => sub.gap.map(|(from, to)| Owed::Replay { from, to }),
         Channel::Trades => sub.gap.map(|(from, to)| Owed::Gap {
             from,
             to,
             upstream: sub.gap_upstream,
         }),
         _ => None,
+    }
+}
+
+/// The first seq a replay mark owes.
+fn owed_from(owed: Owed) -> u64 {
+    match owed {
+        Owed::Replay { from, .. } | Owed::Gap { from, .. } => from,
+        Owed::Ticker | Owed::Book(_) | Owed::BookSince { .. } => 0,
     }
 }
 

@@ -50,6 +50,12 @@ pub struct ClientSub {
     /// The open gap began with trades the feed lost (reported as `feed_gap`), not with
     /// this client's own backlog (`slow_consumer`).
     pub gap_upstream: bool,
+    /// The trades mark is a replay (version 2 recovery): `gap`'s range is owed as the
+    /// trades the history holds, in order, and a `gap` only for what it no longer holds.
+    pub replay: bool,
+    /// Version 2, while the book is marked: the seq of the book state the client holds
+    /// (the one a merged update starts from); 0 when unknown (a snapshot is owed).
+    pub book_seq: u64,
 }
 
 impl ClientSub {
@@ -95,6 +101,7 @@ impl ClientSub {
             Channel::Trades => {
                 self.gap = None;
                 self.gap_upstream = false;
+                self.replay = false;
             }
         }
     }

@@ -32,6 +32,7 @@ use crate::feed::ResyncReply;
 use crate::frames::{FrameId, FrameSlab};
 use crate::latency::StageRecorder;
 use crate::protocol::command::{Channel, ChannelSet, ErrorCode};
+use crate::protocol::version::{self, Version};
 use crate::protocol::{encode, frame};
 use crate::state::SymbolState;
 use crate::stats::{CloseReason, WorkerStats};
@@ -60,6 +61,15 @@ pub struct SubscribeOutcome {
     pub unauthorized: Vec<String>,
 }
 
+/// What a version 2 `subscribe` adds for trade recovery (both `None` in version 1).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovery<'a> {
+    /// The epoch the client's seqs belong to.
+    pub epoch: Option<&'a str>,
+    /// Per symbol name, the last trade seq the client holds.
+    pub since: Option<&'a [(String, u64)]>,
+}
+
 /// The worker's state; see the module doc.
 pub struct Core {
     cfg: Arc<EngineConfig>,
@@ -72,6 +82,8 @@ pub struct Core {
     pass: PassTime,
     latency: StageRecorder,
     stats: Arc<WorkerStats>,
+    /// The epoch of the seqs this worker serves (version 2).
+    epoch: Arc<str>,
 }
 
 impl Core {
@@ -103,8 +115,13 @@ impl Core {
                 queued_ns: now_ns(),
                 stale_ns: cfg.staleness_limit_ms.saturating_mul(1_000_000),
             },
+            symbols: {
+                let mut symbols = SymbolIndex::new(registry);
+                symbols.set_trade_history(cfg.trade_history);
+                symbols
+            },
             cfg,
-            symbols: SymbolIndex::new(registry),
+            epoch: version::fresh_epoch().into(),
             clients: ClientTable::default(),
             frames: FrameSlab::new(),
             throttle: Throttle::default(),
@@ -112,6 +129,22 @@ impl Core {
             latency: StageRecorder::new(stats.latency.clone()),
             stats,
         }
+    }
+
+    /// Sets the epoch this worker's clients are told (the engine's; a fresh one by
+    /// default).
+    pub fn set_epoch(&mut self, epoch: Arc<str>) {
+        self.epoch = epoch;
+    }
+
+    /// The epoch this worker's clients are told.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The protocol version the client at `key` speaks (version 1 for a gone client).
+    pub fn client_version(&self, key: ClientKey) -> Version {
+        self.clients.get(key).map_or(Version::V1, |c| c.version)
     }
 
     /// Reports this worker's first and last subscribers of each symbol to `interest`.
@@ -206,6 +239,22 @@ impl Core {
     /// is in `conn`). The token's `exp` (wall clock) becomes a deadline on the worker's
     /// clock.
     pub fn add_secure_client(&mut self, conn: Rc<Conn>, grant: Option<Grant>) -> ClientKey {
+        self.join_client(conn, grant, Version::V1)
+    }
+
+    /// Adds a client that speaks `version`, with no token.
+    pub fn add_client_speaking(&mut self, conn: Rc<Conn>, version: Version) -> ClientKey {
+        self.join_client(conn, None, version)
+    }
+
+    /// Adds a client that speaks `version`, with its token's grant (`None` on an open
+    /// engine).
+    pub fn join_client(
+        &mut self,
+        conn: Rc<Conn>,
+        grant: Option<Grant>,
+        version: Version,
+    ) -> ClientKey {
         let now = self.clock.now();
         let mut client = Client::new(
             conn,
@@ -214,6 +263,7 @@ impl Core {
             self.cfg.snapshot_bytes_per_s,
             now,
         );
+        client.version = version;
         if let Some(g) = grant {
             let left_ns = g
                 .expires_at_s
@@ -312,6 +362,11 @@ impl Core {
     /// Whether the client's socket is full and its task should wait for writability.
     pub fn is_blocked(&self, key: ClientKey) -> bool {
         self.clients.get(key).is_some_and(|c| c.blocked)
+    }
+
+    /// Marks the client holds (subscriptions owed a catch-up, replays included).
+    pub fn client_marks(&self, key: ClientKey) -> u32 {
+        self.clients.get(key).map_or(0, Client::marked)
     }
 
     /// Whether the client has anything left to write (queued frames, a pong).
@@ -471,6 +526,24 @@ impl Core {
         depth: u16,
         throttle_ms: u32,
     ) -> Result<SubscribeOutcome, (ErrorCode, String)> {
+        let options = (depth, throttle_ms);
+        self.subscribe_with(key, id, channels, names, options, Recovery::default())
+    }
+
+    /// [`Core::subscribe`] with `(depth, throttle_ms)` and version 2's `recovery`: a
+    /// version 2 client is told the epoch, and, when its `since` names a symbol whose
+    /// trades it subscribes here and its `epoch` is this one, the trades after its seq
+    /// are replayed from the history before any later live trade (both run on this
+    /// thread, between two ticks), then the live ones follow.
+    pub fn subscribe_with(
+        &mut self,
+        key: ClientKey,
+        id: Option<i64>,
+        channels: ChannelSet,
+        names: &[String],
+        (depth, throttle_ms): (u16, u32),
+        recovery: Recovery<'_>,
+    ) -> Result<SubscribeOutcome, (ErrorCode, String)> {
         let mut outcome = SubscribeOutcome::default();
         // Snapshot bytes are budgeted apart from the command count: one resubscribe of
         // thousands of deep books costs the worker what thousands of commands would.
@@ -550,10 +623,57 @@ impl Core {
             .iter()
             .map(|&s| registry.info(s).name.as_str())
             .collect();
-        self.send_control(key, |buf| encode::subscribed(buf, id, channels, &names));
+        let Some(client) = self.clients.get(key) else {
+            return Ok(outcome);
+        };
+        let v2 = client.version.is_v2();
+        // Recovery per applied symbol named in `since`: only for trades not held yet (a
+        // held stream goes on as it is), and only in this epoch.
+        let epoch_matches = recovery.epoch == Some(&*self.epoch);
+        let recover: Vec<(SymbolId, Option<u64>)> = match recovery.since {
+            Some(since) if v2 => outcome
+                .applied
+                .iter()
+                .filter_map(|&s| {
+                    let name = registry.info(s).name.as_str();
+                    let (_, seq) = since.iter().find(|(n, _)| n == name)?;
+                    let held = client
+                        .subs()
+                        .get(s)
+                        .is_some_and(|sub| sub.channels.contains(Channel::Trades));
+                    let ok = epoch_matches && channels.contains(Channel::Trades) && !held;
+                    Some((s, ok.then_some(*seq)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if v2 {
+            let recovered: Option<Vec<(&str, bool)>> = recovery.since.map(|_| {
+                recover
+                    .iter()
+                    .map(|&(s, seq)| (registry.info(s).name.as_str(), seq.is_some()))
+                    .collect()
+            });
+            let epoch = self.epoch.clone();
+            self.send_control(key, |buf| {
+                encode::subscribed_v2(buf, id, channels, &names, &epoch, recovered.as_deref())
+            });
+        } else {
+            self.send_control(key, |buf| encode::subscribed(buf, id, channels, &names));
+        }
         let mut snapshot_bytes = 0;
         for &symbol in &outcome.applied {
             snapshot_bytes += self.subscribe_one(key, symbol, channels, depth, throttle_ms);
+            let since = recover
+                .iter()
+                .find(|(s, _)| *s == symbol)
+                .and_then(|(_, seq)| *seq);
+            if let Some(since) = since {
+                let last = self.symbols.get(symbol).map_or(0, |s| s.state.trade_seq);
+                if let Some(client) = self.clients.get_mut(key) {
+                    client.recover(symbol, since.saturating_add(1), last);
+                }
+            }
         }
         if let Some(c) = self.clients.get_mut(key) {
             c.limiter.charge_snapshots(snapshot_bytes);
@@ -575,12 +695,14 @@ impl Core {
             return 0;
         };
         let joined = client.subscribe(symbol, channels, depth, throttle_ms, &self.stats);
+        let version = client.version;
         self.symbols.add_subscriber(
             key,
             symbol,
             channels,
             joined.held,
             (depth, joined.old_depth),
+            version,
         );
         // Snapshots, in channel order; a fresh snapshot supersedes pending ticker and
         // book marks and goes out at once: the throttle interval starts when it is

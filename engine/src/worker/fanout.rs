@@ -16,13 +16,14 @@ use crate::latency::{Stage, StageRecorder};
 use crate::protocol::command::Channel;
 use crate::stats::WorkerStats;
 use crate::symbol::SymbolId;
-use crate::tick::{now_ns, Event, Tick};
+use crate::tick::{now_ns, Event, LevelFlags, Tick};
 
 pub use super::client::GapCause;
 use super::client::{Client, Offer, Offered};
 use super::clients::{ClientKey, ClientTable};
 use super::clock::{Clock, PassTime};
 use super::conflate::{Throttle, ThrottleDeadline};
+use super::history::TradeRecord;
 use super::index::SymbolIndex;
 use super::write::WriteScheduler;
 
@@ -114,12 +115,13 @@ impl Outlet<'_> {
             return;
         };
         let throttle = &mut *self.throttle;
+        let stats = self.stats;
         client.serve_marks(
             self.frames,
             self.clock,
             self.pass.queued_ns,
             self.stats,
-            |frames, symbol, owed| symbols.catch_up_frame(symbol, owed, frames),
+            |frames, symbol, owed| symbols.catch_up_frame(symbol, owed, frames, stats),
             |symbol, channel, due| {
                 throttle.push(ThrottleDeadline {
                     due,
@@ -155,8 +157,47 @@ pub fn on_tick(symbols: &mut SymbolIndex, out: &mut Outlet<'_>, tick: &Tick) {
         return;
     };
     let prev_trade_seq = slot.state.trade_seq;
+    if let Event::Level {
+        seq,
+        side,
+        price,
+        size,
+        flags,
+    } = tick.event
+    {
+        if slot.book_log.is_on() {
+            if flags.contains(LevelFlags::CLEAR) {
+                slot.book_log.restart(seq);
+            } else {
+                let old = slot.state.book.size_at(side, price);
+                slot.book_log.record(seq, side, price, old, size);
+            }
+        }
+    }
     let applied = slot.state.apply(tick);
-    if let Event::Trade { seq, .. } = tick.event {
+    if let Event::Trade {
+        seq,
+        price,
+        size,
+        side,
+        trade_id,
+    } = tick.event
+    {
+        symbols.record_trade(
+            symbol,
+            TradeRecord {
+                seq,
+                price,
+                size,
+                trade_id,
+                ts: tick.ts,
+                ingest_ts: tick.ingest_ts,
+                side,
+            },
+        );
+        let Some(slot) = symbols.get(symbol) else {
+            return;
+        };
         let has_trade_subs = !slot.trade_subs.is_empty();
         if has_trade_subs && prev_trade_seq > 0 && seq > prev_trade_seq + 1 {
             // The venue lost trades (the feed skipped their seqs): no trade is lost
@@ -217,18 +258,18 @@ fn fan_out_feed_gap(
 fn fan_out_book(symbols: &mut SymbolIndex, out: &mut Outlet<'_>, symbol: SymbolId) {
     let groups = symbols.get(symbol).map_or(0, |slot| slot.book_groups.len());
     for group in 0..groups {
-        let id = symbols.book_diff_frame(symbol, group, out.frames);
+        let (v1, v2) = symbols.book_diff_frames(symbol, group, out.frames);
         let Some(slot) = symbols.get(symbol) else {
             return;
         };
-        out.encoded(id, slot.state.book_ingest_ts);
-        out.offer_all(
-            &slot.book_groups[group].members,
-            symbol,
-            Offer::State(Channel::Book),
-            id,
-        );
-        out.frames.release(id);
+        let g = &slot.book_groups[group];
+        for (id, members) in [(v1, &g.members), (v2, &g.members_v2)] {
+            if let Some(id) = id {
+                out.encoded(id, slot.state.book_ingest_ts);
+                out.offer_all(members, symbol, Offer::State(Channel::Book), id);
+                out.frames.release(id);
+            }
+        }
     }
 }
 
@@ -255,7 +296,7 @@ pub fn resync(
             out.mark(key, symbol, Channel::Ticker, missed, cause);
         }
         for group in &slot.book_groups {
-            for &key in &group.members {
+            for &key in group.members.iter().chain(&group.members_v2) {
                 out.mark(key, symbol, Channel::Book, missed, cause);
             }
         }

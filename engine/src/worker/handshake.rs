@@ -15,6 +15,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use sha1::{Digest, Sha1};
 
+use crate::protocol::version::{self, Version};
+
 /// The GUID of RFC 6455 §1.3, appended to the client's key.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -267,14 +269,17 @@ pub fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// Accepts an upgrade request: the `101` response to send, and the future that yields
-/// the connection once hyper has sent it. `allowed_origins` and `tls` as in
-/// [`origin_allowed`].
+/// Accepts an upgrade request: the `101` response to send, the future that yields the
+/// connection once hyper has sent it, and the protocol version chosen: the first of
+/// `subprotocols` that the client offered in `Sec-WebSocket-Protocol`, answered in the
+/// response, else version 1 with no subprotocol answered. `allowed_origins` and `tls` as
+/// in [`origin_allowed`].
 pub fn accept<B>(
     req: &mut Request<B>,
     allowed_origins: &[String],
     tls: bool,
-) -> Result<(Response<Full<Bytes>>, OnUpgrade), HandshakeError> {
+    subprotocols: &[(&'static str, Version)],
+) -> Result<(Response<Full<Bytes>>, OnUpgrade, Version), HandshakeError> {
     if req.method() != Method::GET {
         return Err(HandshakeError::NotGet);
     }
@@ -306,7 +311,23 @@ pub fn accept<B>(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    Ok((resp, hyper::upgrade::on(req)))
+    let offered = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>();
+    let version = match version::choose(offered.iter().copied(), subprotocols) {
+        Some((name, version)) => {
+            h.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(name),
+            );
+            version
+        }
+        None => Version::V1,
+    };
+    Ok((resp, hyper::upgrade::on(req), version))
 }
 
 #[cfg(test)]
@@ -385,8 +406,39 @@ mod tests {
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        let refused = accept(&mut full, none, false).unwrap_err();
+        let refused = accept(&mut full, none, false, &[]).unwrap_err();
         assert_eq!(refused.response().status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn a_subprotocol_is_answered_only_when_offered_and_accepted() {
+        let v2 = [(version::SUBPROTOCOL_V2, Version::V2)];
+        let answered = |offers: &[&'static str], accepted: &[(&'static str, Version)]| {
+            let mut req = request(&GOOD);
+            for offer in offers {
+                req.headers_mut().append(
+                    header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(offer),
+                );
+            }
+            let (resp, _, version) = accept(&mut req, &[], false, accepted).unwrap();
+            let header = resp
+                .headers()
+                .get(header::SEC_WEBSOCKET_PROTOCOL)
+                .map(|v| v.to_str().unwrap().to_owned());
+            (header, version)
+        };
+        assert_eq!(answered(&[], &v2), (None, Version::V1));
+        assert_eq!(
+            answered(&["chat, tickwire.v2"], &v2),
+            (Some("tickwire.v2".to_owned()), Version::V2)
+        );
+        assert_eq!(
+            answered(&["tickwire.v2.bin", " tickwire.v2 "], &v2),
+            (Some("tickwire.v2".to_owned()), Version::V2)
+        );
+        assert_eq!(answered(&["tickwire.v2.bin"], &v2), (None, Version::V1));
+        assert_eq!(answered(&["tickwire.v2"], &[]), (None, Version::V1));
     }
 
     #[test]
@@ -402,24 +454,24 @@ mod tests {
     fn a_good_request_is_switched_and_bad_ones_are_refused() {
         let mut req = request(&GOOD);
         assert!(is_upgrade_request(&req));
-        let (resp, _) = accept(&mut req, &[], false).unwrap();
+        let (resp, _, _) = accept(&mut req, &[], false, &[]).unwrap();
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(
             resp.headers()[header::SEC_WEBSOCKET_ACCEPT],
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         let mut old = request(&[GOOD[0], GOOD[1], ("sec-websocket-version", "8"), GOOD[3]]);
-        let err = accept(&mut old, &[], false).unwrap_err();
+        let err = accept(&mut old, &[], false, &[]).unwrap_err();
         assert_eq!(err, HandshakeError::Version);
         assert_eq!(err.response().status(), StatusCode::UPGRADE_REQUIRED);
         let mut short = request(&[GOOD[0], GOOD[1], GOOD[2], ("sec-websocket-key", "c2hvcnQ=")]);
         assert_eq!(
-            accept(&mut short, &[], false).unwrap_err(),
+            accept(&mut short, &[], false, &[]).unwrap_err(),
             HandshakeError::Key
         );
         let mut http10 = request(&GOOD);
         *http10.version_mut() = hyper::Version::HTTP_10;
-        let err = accept(&mut http10, &[], false).unwrap_err();
+        let err = accept(&mut http10, &[], false, &[]).unwrap_err();
         assert_eq!(err.response().status(), StatusCode::BAD_REQUEST);
         assert!(
             !is_upgrade_request(&request(&[GOOD[1]])),

@@ -13,12 +13,16 @@ use crate::frames::{FrameId, FrameKind, FrameSlab, FrameTag};
 use crate::interest::Interest;
 use crate::protocol::command::{Channel, ChannelSet};
 use crate::protocol::encode;
+use crate::protocol::version::Version;
 use crate::state::{Level, SymbolState};
+use crate::stats::WorkerStats;
 use crate::symbol::{SymbolId, SymbolRegistry};
 use crate::tick::{BookSide, Event, Tick};
 
+use super::book_log::BookLog;
 use super::client::Owed;
 use super::clients::ClientKey;
+use super::history::{TradeHistory, TradeRecord};
 
 /// Every symbol of the registry as one worker sees it (see the module doc).
 pub struct SymbolIndex {
@@ -27,8 +31,12 @@ pub struct SymbolIndex {
     /// A book diff's changed levels, reused across events.
     diff_bids: Vec<Level>,
     diff_asks: Vec<Level>,
+    /// A window rebuilt at an older seq (merged updates), reused.
+    old_window: Vec<Level>,
     /// The engine's per-symbol interest counters, when something follows them.
     interest: Option<Arc<Interest>>,
+    /// Trades each symbol's history keeps (`trade_history`).
+    trade_history: usize,
 }
 
 impl SymbolIndex {
@@ -39,8 +47,77 @@ impl SymbolIndex {
             registry,
             diff_bids: Vec::new(),
             diff_asks: Vec::new(),
+            old_window: Vec::new(),
             interest: None,
+            trade_history: 0,
         }
+    }
+
+    /// Keeps the last `trades` trades of each symbol for replays (see
+    /// [`super::history`]).
+    pub fn set_trade_history(&mut self, trades: usize) {
+        self.trade_history = trades;
+    }
+
+    /// Records a trade in its symbol's history.
+    pub fn record_trade(&mut self, symbol: SymbolId, trade: TradeRecord) {
+        let capacity = self.trade_history;
+        if let Some(slot) = self.slots.get_mut(symbol.index()) {
+            slot.trades.push(trade, capacity);
+        }
+    }
+
+    /// The frame that replays the first of trades `from..=to` of `symbol`, tagged with the
+    /// last seq it accounts for: the trade at `from` from the history, or, where the
+    /// history holds no trade at `from`, one `gap` up to the next trade held (`expired`
+    /// where the history no longer reaches back that far, `feed_gap` for a hole the
+    /// feed left inside it). The caller owns one reference.
+    pub fn replay_frame(
+        &self,
+        symbol: SymbolId,
+        (from, to): (u64, u64),
+        frames: &mut FrameSlab,
+    ) -> FrameId {
+        let history = &self.slots[symbol.index()].trades;
+        let next = history.at_or_after(from).filter(|t| t.seq <= to);
+        if let Some(t) = next.filter(|t| t.seq == from) {
+            let id = frames.text(|buf| {
+                encode::trade(
+                    buf,
+                    self.registry.info(symbol),
+                    t.seq,
+                    t.price,
+                    t.size,
+                    t.side,
+                    t.trade_id,
+                    t.ts,
+                    t.ingest_ts,
+                );
+            });
+            frames.set_tag(
+                id,
+                FrameTag {
+                    kind: FrameKind::Trade,
+                    symbol: symbol.0,
+                    seq: t.seq,
+                },
+            );
+            return id;
+        }
+        let last = next.map_or(to, |t| t.seq - 1);
+        let expired = history.first_seq().is_none_or(|first| from < first);
+        let reason = if expired { "expired" } else { "feed_gap" };
+        let id = self.gap_frame(symbol, (from, last), reason, frames);
+        // Not data: a gap is never shed; its seq says what it accounted for.
+        frames.set_tag(
+            id,
+            FrameTag {
+                kind: FrameKind::Reply,
+                symbol: symbol.0,
+                seq: last,
+            },
+        );
+        id
     }
 
     /// The symbol registry.
@@ -72,6 +149,7 @@ impl SymbolIndex {
         channels: ChannelSet,
         held: ChannelSet,
         (depth, old_depth): (u16, u16),
+        version: Version,
     ) {
         let Some(slot) = self.slots.get_mut(symbol.index()) else {
             return;
@@ -86,7 +164,7 @@ impl SymbolIndex {
             if held.contains(Channel::Book) {
                 slot.leave_group(key, old_depth);
             }
-            slot.join_group(key, depth);
+            slot.join_group(key, depth, version);
         }
         self.note_interest(symbol);
     }
@@ -146,6 +224,7 @@ impl SymbolIndex {
         slot.state = state;
         slot.drop_ticker_frame(frames);
         slot.reset_windows();
+        slot.book_log.restart(slot.state.book_seq);
         Some(missed)
     }
 
@@ -239,15 +318,16 @@ impl SymbolIndex {
         })
     }
 
-    /// The update frame of depth group `group` after a book event: the diff of its
-    /// window against the one it last published, which it then keeps. The caller owns
-    /// one reference.
-    pub fn book_diff_frame(
+    /// The update frames of depth group `group` after a book event: the diff of its
+    /// window against the one it last published (which it then keeps), encoded once for
+    /// its version 1 members and once, with `prev_seq`, for its version 2 members, each
+    /// only when the group has such members. The caller owns one reference of each.
+    pub fn book_diff_frames(
         &mut self,
         symbol: SymbolId,
         group: usize,
         frames: &mut FrameSlab,
-    ) -> FrameId {
+    ) -> (Option<FrameId>, Option<FrameId>) {
         let slot = &mut self.slots[symbol.index()];
         let state = &slot.state;
         let group = &mut slot.book_groups[group];
@@ -264,8 +344,58 @@ impl SymbolIndex {
             state.book.top(BookSide::Ask, d),
             &mut self.diff_asks,
         );
+        let prev_seq = std::mem::replace(&mut group.seq, state.book_seq);
         let diff = (&self.diff_bids[..], &self.diff_asks[..]);
-        book_frame(frames, &self.registry, symbol, state, false, diff)
+        let v1 = (!group.members.is_empty())
+            .then(|| book_frame(frames, &self.registry, symbol, state, false, diff));
+        let v2 = (!group.members_v2.is_empty())
+            .then(|| book_update_frame(frames, &self.registry, symbol, state, prev_seq, diff));
+        (v1, v2)
+    }
+
+    /// The frame that brings a version 2 client's book of `symbol` at `depth` from seq
+    /// `since` to now: one merged update (every level of the window whose size differs
+    /// between the two states, 0 for a level that left it) where the symbol's change log
+    /// reaches back to `since` and the update's frame is no larger than the snapshot's,
+    /// else a snapshot. True with it when it is a merge. The caller owns one reference.
+    pub fn book_catch_up_frame(
+        &mut self,
+        symbol: SymbolId,
+        depth: u16,
+        since: u64,
+        frames: &mut FrameSlab,
+    ) -> (FrameId, bool) {
+        let slot = &self.slots[symbol.index()];
+        let state = &slot.state;
+        let d = usize::from(depth);
+        let mut merged = since > 0;
+        for (side, out) in [
+            (BookSide::Bid, &mut self.diff_bids),
+            (BookSide::Ask, &mut self.diff_asks),
+        ] {
+            if !merged {
+                break;
+            }
+            merged = slot
+                .book_log
+                .window_at(&state.book, side, d, since, &mut self.old_window);
+            if merged {
+                window_diff(side, &mut self.old_window, state.book.top(side, d), out);
+            }
+        }
+        let snapshot = self.book_snapshot_frame(symbol, depth, frames);
+        if merged {
+            // Both are encoded (pooled frames: this allocates nothing) and the smaller
+            // goes; a tie goes to the merge.
+            let diff = (&self.diff_bids[..], &self.diff_asks[..]);
+            let id = book_update_frame(frames, &self.registry, symbol, state, since, diff);
+            if frames.len(id) <= frames.len(snapshot) {
+                frames.release(snapshot);
+                return (id, true);
+            }
+            frames.release(id);
+        }
+        (snapshot, false)
     }
 
     /// The frame a mark of `symbol` is owed; the caller owns one reference.
@@ -274,6 +404,7 @@ impl SymbolIndex {
         symbol: SymbolId,
         owed: Owed,
         frames: &mut FrameSlab,
+        stats: &WorkerStats,
     ) -> FrameId {
         match owed {
             Owed::Ticker => {
@@ -282,6 +413,17 @@ impl SymbolIndex {
                 f
             }
             Owed::Book(depth) => self.book_snapshot_frame(symbol, depth, frames),
+            Owed::BookSince { depth, seq } => {
+                let (id, merged) = self.book_catch_up_frame(symbol, depth, seq, frames);
+                let counter = if merged {
+                    &stats.book_merges
+                } else {
+                    &stats.book_snapshots_instead
+                };
+                WorkerStats::add(counter, 1);
+                id
+            }
+            Owed::Replay { from, to } => self.replay_frame(symbol, (from, to), frames),
             Owed::Gap { from, to, upstream } => self.gap_frame(
                 symbol,
                 (from, to),
@@ -305,8 +447,12 @@ pub struct DepthGroup {
     pub bids: Vec<Level>,
     /// The window last published, best first.
     pub asks: Vec<Level>,
-    /// Subscribers at this depth.
+    /// Version 1 subscribers at this depth.
     pub members: Vec<ClientKey>,
+    /// Version 2 subscribers at this depth (their updates carry `prev_seq`).
+    pub members_v2: Vec<ClientKey>,
+    /// The book seq of the window last published.
+    pub seq: u64,
 }
 
 /// One symbol as the worker sees it.
@@ -324,6 +470,12 @@ pub struct SymbolSlot {
     pub book_groups: Vec<DepthGroup>,
     /// Whether this worker counts in the engine's [`crate::interest::Interest`] for it.
     pub interested: bool,
+    /// The last trades, for replays.
+    pub trades: TradeHistory,
+    /// The recent level changes, while version 2 clients hold the book (merges).
+    pub book_log: BookLog,
+    /// Version 2 book subscribers, over every depth group.
+    pub v2_book_subs: u32,
 }
 
 impl SymbolSlot {
@@ -339,28 +491,50 @@ impl SymbolSlot {
         }
     }
 
-    /// Adds `key` to the group of `depth`, making the group (with the current window)
-    /// if it is the first at that depth.
-    pub fn join_group(&mut self, key: ClientKey, depth: u16) {
-        if let Some(g) = self.book_groups.iter_mut().find(|g| g.depth == depth) {
-            g.members.push(key);
-            return;
+    /// Adds `key`, speaking `version`, to the group of `depth`, making the group (with
+    /// the current window) if it is the first at that depth.
+    pub fn join_group(&mut self, key: ClientKey, depth: u16, version: Version) {
+        if version.is_v2() {
+            self.v2_book_subs += 1;
+            self.book_log.start(self.state.book_seq);
         }
-        let d = usize::from(depth);
-        self.book_groups.push(DepthGroup {
-            depth,
-            bids: self.state.book.top(BookSide::Bid, d).to_vec(),
-            asks: self.state.book.top(BookSide::Ask, d).to_vec(),
-            members: vec![key],
-        });
+        let gi = match self.book_groups.iter().position(|g| g.depth == depth) {
+            Some(gi) => gi,
+            None => {
+                let d = usize::from(depth);
+                self.book_groups.push(DepthGroup {
+                    depth,
+                    bids: self.state.book.top(BookSide::Bid, d).to_vec(),
+                    asks: self.state.book.top(BookSide::Ask, d).to_vec(),
+                    members: Vec::new(),
+                    members_v2: Vec::new(),
+                    seq: self.state.book_seq,
+                });
+                self.book_groups.len() - 1
+            }
+        };
+        let g = &mut self.book_groups[gi];
+        if version.is_v2() {
+            g.members_v2.push(key);
+        } else {
+            g.members.push(key);
+        }
     }
 
     /// Removes `key` from the group of `depth`; an emptied group goes.
     pub fn leave_group(&mut self, key: ClientKey, depth: u16) {
         if let Some(gi) = self.book_groups.iter().position(|g| g.depth == depth) {
             let g = &mut self.book_groups[gi];
+            let v2 = g.members_v2.len();
             remove_key(&mut g.members, key);
-            if g.members.is_empty() {
+            remove_key(&mut g.members_v2, key);
+            if g.members_v2.len() < v2 {
+                self.v2_book_subs -= 1;
+                if self.v2_book_subs == 0 {
+                    self.book_log.stop();
+                }
+            }
+            if g.members.is_empty() && g.members_v2.is_empty() {
                 self.book_groups.swap_remove(gi);
             }
         }
@@ -375,6 +549,7 @@ impl SymbolSlot {
             g.bids.extend_from_slice(book.top(BookSide::Bid, d));
             g.asks.clear();
             g.asks.extend_from_slice(book.top(BookSide::Ask, d));
+            g.seq = self.state.book_seq;
         }
     }
 }
@@ -402,6 +577,40 @@ fn book_frame(
         );
     });
     frames.set_tag(id, FrameTag::data(FrameKind::Book, symbol));
+    id
+}
+
+/// Encodes a version 2 book update of `symbol` in `state` from `prev_seq`, tagged as the
+/// symbol's book data with `prev_seq` as its seq (what a client that misses it holds);
+/// the caller owns one reference.
+fn book_update_frame(
+    frames: &mut FrameSlab,
+    registry: &SymbolRegistry,
+    symbol: SymbolId,
+    state: &SymbolState,
+    prev_seq: u64,
+    (bids, asks): (&[Level], &[Level]),
+) -> FrameId {
+    let id = frames.text(|buf| {
+        encode::book_update_v2(
+            buf,
+            registry.info(symbol),
+            state.book_seq,
+            prev_seq,
+            bids,
+            asks,
+            state.book_ts,
+            state.book_ingest_ts,
+        );
+    });
+    frames.set_tag(
+        id,
+        FrameTag {
+            kind: FrameKind::Book,
+            symbol: symbol.0,
+            seq: prev_seq,
+        },
+    );
     id
 }
 
@@ -491,9 +700,9 @@ mod tests {
     fn groups_are_made_on_first_join_and_dropped_when_empty() {
         let mut slot = SymbolSlot::default();
         let (a, b) = (ClientKey::new(0, 1), ClientKey::new(1, 1));
-        slot.join_group(a, 10);
-        slot.join_group(b, 10);
-        slot.join_group(b, 5);
+        slot.join_group(a, 10, Version::V1);
+        slot.join_group(b, 10, Version::V2);
+        slot.join_group(b, 5, Version::V1);
         assert_eq!(slot.book_groups.len(), 2);
         slot.leave_group(a, 10);
         slot.leave_group(b, 10);

@@ -9,6 +9,7 @@
 //! [`Event::Reset`] (one symbol's state replaced) the worker takes that symbol's new
 //! state and resynchronises its subscriptions only.
 
+pub mod book_log;
 pub mod busy;
 pub mod client;
 pub mod clients;
@@ -18,6 +19,7 @@ pub mod core;
 pub mod fanout;
 pub mod flush;
 pub mod handshake;
+pub mod history;
 pub mod http_io;
 pub mod index;
 pub mod liveness;
@@ -45,6 +47,7 @@ use crate::admission::Permit;
 use crate::config::EngineConfig;
 use crate::feed::{FeedShared, ResyncReply};
 use crate::http::{self, EngineShared};
+use crate::protocol::version::{self, Version};
 use crate::ring::{Consumer, RecvError};
 use crate::stats::{CloseReason, WorkerStats};
 use crate::tick::{Event, LevelFlags, Tick};
@@ -166,6 +169,7 @@ async fn serve(spec: WorkerSpec, meter: Arc<busy::BusyMeter>) {
     };
     let mut core = Core::new(cfg.clone(), shared.registry.clone(), stats);
     core.set_interest(shared.interest.clone());
+    core.set_epoch(shared.epoch.clone());
     core.set_busy_meter(meter);
     let core = Rc::new(RefCell::new(core));
     let ctx = Rc::new(Ctx {
@@ -394,7 +398,7 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
     let path = req.uri().path().to_owned();
     let upgrade = handshake::is_upgrade_request(&req);
     let endpoint = match path.as_str() {
-        "/ws" => Some(Endpoint::Protocol),
+        "/ws" => Some(Endpoint::Protocol(Version::V1)),
         "/echo" if ctx.cfg.echo_endpoint => Some(Endpoint::Echo),
         _ => None,
     };
@@ -420,8 +424,21 @@ fn route(ctx: Rc<Ctx>, permit: Rc<Permit>, mut req: Request<Incoming>) -> Respon
                 format!("{refusal}\n"),
             );
         }
-        return match handshake::accept(&mut req, &ctx.cfg.allowed_origins, ctx.tls.is_some()) {
-            Ok((response, on_upgrade)) => {
+        let subprotocols = match endpoint {
+            Endpoint::Protocol(_) => version::ACCEPTED,
+            Endpoint::Echo => &[],
+        };
+        return match handshake::accept(
+            &mut req,
+            &ctx.cfg.allowed_origins,
+            ctx.tls.is_some(),
+            subprotocols,
+        ) {
+            Ok((response, on_upgrade, version)) => {
+                let endpoint = match endpoint {
+                    Endpoint::Protocol(_) => Endpoint::Protocol(version),
+                    Endpoint::Echo => Endpoint::Echo,
+                };
                 // After the handshake's own checks (403, 426, 400): a token is looked at
                 // only on a request that could otherwise be upgraded.
                 let grant = match ctx.shared.auth.as_ref().map(|a| a.check(&req)) {

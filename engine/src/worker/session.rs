@@ -41,11 +41,12 @@ use crate::protocol::client_frames::{ClientEvent, ClientFrameReader, Flow, ReadE
 use crate::protocol::command::{self, Command, ErrorCode};
 use crate::protocol::encode;
 use crate::protocol::frame::OpCode;
+use crate::protocol::version::Version;
 use crate::stats::{CloseReason, WorkerStats};
 use crate::tick::now_ns;
 
 use super::clients::Conn;
-use super::core::{ClientKey, Core};
+use super::core::{ClientKey, Core, Recovery};
 use super::tls::{TlsConn, TlsRead};
 use crate::auth::Grant;
 
@@ -79,8 +80,9 @@ impl Default for ReadScratch {
 /// What a session serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `/ws`: protocol v1, text commands only (binary closes with 1003).
-    Protocol,
+    /// `/ws`: the client protocol in the version negotiated in the upgrade, text
+    /// commands only (binary closes with 1003).
+    Protocol(Version),
     /// `/echo` (test only): every text and binary message is sent back as it came.
     Echo,
 }
@@ -127,9 +129,13 @@ pub fn run(
         Some(tls) => Conn::with_tls(stream, tls),
         None => Conn::new(stream),
     });
-    let key = core.borrow_mut().add_secure_client(conn.clone(), grant);
+    let version = match endpoint {
+        Endpoint::Protocol(version) => version,
+        Endpoint::Echo => Version::V1,
+    };
+    let key = core.borrow_mut().join_client(conn.clone(), grant, version);
     let mut reader = match endpoint {
-        Endpoint::Protocol => ClientFrameReader::new(),
+        Endpoint::Protocol(_) => ClientFrameReader::new(),
         Endpoint::Echo => ClientFrameReader::accepting_binary(),
     };
     if !prefix.is_empty() {
@@ -276,14 +282,14 @@ fn on_bytes(
     let result = reader.feed(bytes, cfg.max_message_bytes, |event| {
         match event {
             ClientEvent::Text(message) => match endpoint {
-                Endpoint::Protocol => handle_command(core, key, message),
+                Endpoint::Protocol(_) => handle_command(core, key, message),
                 Endpoint::Echo => core.borrow_mut().send_echo(key, OpCode::Text, message),
             },
             ClientEvent::Binary(message) => match endpoint {
                 Endpoint::Echo => core.borrow_mut().send_echo(key, OpCode::Binary, message),
                 // The protocol's reader refuses binary before delivering it; should one
                 // come, it gets the protocol's answer.
-                Endpoint::Protocol => {
+                Endpoint::Protocol(_) => {
                     let e = ReadError::Binary;
                     core.borrow_mut()
                         .close_client(key, e.close_reason(), e.reason(), true);
@@ -394,7 +400,8 @@ fn handle_command(core: &Rc<RefCell<Core>>, key: ClientKey, payload: &mut [u8]) 
         );
         return;
     }
-    let cmd = match command::parse(payload) {
+    let version = c.client_version(key);
+    let cmd = match command::parse_as(payload, version) {
         Ok(cmd) => cmd,
         Err(e) => {
             c.send_error(key, e.id, e.code, &e.message);
@@ -408,9 +415,15 @@ fn handle_command(core: &Rc<RefCell<Core>>, key: ClientKey, payload: &mut [u8]) 
             symbols,
             depth,
             throttle_ms,
+            epoch,
+            since,
         } => {
+            let recovery = Recovery {
+                epoch: epoch.as_deref(),
+                since: since.as_deref(),
+            };
             if let Err((code, message)) =
-                c.subscribe(key, id, channels, &symbols, depth, throttle_ms)
+                c.subscribe_with(key, id, channels, &symbols, (depth, throttle_ms), recovery)
             {
                 c.send_error(key, id, code, &message);
             }

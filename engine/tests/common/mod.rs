@@ -27,6 +27,21 @@ pub struct Harness {
 
 /// `sim:BTC-USD` at the given scales, a ring of `ring_capacity`, a core with defaults.
 pub fn harness(price_scale: u8, size_scale: u8, ring_capacity: usize) -> Harness {
+    harness_with(
+        price_scale,
+        size_scale,
+        ring_capacity,
+        EngineConfig::default(),
+    )
+}
+
+/// [`harness`] with a core on `cfg`.
+pub fn harness_with(
+    price_scale: u8,
+    size_scale: u8,
+    ring_capacity: usize,
+    cfg: EngineConfig,
+) -> Harness {
     let mut b = SymbolRegistryBuilder::new();
     let symbol = b.add("sim:BTC-USD", price_scale, size_scale).unwrap();
     let registry = Arc::new(b.build());
@@ -38,7 +53,7 @@ pub fn harness(price_scale: u8, size_scale: u8, ring_capacity: usize) -> Harness
     );
     let consumer = publisher.subscribe();
     let stats = Arc::new(WorkerStats::default());
-    let core = Core::new(Arc::new(EngineConfig::default()), registry, stats.clone());
+    let core = Core::new(Arc::new(cfg), registry, stats.clone());
     Harness {
         symbol,
         publisher,

@@ -55,6 +55,35 @@ impl Client {
         Client { ws }
     }
 
+    /// A client that asks for protocol version 2 (`tickwire.v2`); panics unless the
+    /// server chose it.
+    pub async fn connect_v2(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Client::handshake_v2(addr, stream).await
+    }
+
+    /// The version 2 handshake on a connected socket.
+    pub async fn handshake_v2(addr: SocketAddr, stream: TcpStream) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "tickwire.v2.bin, tickwire.v2".parse().unwrap(),
+        );
+        let (ws, resp) =
+            tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+                .await
+                .expect("websocket connects");
+        assert_eq!(
+            resp.headers()
+                .get("Sec-WebSocket-Protocol")
+                .map(|v| v.to_str().unwrap()),
+            Some("tickwire.v2"),
+            "the server chose version 2 in JSON"
+        );
+        Client { ws }
+    }
+
     pub async fn send(&mut self, v: Value) {
         self.ws
             .send(Message::text(v.to_string()))
@@ -393,14 +422,23 @@ pub async fn quiesce(engine: &EngineHandle) {
     panic!("engine did not quiesce");
 }
 
-/// A WebSocket client on a socket with a tiny receive buffer (a slow reader's socket).
-pub async fn connect_small_buffer(addr: SocketAddr, recv_buffer: usize) -> Client {
+/// A version 2 WebSocket client on a socket with a tiny receive buffer.
+pub async fn connect_small_buffer_v2(addr: SocketAddr, recv_buffer: usize) -> Client {
+    Client::handshake_v2(addr, small_buffer_socket(addr, recv_buffer)).await
+}
+
+fn small_buffer_socket(addr: SocketAddr, recv_buffer: usize) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(recv_buffer).unwrap();
     socket.connect(&addr.into()).unwrap();
     let std: std::net::TcpStream = socket.into();
     std.set_nonblocking(true).unwrap();
-    let stream = TcpStream::from_std(std).unwrap();
+    TcpStream::from_std(std).unwrap()
+}
+
+/// A WebSocket client on a socket with a tiny receive buffer (a slow reader's socket).
+pub async fn connect_small_buffer(addr: SocketAddr, recv_buffer: usize) -> Client {
+    let stream = small_buffer_socket(addr, recv_buffer);
     let (ws, _) = tokio_tungstenite::client_async(
         format!("ws://{addr}/ws"),
         tokio_tungstenite::MaybeTlsStream::Plain(stream),
