@@ -89,7 +89,7 @@ def test_engine_restart() -> None:
                 sub = await c.subscribe(symbols=[BTC], channels=["ticker", "trades", "book"], depth=10)
                 rec = Recorder(sub)
                 await c.wait_state("open", 10)
-                assert c.version == 1, "the engine answers no subprotocol yet (V2: 2)"
+                assert c.version == 2, "the engine answers tickwire.v2"
                 await until(lambda: len(rec.of("trade")) >= 20, 20, "trades")
                 await asyncio.sleep(4)  # the old engine's seqs get ahead of the new one's
                 await engine.stop(signal.SIGKILL)
@@ -117,9 +117,10 @@ def test_engine_restart() -> None:
                 finally:
                     probe_task.cancel()
                     await asyncio.gather(probe_task, return_exceptions=True)
-                # The app is told that trades start afresh (V2: reason "epoch", from `subscribed`).
+                # The app is told that trades start afresh: the restarted engine's
+                # `subscribed` names a new epoch.
                 reset = await until(lambda: rec.of("reset"), 5, "a reset")
-                assert reset[0].reason == "restart"
+                assert reset[0].reason == "epoch"
                 check_trade_continuity(rec.of("trade", "gap", "reset"))
                 assert [e.state for e in rec.of("state")][:3] == ["open", "reconnecting", "open"]
             rec.task.cancel()
@@ -180,11 +181,10 @@ def test_blip_one_second() -> None:
                 n = len(rec.of("trade"))
                 await until(lambda: len(rec.of("trade")) > n + 5, 10, "trades again")
                 check_trade_continuity(rec.of("trade", "gap", "reset"))  # no duplicate, no silent hole
-                # V2: with recovery (epoch + since), assert instead that there is no gap:
-                #   assert not rec.of("gap")
-                # Version 1 cannot recover: the outage's trades reach the app as one gap.
+                # Version 2 recovers (epoch + since): the outage's trades are replayed.
+                assert c.version == 2
                 gaps = rec.of("gap")
-                assert len(gaps) == 1 and gaps[0].reason == "reconnect", [vars(g) for g in gaps]
+                assert not gaps, [vars(g) for g in gaps]
             rec.task.cancel()
         finally:
             await relay.close()
