@@ -360,6 +360,9 @@ fn the_write_window_opens_only_while_the_core_is_busier_than_the_target() {
             max.as_micros() as u64
         );
         // Frames now wait for company: written one window after the first was queued.
+        // (Start from an empty outbox: at 20 ms a pass and a 16 ms window the client is
+        // written every other pass, so the saturated passes may have left frames.)
+        rig.core.flush_pending();
         frames(&mut client);
         rig.clock.advance(Duration::from_millis(1));
         let queued = rig.clock.now();
@@ -378,7 +381,7 @@ fn the_write_window_opens_only_while_the_core_is_busier_than_the_target() {
         // The load drops: the window is closed again within the promised time.
         let dropped = rig.clock.now();
         while rig.core.coalesce_window() > Duration::ZERO {
-            assert!(rig.clock.now() - dropped <= close_within(max));
+            assert!(rig.clock.now() - dropped <= close_within(max, 0.7));
             meter.park(rig.clock.now());
             rig.clock.advance(PERIOD - Duration::from_millis(2));
             meter.unpark(rig.clock.now());
