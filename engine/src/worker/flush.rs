@@ -92,7 +92,7 @@ pub struct FlushPolicy {
     period_start: Instant,
     parked_at_start: Duration,
     /// The busy share of the last period, and its smoothed value (what the window follows).
-    busy: f64,
+    period_busy: f64,
     smoothed: f64,
     hold: u32,
     deliveries: u64,
@@ -114,7 +114,7 @@ impl FlushPolicy {
             window: Duration::ZERO,
             period_start: now,
             parked_at_start: parked,
-            busy: 0.0,
+            period_busy: 0.0,
             smoothed: 0.0,
             hold: 0,
             deliveries: 0,
@@ -147,7 +147,7 @@ impl FlushPolicy {
             return;
         }
         let idle = parked.saturating_sub(self.parked_at_start).min(elapsed);
-        self.busy = 1.0 - idle.as_secs_f64() / elapsed.as_secs_f64();
+        self.period_busy = 1.0 - idle.as_secs_f64() / elapsed.as_secs_f64();
         let secs = elapsed.as_secs_f64();
         self.frames_per_client_s = if self.receivers == 0 {
             0.0
@@ -157,7 +157,7 @@ impl FlushPolicy {
         // A worker parked through many periods decides once for all of them.
         let periods = (elapsed.as_nanos() / PERIOD.as_nanos()).min(64) as u32;
         let keep = (1.0 - SMOOTHING).powi(periods.max(1) as i32);
-        self.smoothed = self.busy + (self.smoothed - self.busy) * keep;
+        self.smoothed = self.period_busy + (self.smoothed - self.period_busy) * keep;
         self.decide(periods);
         self.period_start = now;
         self.parked_at_start = parked;
