@@ -294,6 +294,27 @@ async fn read_tapes(
     }
 }
 
+/// Waits, with a client of its own, until every symbol's trades are `margin` past the
+/// last that `tapes` hold.
+async fn wait_past(addr: std::net::SocketAddr, tapes: &HashMap<String, Tape>, margin: u64) {
+    let held = |s: &str| *tapes[s].seqs.last().unwrap();
+    let mut w = Client::connect_v2(addr).await;
+    subscribe(
+        &mut w,
+        json!({"op":"subscribe","channels":["trades"],"symbols":SYMBOLS}),
+    )
+    .await;
+    let mut seen = HashMap::new();
+    read_tapes(&mut w, &mut seen, |t| {
+        SYMBOLS.iter().all(|s| {
+            t.get(*s)
+                .and_then(|t| t.seqs.last())
+                .is_some_and(|l| *l > held(s) + margin)
+        })
+    })
+    .await;
+}
+
 /// Subscribes a fresh v2 client to the trades; reads until each symbol has `n` trades.
 async fn first_session(addr: std::net::SocketAddr, n: usize) -> (String, HashMap<String, Tape>) {
     let mut c = Client::connect_v2(addr).await;
@@ -420,6 +441,9 @@ async fn a_wrong_epoch_replays_nothing() {
     let engine = start(test_config(), sim(2, 5_000));
     let addr = engine.local_addr();
     let (_, tapes) = first_session(addr, 20).await;
+    // Let the trades move on first: resumed at once, the first live trade may well be
+    // the one after the last held, which would look like a replay.
+    wait_past(addr, &tapes, 10).await;
     let (mut c, ok) = resume(addr, "not-this-engine", &tapes).await;
     for s in SYMBOLS {
         assert_eq!(ok["recovered"][s], false, "{ok}");
