@@ -403,7 +403,8 @@ async fn past_the_history_one_exact_expired_gap_then_the_rest() {
     let engine = start(cfg, sim(2, 5_000));
     let addr = engine.local_addr();
     let (epoch, mut tapes) = first_session(addr, 20).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Gone until the history (100 trades) has wrapped past what the client holds.
+    wait_past(addr, &tapes, 150).await;
     let last: HashMap<String, u64> = tapes
         .iter()
         .map(|(s, t)| (s.clone(), *t.seqs.last().unwrap()))
