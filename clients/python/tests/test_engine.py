@@ -5,10 +5,11 @@ result changes once it speaks version 2, the test says so (look for "V2:")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
-from typing import Any, Dict, List
+from typing import Any, AsyncIterator, Dict, List
 
 from websockets.asyncio.client import connect
 
@@ -130,15 +131,25 @@ def test_engine_restart() -> None:
     asyncio.run(main())
 
 
+@contextlib.asynccontextmanager
+async def engine_behind_relay() -> AsyncIterator[Relay]:
+    """The real engine on a free port and a relay in front of it; both stopped after."""
+    port = free_port()
+    engine = Engine(port)
+    await engine.start()
+    relay = Relay(port)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.close()
+        await engine.stop()
+
+
 @needs_binary
 def test_dead_link_frozen_relay() -> None:
     async def main() -> None:
-        port = free_port()
-        engine = Engine(port)
-        await engine.start()
-        relay = Relay(port)
-        await relay.start()
-        try:
+        async with engine_behind_relay() as relay:
             async with Client(f"ws://127.0.0.1:{relay.port}/ws", heartbeat=0.3) as c:
                 sub = await c.subscribe(symbols=[BTC], channels=["trades", "book"], depth=5)
                 rec = Recorder(sub)
@@ -155,9 +166,6 @@ def test_dead_link_frozen_relay() -> None:
                 await until(lambda: len(rec.books) > n + 3, 5, "book updates again")
                 check_trade_continuity(rec.of("trade", "gap", "reset"))
             rec.task.cancel()
-        finally:
-            await relay.close()
-            await engine.stop()
 
     asyncio.run(main())
 
@@ -165,12 +173,7 @@ def test_dead_link_frozen_relay() -> None:
 @needs_binary
 def test_blip_one_second() -> None:
     async def main() -> None:
-        port = free_port()
-        engine = Engine(port)
-        await engine.start()
-        relay = Relay(port)
-        await relay.start()
-        try:
+        async with engine_behind_relay() as relay:
             async with Client(f"ws://127.0.0.1:{relay.port}/ws") as c:
                 sub = await c.subscribe(symbols=[BTC], channels=["trades"])
                 rec = Recorder(sub)
@@ -186,9 +189,6 @@ def test_blip_one_second() -> None:
                 gaps = rec.of("gap")
                 assert not gaps, [vars(g) for g in gaps]
             rec.task.cancel()
-        finally:
-            await relay.close()
-            await engine.stop()
 
     asyncio.run(main())
 
