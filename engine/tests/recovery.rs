@@ -83,21 +83,12 @@ impl Stream {
         while let Ok(n @ 1..) = self.socket.read(&mut buf) {
             self.bytes.extend_from_slice(&buf[..n]);
         }
-        let (mut out, mut i, b) = (Vec::new(), 0, &self.bytes);
-        while i + 4 <= b.len() {
-            let (len, header) = match b[i + 1] & 0x7f {
-                126 => (usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]])), 4),
-                127 => panic!("no frame this large here"),
-                n => (usize::from(n), 2),
-            };
-            if i + header + len > b.len() {
-                break;
-            }
-            out.push(serde_json::from_slice(&b[i + header..i + header + len]).unwrap());
-            i += header + len;
-        }
-        self.bytes.drain(..i);
-        out
+        let (frames, used) = common::split_frames(&self.bytes);
+        self.bytes.drain(..used);
+        frames
+            .iter()
+            .map(|(_, p)| serde_json::from_slice(p).unwrap())
+            .collect()
     }
 }
 

@@ -117,16 +117,25 @@ pub fn frames(client: &mut std::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
             Err(_) => break,
         }
     }
+    split_frames(&bytes).0
+}
+
+/// The complete server frames at the start of `bytes` as (opcode, payload), and how many
+/// bytes they took (a frame cut short is left for the next read).
+pub fn split_frames(bytes: &[u8]) -> (Vec<(u8, Vec<u8>)>, usize) {
     let mut out = Vec::new();
     let mut i = 0;
     while i + 2 <= bytes.len() {
         let opcode = bytes[i] & 0x0f;
         let (len, header) = match bytes[i + 1] & 0x7f {
-            126 => (u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize, 4),
-            127 => (
+            126 if i + 4 <= bytes.len() => {
+                (u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize, 4)
+            }
+            127 if i + 10 <= bytes.len() => (
                 u64::from_be_bytes(bytes[i + 2..i + 10].try_into().unwrap()) as usize,
                 10,
             ),
+            126 | 127 => break,
             n => (n as usize, 2),
         };
         if i + header + len > bytes.len() {
@@ -135,7 +144,7 @@ pub fn frames(client: &mut std::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
         out.push((opcode, bytes[i + header..i + header + len].to_vec()));
         i += header + len;
     }
-    out
+    (out, i)
 }
 
 /// What the client's connection task does: write what is pending, waiting for the
